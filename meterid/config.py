@@ -1,0 +1,107 @@
+"""Typed view of ``params.yaml``: parsed once at an entry point and passed down.
+
+The models have no defaults on purpose: ``params.yaml`` is the one place values live, and a
+missing or misspelt key is an error naming the key rather than a silent default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Range = Annotated[tuple[float, float], Field(description="[low, high]")]
+IntRange = Annotated[tuple[int, int], Field(description="[low, high]")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Strict):
+    raw_dir: Path
+    unknown_dir: Path
+    manifest: Path
+    splits: Path
+    validation_reports: Path
+    split_reports: Path
+
+
+class NuisanceConfig(_Strict):
+    """Capture nuisances applied to every demo photo; each range is sampled per image."""
+
+    clutter_objects: IntRange
+    meter_height: Range
+    center_jitter: float
+    rotation_deg: Range
+    tilt: Range
+    gaussian_blur_sigma: Range
+    motion_blur_prob: float
+    motion_blur_px: IntRange
+    exposure: Range
+    color_cast: float
+    shadow_prob: float
+    glare_prob: float
+    noise_sigma: Range
+    jpeg_quality: IntRange
+
+
+class DemoConfig(_Strict):
+    seed: int
+    n_classes: int = Field(ge=2)
+    total_images: int = Field(ge=2)
+    imbalance_ratio: float = Field(ge=1)
+    unknown_brands: int = Field(ge=0)
+    unknown_images_per_brand: int = Field(ge=1)
+    image_width: int = Field(ge=64)
+    image_height: int = Field(ge=64)
+    workers: int = Field(ge=1)
+    nuisance: NuisanceConfig
+
+
+class ValidateConfig(_Strict):
+    min_width: int
+    min_height: int
+    min_images_per_class: int
+    allowed_formats: list[str]
+    max_pixels: int
+    near_duplicate_max_distance: int = Field(ge=0, le=64)
+    expected_classes: list[str]
+    workers: int = Field(ge=1)
+
+
+class SplitConfig(_Strict):
+    seed: int
+    low: int = Field(ge=1)
+    high: int = Field(ge=1)
+    medium_test_fraction: float = Field(gt=0, lt=1)
+    large_val_fraction: float = Field(gt=0, lt=1)
+    large_test_fraction: float = Field(gt=0, lt=1)
+    near_duplicate_max_distance: int = Field(ge=0, le=64)
+
+
+class Params(_Strict):
+    paths: PathsConfig
+    demo: DemoConfig
+    validate_: ValidateConfig = Field(alias="validate")
+    split: SplitConfig
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing or does not match the expected schema."""
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read and check ``params.yaml``; errors name the file and the offending keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no such parameters file; run from the project root or pass --params"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return Params.model_validate(raw)
+    except (yaml.YAMLError, ValidationError) as error:
+        raise ConfigError(f"{path}: invalid parameters:\n{error}") from error
