@@ -1,0 +1,40 @@
+"""Data preparation flow: (demo data) -> manifest -> Great Expectations -> adaptive split."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from meterid.config import load_params
+from meterid.data.steps import folder_is_empty
+from tasks.data import build_image_manifest, generate_demo_data, split_images, validate_image_manifest
+
+
+class DataValidationError(RuntimeError):
+    """The dataset broke a validation rule; the report names the files."""
+
+
+@flow(name="data_preparation")
+def data_preparation(params_file: str = "params.yaml", demo_if_missing: bool = True) -> dict:
+    """Prepare the image dataset for training; fails when validation fails."""
+    params = load_params(params_file)
+    paths = params.paths
+    if demo_if_missing and folder_is_empty(paths.raw_dir):
+        generate_demo_data(params.demo, paths.raw_dir, paths.unknown_dir)
+    manifest = build_image_manifest(paths.raw_dir, params.validate_.max_pixels,
+                                    params.validate_.workers)
+    report = validate_image_manifest(manifest, paths.raw_dir, paths.manifest,
+                                     paths.validation_reports, params.validate_)
+    if not report.success:
+        failed = [rule.name for rule in report.rules if not rule.success]
+        raise DataValidationError(f"{paths.raw_dir} failed validation rules: {', '.join(failed)}")
+    splits = split_images(paths.manifest, paths.raw_dir, paths.splits, paths.split_reports,
+                          params.validate_, params.split)
+    return {
+        "images": len(manifest),
+        "classes": int(manifest["label"].nunique()),
+        "splits": {k: int(v) for k, v in splits["split"].value_counts().items()},
+        "manifest": str(paths.manifest),
+        "splits_file": str(paths.splits),
+        "data_docs": str(report.docs_index) if report.docs_index else None,
+    }
+

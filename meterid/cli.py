@@ -1,0 +1,128 @@
+"""The ``meterid`` command line. Heavy libraries are imported inside commands so ``--help`` is
+instant; every input/output option defaults to its ``params.yaml`` value."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from meterid.config import ConfigError, Params, load_params
+from meterid.runtime import use_local_defaults
+
+app = typer.Typer(help="Identify electricity meters from photos: data, training, scoring.",
+                  no_args_is_help=True, pretty_exceptions_enable=False,
+                  add_completion=False)
+data_app = typer.Typer(help="Datasets: generate the demo meter dataset.", no_args_is_help=True)
+flow_app = typer.Typer(help="Run the Prefect flows locally (ephemeral Prefect, no server needed).",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(flow_app, name="flow")
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="Parameters file.")]
+
+
+def _params(ctx: typer.Context) -> Params:
+    return ctx.obj
+
+
+@app.callback()
+def _root(ctx: typer.Context, params: ParamsOption = Path("params.yaml")) -> None:
+    use_local_defaults()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        ctx.obj = load_params(params)
+    except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+
+
+@data_app.command("demo")
+def data_demo(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(help="Image folder (default: params paths.raw_dir).")] = None,
+    unknown_out: Annotated[Path | None, typer.Option(
+        help="Folder for the held-out brands (default: params paths.unknown_dir).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: params demo.seed).")] = None,
+    total: Annotated[int | None, typer.Option(help="Number of images (default: params demo.total_images).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace non-empty output folders.")] = False,
+) -> None:
+    """Generate the demo meter dataset: photo-like, imbalanced, deterministic for a seed."""
+    from meterid.data.demo.generate import generate_demo
+
+    params = _params(ctx)
+    overrides = {k: v for k, v in {"seed": seed, "total_images": total}.items() if v is not None}
+    cfg = params.demo.model_copy(update=overrides)
+    out = out or params.paths.raw_dir
+    unknown_out = unknown_out or params.paths.unknown_dir
+    counts = generate_demo(cfg, out, unknown_out, overwrite=overwrite)
+    known = sum(n for name, n in counts.items() if (out / name).is_dir())
+    typer.echo(f"wrote {known} images of {cfg.n_classes} classes to {out}, "
+               f"{sum(counts.values()) - known} held-out brand images to {unknown_out}")
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option(help="Image folder (default: params paths.raw_dir).")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Manifest CSV to write (default: params paths.manifest).")] = None,
+    report_dir: Annotated[Path | None, typer.Option(
+        help="Report and Data Docs folder (default: params paths.validation_reports).")] = None,
+) -> None:
+    """Build the image manifest and validate it with Great Expectations; exit 1 on failure."""
+    from meterid.data.steps import validate_dataset
+    from meterid.data.validation import format_report
+
+    params = _params(ctx)
+    data = data or params.paths.raw_dir
+    report = validate_dataset(data, manifest or params.paths.manifest,
+                              report_dir or params.paths.validation_reports, params.validate_)
+    typer.echo(format_report(report, data))
+    if not report.success:
+        raise typer.Exit(1)
+
+
+@app.command()
+def split(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option(help="Image folder (default: params paths.raw_dir).")] = None,
+    manifest: Annotated[Path | None, typer.Option(
+        help="Manifest CSV; rebuilt from --data when missing or stale (default: params paths.manifest).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Splits CSV to write (default: params paths.splits).")] = None,
+    report_dir: Annotated[Path | None, typer.Option(
+        help="Folder for the class-balance chart (default: params paths.split_reports).")] = None,
+) -> None:
+    """Assign every image to train/val/test by its class size, keeping duplicates together."""
+    from meterid.data.split import format_split_table, split_table
+    from meterid.data.steps import split_dataset
+
+    params = _params(ctx)
+    splits = split_dataset(data or params.paths.raw_dir, manifest or params.paths.manifest,
+                           out or params.paths.splits, report_dir or params.paths.split_reports,
+                           params.validate_, params.split)
+    typer.echo(format_split_table(split_table(splits)))
+
+
+@flow_app.command("data")
+def flow_data(
+    ctx: typer.Context,
+    demo_if_missing: Annotated[bool, typer.Option(
+        help="Generate the demo dataset first when the image folder is empty.")] = True,
+) -> None:
+    """Run the data preparation flow: (demo data) -> validate -> split, with artifacts."""
+    from flows.data_preparation import data_preparation
+
+    summary = data_preparation(params_file=str(ctx.find_root().params["params"]),
+                               demo_if_missing=demo_if_missing)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

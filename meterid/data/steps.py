@@ -1,0 +1,101 @@
+"""File-level data steps shared by the CLI, the Prefect tasks and the dvc stages.
+
+Each step reads its inputs from disk, calls the pure functions and writes its outputs, so the
+three entry points do exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from meterid.config import SplitConfig, ValidateConfig
+from meterid.data.manifest import build_manifest, class_folders, read_manifest, write_manifest
+from meterid.data.split import assign_splits, plot_class_balance, write_splits
+from meterid.data.validation import ValidationReport, report_to_dict, validate_manifest
+
+log = logging.getLogger(__name__)
+
+
+def _image_files(data_dir: Path) -> list[Path]:
+    return sorted(p for p in data_dir.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in
+                                             p.relative_to(data_dir).parts))
+
+
+def folder_is_empty(data_dir: Path) -> bool:
+    return not data_dir.is_dir() or not _image_files(data_dir)
+
+
+def folder_fingerprint(data_dir: Path) -> str:
+    """Changes when any file is added, removed, resized or touched (cheap: no file is read)."""
+    digest = hashlib.sha256()
+    for path in _image_files(data_dir):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(data_dir).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}\n"
+                      .encode())
+    return digest.hexdigest()[:32]
+
+
+def check_manifest(
+    manifest: pd.DataFrame, data_dir: Path, manifest_path: Path, report_dir: Path,
+    cfg: ValidateConfig,
+) -> ValidationReport:
+    """Write the manifest, validate it, and write ``summary.json`` and Data Docs."""
+    write_manifest(manifest, manifest_path)
+    report = validate_manifest(manifest, cfg, class_folders(data_dir),
+                               docs_dir=report_dir / "data_docs")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "summary.json").write_text(json.dumps(report_to_dict(report), indent=2) + "\n")
+    return report
+
+
+def validate_dataset(
+    data_dir: Path, manifest_path: Path, report_dir: Path, cfg: ValidateConfig
+) -> ValidationReport:
+    manifest = build_manifest(data_dir, cfg.max_pixels, cfg.workers)
+    return check_manifest(manifest, data_dir, manifest_path, report_dir, cfg)
+
+
+def current_manifest(data_dir: Path, manifest_path: Path, cfg: ValidateConfig) -> pd.DataFrame:
+    """The manifest on disk if it lists exactly the files under ``data_dir``, else a new one."""
+    if manifest_path.is_file():
+        manifest = read_manifest(manifest_path)
+        on_disk = {p.relative_to(data_dir).as_posix() for p in _image_files(data_dir)}
+        if set(manifest["path"]) == on_disk:
+            return manifest
+        log.warning("%s does not list the files under %s: rebuilding it", manifest_path, data_dir)
+    manifest = build_manifest(data_dir, cfg.max_pixels, cfg.workers)
+    write_manifest(manifest, manifest_path)
+    return manifest
+
+
+def split_dataset(
+    data_dir: Path, manifest_path: Path, splits_path: Path, report_dir: Path,
+    validate_cfg: ValidateConfig, split_cfg: SplitConfig,
+) -> pd.DataFrame:
+    """Write ``splits.csv`` and the class-balance chart; returns the splits."""
+    splits = assign_splits(current_manifest(data_dir, manifest_path, validate_cfg), split_cfg)
+    write_splits(splits, splits_path)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    plot_class_balance(splits, report_dir / "class_balance.png")
+    return splits
+
+
+def validation_markdown(report: ValidationReport, data_dir: Path, max_files: int = 50) -> str:
+    """A Prefect artifact: one row per rule, then the offending files of each failed rule."""
+    lines = [f"# Validation of `{data_dir}`: {'passed' if report.success else 'FAILED'}", "",
+             "| rule | result | offending files |", "|---|---|---|"]
+    for rule in report.rules:
+        lines.append(f"| {rule.name} | {'ok' if rule.success else 'failed'} | "
+                     f"{len(rule.offending)} |")
+    for rule in (r for r in report.rules if not r.success):
+        lines += ["", f"## {rule.name}: {rule.description}", ""]
+        lines += [f"- `{data_dir / path}`" for path in rule.offending[:max_files]]
+        if len(rule.offending) > max_files:
+            lines.append(f"- ... {len(rule.offending) - max_files} more in summary.json")
+    return "\n".join(lines) + "\n"
