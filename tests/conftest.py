@@ -38,3 +38,24 @@ def small_demo(tmp_path_factory: pytest.TempPathFactory, small_demo_cfg: DemoCon
     root = tmp_path_factory.mktemp("demo")
     generate_demo(small_demo_cfg, root / "raw", root / "unknown")
     return root
+
+
+def write_params(folder: Path, params: Params, demo: DemoConfig | None = None) -> Path:
+    """A params.yaml in ``folder`` (relative paths resolve there), optionally with another demo."""
+    import yaml
+
+    raw = params.model_dump(mode="json", by_alias=True)
+    if demo is not None:
+        raw["demo"] = demo.model_dump(mode="json")
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API and database for the whole session (started once: ~15 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

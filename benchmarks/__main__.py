@@ -1,0 +1,24 @@
+"""Run every benchmark: ``python -m benchmarks [name ...]``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from meterid.runtime import use_local_defaults
+
+BENCHMARKS = ("difficulty_baseline", "generator_throughput")
+
+
+def main(names: list[str]) -> None:
+    use_local_defaults(Path.cwd())
+    logging.basicConfig(level=logging.WARNING)
+    for name in names or BENCHMARKS:
+        module = __import__(f"benchmarks.{name}", fromlist=["run"])
+        print(f"\n=== {name} ===", flush=True)
+        module.run()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
