@@ -7,7 +7,7 @@ missing or misspelt key is an error naming the key rather than a silent default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -82,11 +82,53 @@ class SplitConfig(_Strict):
     near_duplicate_max_distance: int = Field(ge=0, le=64)
 
 
+class AugmentConfig(_Strict):
+    """Train-time augmentations (torchvision v2) modelling field photos."""
+
+    crop_scale: Range
+    crop_ratio: Range
+    rotation_deg: float
+    perspective: float
+    perspective_prob: float
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    blur_sigma: Range
+    blur_prob: float
+    jpeg_quality: IntRange
+    jpeg_prob: float
+
+
+class PhaseConfig(_Strict):
+    epochs: int = Field(ge=0)
+    lr: float = Field(gt=0)
+    patience: int = Field(ge=1)
+
+
+class TrainConfig(_Strict):
+    seed: int
+    backbone: str
+    weights: str
+    image_size: int = Field(ge=32)
+    batch_size: int = Field(ge=1)
+    workers: int = Field(ge=0)
+    imbalance: Literal["class_weights", "weighted_sampler", "none"]
+    class_weight_power: float
+    feature_views: int = Field(ge=1)
+    phase1: PhaseConfig
+    phase2: PhaseConfig
+    device: str
+    channels_last: bool
+    augment: AugmentConfig
+
+
 class Params(_Strict):
     paths: PathsConfig
     demo: DemoConfig
     validate_: ValidateConfig = Field(alias="validate")
     split: SplitConfig
+    train: TrainConfig
 
 
 class ConfigError(ValueError):

