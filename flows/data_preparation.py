@@ -6,7 +6,12 @@ from prefect import flow
 
 from meterid.config import load_params
 from meterid.data.steps import folder_is_empty
-from tasks.data import build_image_manifest, generate_demo_data, split_images, validate_image_manifest
+from tasks.data import (
+    build_image_manifest,
+    generate_demo_data,
+    split_images,
+    validate_image_manifest,
+)
 
 
 class DataValidationError(RuntimeError):

@@ -23,6 +23,11 @@ app.add_typer(data_app, name="data")
 app.add_typer(flow_app, name="flow")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="Parameters file.")]
+DataDir = Annotated[Path | None, typer.Option(
+    "--data", help="Image folder (default: params paths.raw_dir).")]
+ManifestFile = Annotated[Path | None, typer.Option(
+    "--manifest", help="Manifest CSV, written by validate; split rebuilds it when stale "
+    "(default: params paths.manifest).")]
 
 
 def _params(ctx: typer.Context) -> Params:
@@ -32,7 +37,8 @@ def _params(ctx: typer.Context) -> Params:
 @app.callback()
 def _root(ctx: typer.Context, params: ParamsOption = Path("params.yaml")) -> None:
     use_local_defaults()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         ctx.obj = load_params(params)
     except ConfigError as error:
@@ -43,11 +49,14 @@ def _root(ctx: typer.Context, params: ParamsOption = Path("params.yaml")) -> Non
 @data_app.command("demo")
 def data_demo(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option(help="Image folder (default: params paths.raw_dir).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Image folder (default: params paths.raw_dir).")] = None,
     unknown_out: Annotated[Path | None, typer.Option(
         help="Folder for the held-out brands (default: params paths.unknown_dir).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default: params demo.seed).")] = None,
-    total: Annotated[int | None, typer.Option(help="Number of images (default: params demo.total_images).")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Random seed (default: params demo.seed).")] = None,
+    total: Annotated[int | None, typer.Option(
+        help="Number of images (default: params demo.total_images).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace non-empty output folders.")] = False,
 ) -> None:
     """Generate the demo meter dataset: photo-like, imbalanced, deterministic for a seed."""
@@ -67,8 +76,8 @@ def data_demo(
 @app.command()
 def validate(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Option(help="Image folder (default: params paths.raw_dir).")] = None,
-    manifest: Annotated[Path | None, typer.Option(help="Manifest CSV to write (default: params paths.manifest).")] = None,
+    data: DataDir = None,
+    manifest: ManifestFile = None,
     report_dir: Annotated[Path | None, typer.Option(
         help="Report and Data Docs folder (default: params paths.validation_reports).")] = None,
 ) -> None:
@@ -88,10 +97,10 @@ def validate(
 @app.command()
 def split(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Option(help="Image folder (default: params paths.raw_dir).")] = None,
-    manifest: Annotated[Path | None, typer.Option(
-        help="Manifest CSV; rebuilt from --data when missing or stale (default: params paths.manifest).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Splits CSV to write (default: params paths.splits).")] = None,
+    data: DataDir = None,
+    manifest: ManifestFile = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Splits CSV to write (default: params paths.splits).")] = None,
     report_dir: Annotated[Path | None, typer.Option(
         help="Folder for the class-balance chart (default: params paths.split_reports).")] = None,
 ) -> None:

@@ -28,7 +28,9 @@ PLATE_COLORS: dict[str, Color] = {
     "blue": (60, 100, 180),
     "silver": (180, 184, 190),
 }
-LED_COLORS: dict[str, Color] = {"red": (230, 40, 30), "green": (40, 200, 70), "amber": (245, 160, 20)}
+LED_COLORS: dict[str, Color] = {
+    "red": (230, 40, 30), "green": (40, 200, 70), "amber": (245, 160, 20),
+}
 ACCENTS: dict[str, Color] = {
     "none": (0, 0, 0),
     "red": (190, 40, 40),
@@ -103,7 +105,8 @@ def _family_classes(
         if len(specs) == count:
             break
         # Keep most of the base design: siblings differ in 1-2 fields, like real product lines.
-        changed = [k for k in ("display", "buttons", "led", "plate", "accent") if option[k] != base[k]]
+        changed = [k for k in ("display", "buttons", "led", "plate", "accent")
+                   if option[k] != base[k]]
         if specs and len(changed) > 2:
             continue
         brand = brands[len(specs) % len(brands)]

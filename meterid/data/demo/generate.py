@@ -43,7 +43,8 @@ def plan_jobs(cfg: DemoConfig, out_dir: Path, unknown_dir: Path | None) -> list[
     jobs = [PhotoJob(spec, c, i, out_dir / spec.name / f"{spec.name}_{i:04d}.jpg")
             for c, (spec, n) in enumerate(zip(known, counts, strict=True)) for i in range(n)]
     if unknown_dir is not None:
-        jobs += [PhotoJob(spec, UNKNOWN_STREAM + u, i, unknown_dir / spec.name / f"{spec.name}_{i:04d}.jpg")
+        jobs += [PhotoJob(spec, UNKNOWN_STREAM + u, i,
+                          unknown_dir / spec.name / f"{spec.name}_{i:04d}.jpg")
                  for u, spec in enumerate(unknown) for i in range(cfg.unknown_images_per_brand)]
     return jobs
 

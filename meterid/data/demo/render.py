@@ -148,11 +148,13 @@ def _draw_buttons(d: ImageDraw.ImageDraw, spec: MeterSpec, display: tuple, layou
     x0, y0, x1, y1 = display
     for i in range(spec.buttons):
         if spec.button_side == "right":
-            cx, cy = layout.box(0.9, 0, 0.9, 0)[0], y0 + (i + 0.5) * (y1 - y0) / max(spec.buttons, 1)
+            cx = layout.box(0.9, 0, 0.9, 0)[0]
+            cy = y0 + (i + 0.5) * (y1 - y0) / max(spec.buttons, 1)
         else:
             cx, cy = x0 + (i + 0.5) * (x1 - x0) / spec.buttons, y1 + 0.05 * layout.h
         r = 0.045 * layout.w
-        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(30, 60, 140), outline=(15, 15, 15), width=2)
+        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(30, 60, 140), outline=(15, 15, 15),
+                  width=2)
 
 
 def _draw_plate(d: ImageDraw.ImageDraw, spec: MeterSpec, box: tuple, rng: np.random.Generator):
