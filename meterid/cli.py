@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from meterid.config import ConfigError, Params, load_params
-from meterid.runtime import use_local_defaults
+from meterid.runtime import quiet_chatty_loggers, use_local_defaults
 
 app = typer.Typer(help="Identify electricity meters from photos: data, training, scoring.",
                   no_args_is_help=True, pretty_exceptions_enable=False,
@@ -39,6 +39,7 @@ def _root(ctx: typer.Context, params: ParamsOption = Path("params.yaml")) -> Non
     use_local_defaults()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_chatty_loggers()
     try:
         ctx.obj = load_params(params)
     except ConfigError as error:

@@ -7,6 +7,7 @@ tries the network. Values already in the environment win, so a user can point at
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -30,6 +31,11 @@ def local_defaults(project_root: Path) -> dict[str, str]:
         "PREFECT_LOGGING_LEVEL": "INFO",
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
     }
+
+
+def quiet_chatty_loggers() -> None:
+    """Great Expectations logs dozens of INFO lines per run; keep its warnings only."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 
 def use_local_defaults(project_root: Path | None = None) -> None:

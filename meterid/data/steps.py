@@ -14,30 +14,29 @@ from pathlib import Path
 import pandas as pd
 
 from meterid.config import SplitConfig, ValidateConfig
-from meterid.data.manifest import build_manifest, class_folders, read_manifest, write_manifest
+from meterid.data.manifest import (
+    build_manifest,
+    class_folders,
+    list_files,
+    read_manifest,
+    write_manifest,
+)
 from meterid.data.split import assign_splits, plot_class_balance, write_splits
 from meterid.data.validation import ValidationReport, report_to_dict, validate_manifest
 
 log = logging.getLogger(__name__)
 
 
-def _image_files(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in
-                                             p.relative_to(data_dir).parts))
-
-
 def folder_is_empty(data_dir: Path) -> bool:
-    return not data_dir.is_dir() or not _image_files(data_dir)
+    return not data_dir.is_dir() or not list_files(data_dir)
 
 
 def folder_fingerprint(data_dir: Path) -> str:
     """Changes when any file is added, removed, resized or touched (cheap: no file is read)."""
     digest = hashlib.sha256()
-    for path in _image_files(data_dir):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(data_dir).as_posix()}|{stat.st_size}|{stat.st_mtime_ns}\n"
-                      .encode())
+    for relative in list_files(data_dir):
+        stat = (data_dir / relative).stat()
+        digest.update(f"{relative}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:32]
 
 
@@ -65,8 +64,7 @@ def current_manifest(data_dir: Path, manifest_path: Path, cfg: ValidateConfig) -
     """The manifest on disk if it lists exactly the files under ``data_dir``, else a new one."""
     if manifest_path.is_file():
         manifest = read_manifest(manifest_path)
-        on_disk = {p.relative_to(data_dir).as_posix() for p in _image_files(data_dir)}
-        if set(manifest["path"]) == on_disk:
+        if set(manifest["path"]) == set(list_files(data_dir)):
             return manifest
         log.warning("%s does not list the files under %s: rebuilding it", manifest_path, data_dir)
     manifest = build_manifest(data_dir, cfg.max_pixels, cfg.workers)
