@@ -72,7 +72,8 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear error
-        raise WeightsUnavailableError(f"weights file {path} is not a loadable state dict: {error}")
+        raise WeightsUnavailableError(
+            f"weights file {path} is not a loadable state dict: {error}") from error
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
@@ -83,7 +84,8 @@ def _load_backbone_weights(model: nn.Module, state: dict, source: str) -> None:
     missing = [k for k in own if k not in usable and not k.startswith(("fc.", "_fc."))]
     if missing:
         raise WeightsUnavailableError(
-            f"{source} does not fit this backbone: {len(missing)} tensors missing, e.g. {missing[:3]}")
+            f"{source} does not fit this backbone: {len(missing)} tensors missing, "
+            f"e.g. {missing[:3]}")
     model.load_state_dict(usable, strict=False)
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, confusion matrix, the image-wise audit, open-set scores."""

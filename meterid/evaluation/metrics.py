@@ -1,0 +1,111 @@
+"""Classification metrics, the confusion-matrix picture and the image-wise audit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    recall_score,
+    top_k_accuracy_score,
+)
+
+from meterid.training.calibration import expected_calibration_error
+
+UNKNOWN = "UNKNOWN"
+
+
+def headline_metrics(targets: np.ndarray, probabilities: np.ndarray, n_classes: int) -> dict:
+    """Accuracy-type metrics on the test split; empty test sets give NaN, not an error."""
+    if len(targets) == 0:
+        return {k: float("nan") for k in ("accuracy", "balanced_accuracy", "macro_recall",
+                                          "macro_f1", "top3_accuracy", "ece")}
+    predictions = probabilities.argmax(axis=1)
+    present = np.unique(targets)  # classes without test images are measured by CV instead
+    return {
+        "accuracy": float(accuracy_score(targets, predictions)),
+        "balanced_accuracy": float(balanced_accuracy_score(targets, predictions)),
+        "macro_recall": float(recall_score(targets, predictions, labels=present, average="macro",
+                                           zero_division=0)),
+        "macro_f1": float(f1_score(targets, predictions, labels=present, average="macro",
+                                   zero_division=0)),
+        "top3_accuracy": float(top_k_accuracy_score(targets, probabilities, k=min(3, n_classes),
+                                                    labels=np.arange(n_classes))),
+        "ece": expected_calibration_error(probabilities, targets),
+    }
+
+
+def per_class_table(targets: np.ndarray, predictions: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class (classes absent from the test split: NaN)."""
+    report = classification_report(targets, predictions, labels=np.arange(len(classes)),
+                                   target_names=classes, output_dict=True, zero_division=0)
+    table = pd.DataFrame({c: report[c] for c in classes}).T
+    table.index.name = "label"
+    table.loc[table["support"] == 0, ["precision", "recall", "f1-score"]] = np.nan
+    return table.rename(columns={"f1-score": "f1"})
+
+
+def plot_confusion_matrix(
+    targets: np.ndarray, predictions: np.ndarray, classes: list[str], out_png: Path
+) -> Path:
+    """Row-normalised confusion matrix; counts printed in non-empty cells. Scales with classes."""
+    matrix = confusion_matrix(targets, predictions, labels=np.arange(len(classes)))
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
+    side = max(6.0, 0.32 * len(classes) + 3)
+    figure = Figure(figsize=(side, side), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    image = axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    axes.set_yticks(range(len(classes)), classes, fontsize=7)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            axes.text(j, i, str(count), ha="center", va="center", fontsize=6,
+                      color="white" if share[i, j] > 0.5 else "black")
+    figure.colorbar(image, ax=axes, fraction=0.03, label="share of the true class")
+    axes.set_title(f"Confusion matrix, test split ({int(matrix.sum())} images)")
+    figure.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png)
+    return out_png
+
+
+def top_k(probabilities: np.ndarray, classes: list[str], k: int = 3) -> tuple[list, np.ndarray]:
+    """Top-k labels and probabilities per row, best first."""
+    order = np.argsort(-probabilities, axis=1)[:, :k]
+    labels = [[classes[i] for i in row] for row in order]
+    return labels, np.take_along_axis(probabilities, order, axis=1)
+
+
+def audit_table(
+    paths: list[str], targets: np.ndarray, probabilities: np.ndarray, classes: list[str],
+    is_unknown: np.ndarray,
+) -> pd.DataFrame:
+    """One row per test image: truth, prediction, calibrated confidence, top-3, flags."""
+    labels, confidences = top_k(probabilities, classes)
+    predicted = [row[0] for row in labels]
+    table = pd.DataFrame({
+        "path": paths,
+        "true_label": [classes[t] for t in targets],
+        "predicted_label": predicted,
+        "label": [UNKNOWN if u else p for p, u in zip(predicted, is_unknown, strict=True)],
+        "confidence": confidences[:, 0] if len(paths) else [],
+        "is_unknown": is_unknown.astype(bool),
+    })
+    for rank in range(3):
+        table[f"top{rank + 1}_label"] = [row[rank] if len(row) > rank else None for row in labels]
+        table[f"top{rank + 1}_conf"] = (confidences[:, rank] if confidences.shape[1] > rank
+                                        else np.nan) if len(paths) else []
+    table["correct"] = table["predicted_label"] == table["true_label"]
+    return table

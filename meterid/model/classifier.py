@@ -1,0 +1,71 @@
+"""The meter classifier: backbone stem, last block, linear head, and what rebuilds it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from meterid.model.backbones import Backbone
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What inference must do to an image before the model sees it (the eval preset)."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: str = "squash"  # the whole photo resized to a square, no centre crop
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MeterClassifier(nn.Module):
+    """Images -> logits. ``temperature`` (fitted on validation data) calibrates the softmax."""
+
+    def __init__(self, backbone: Backbone, classes: list[str], dropout: float = 0.2):
+        super().__init__()
+        self.backbone_name = backbone.name
+        self.classes = list(classes)
+        self.stem = backbone.stem
+        self.last_block = backbone.last_block
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.dim, len(classes)))
+        self.preprocessing = Preprocessing(224, backbone.mean, backbone.std)
+        self.register_buffer("temperature", torch.ones(()))
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.head[1].in_features
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The penultimate layer: pooled backbone embeddings used for open-set scores/clustering."""
+        return self.last_block(self.stem(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(images))
+
+    def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits / self.temperature, dim=-1)
+
+
+def set_phase(model: MeterClassifier, phase: int, pretrained: bool) -> list[str]:
+    """Freeze per the two-phase design; returns the names of the trainable parameters.
+
+    Phase 1: head only when the backbone is pretrained; the whole network when it is not (a frozen
+    random backbone is meaningless). Phase 2: the last block and the head.
+    """
+    trainable_prefixes = {
+        (1, True): ("head.",),
+        (1, False): ("stem.", "last_block.", "head."),
+        (2, True): ("last_block.", "head."),
+        (2, False): ("last_block.", "head."),
+    }[(phase, pretrained)]
+    names = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = name.startswith(trainable_prefixes)
+        if parameter.requires_grad:
+            names.append(name)
+    return names

@@ -1,0 +1,1 @@
+"""Two-phase training on cached backbone activations, calibration and open-set scores."""

@@ -1,0 +1,275 @@
+"""Two-phase training of the meter classifier.
+
+Phase 1 trains the head on frozen-backbone features; phase 2 unfreezes the last block at a lower
+learning rate. Both run on cached stem activations (see ``activations``), so neither recomputes
+the frozen part of the backbone per epoch. With ``weights: none`` phase 1 trains the whole network
+on images instead (a frozen random backbone is meaningless), then the cache is built from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+from meterid.config import PhaseConfig, TrainConfig
+from meterid.model.backbones import build_backbone
+from meterid.model.classifier import MeterClassifier, Preprocessing, set_phase
+from meterid.model.presets import eval_preset, train_preset
+from meterid.training.activations import ViewDataset, ViewItem, stem_activations
+from meterid.training.calibration import fit_temperature
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CachedSplit:
+    """Stem activations of one split (one row per image and view) with their targets."""
+
+    activations: torch.Tensor
+    targets: torch.Tensor
+    paths: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    model: MeterClassifier
+    history: list[dict]
+    train_views: CachedSplit  # augmented views used for training
+    train: CachedSplit  # eval-preset view of every train image
+    val: CachedSplit
+    test: CachedSplit
+    timings: dict[str, float]
+
+
+def choose_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def class_weights(targets: torch.Tensor, n_classes: int, power: float) -> torch.Tensor:
+    """(n_max / n_class) ** power: rare classes count more without dominating."""
+    counts = torch.bincount(targets, minlength=n_classes).clamp(min=1).float()
+    return (counts.max() / counts) ** power
+
+
+def _view_items(splits: pd.DataFrame, data_dir: Path, split: str, views: range,
+                index: dict[str, int]) -> list[ViewItem]:
+    rows = splits[splits["split"] == split]
+    return [ViewItem(data_dir / path, index[label], view)
+            for view in views for path, label in zip(rows["path"], rows["label"], strict=True)]
+
+
+def cache_splits(
+    model: MeterClassifier, splits: pd.DataFrame, data_dir: Path, cfg: TrainConfig,
+    max_pixels: int, device: torch.device,
+) -> dict[str, CachedSplit]:
+    """One pass of the frozen stem over train views, train/val/test eval views."""
+    index = {c: i for i, c in enumerate(model.classes)}
+    pre = model.preprocessing
+    parts = {
+        "train_views": _view_items(splits, data_dir, "train", range(1, cfg.feature_views + 1),
+                                   index),
+        "train": _view_items(splits, data_dir, "train", range(0, 1), index),
+        "val": _view_items(splits, data_dir, "val", range(0, 1), index),
+        "test": _view_items(splits, data_dir, "test", range(0, 1), index),
+    }
+    items = [item for part in parts.values() for item in part]
+    dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
+                          train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
+                          cfg.seed, max_pixels)
+    activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
+                                   cfg.channels_last, desc="backbone features")
+    cached, start = {}, 0
+    for name, part in parts.items():
+        stop = start + len(part)
+        cached[name] = CachedSplit(activations[start:stop],
+                                   torch.tensor([i.target for i in part], dtype=torch.long),
+                                   [str(i.path.relative_to(data_dir)) for i in part])
+        start = stop
+    return cached
+
+
+def _loader(inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig,
+            n_classes: int) -> DataLoader:
+    dataset = TensorDataset(inputs, targets)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if cfg.imbalance == "weighted_sampler":
+        weights = class_weights(targets, n_classes, 1.0)[targets]
+        sampler = WeightedRandomSampler(weights, len(weights), generator=generator)
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler)
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=generator)
+
+
+@torch.no_grad()
+def _batched(module: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    module.eval()
+    device = next(module.parameters()).device
+    outputs = [module(chunk.to(device)).cpu() for chunk in inputs.split(batch_size)]
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def logits_from_activations(model: MeterClassifier, activations: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, embeddings) of cached stem activations, in eval mode."""
+    if len(activations) == 0:
+        return torch.empty(0, len(model.classes)), torch.empty(0, model.embedding_dim)
+    embeddings = _batched(model.last_block, activations)
+    return _batched(model.head, embeddings), embeddings
+
+
+@dataclass
+class _Fit:
+    """One training phase: ``module`` maps cached ``inputs`` to logits."""
+
+    phase: int
+    module: nn.Module
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    val_inputs: torch.Tensor
+    val_targets: torch.Tensor
+
+
+def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: int,
+               loss_weights: torch.Tensor, history: list[dict]) -> None:
+    """Adam on the trainable parameters; early stopping on val loss (train loss without val).
+
+    The best epoch's weights are restored at the end."""
+    device = next(fit.module.parameters()).device
+    optimizer = torch.optim.Adam([p for p in fit.module.parameters() if p.requires_grad],
+                                 lr=phase_cfg.lr)
+    loader = _loader(fit.inputs, fit.targets, cfg, n_classes)
+    weights = loss_weights.to(device)
+    has_val = len(fit.val_targets) > 0
+    best, best_state, stale = float("inf"), copy.deepcopy(fit.module.state_dict()), 0
+    for epoch in range(1, phase_cfg.epochs + 1):
+        fit.module.train()
+        total = 0.0
+        for inputs, targets in loader:
+            loss = F.cross_entropy(fit.module(inputs.to(device)), targets.to(device),
+                                   weight=weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(targets)
+        train_loss = total / len(fit.targets)
+        val_loss = (float(F.cross_entropy(_batched(fit.module, fit.val_inputs), fit.val_targets,
+                                          weight=loss_weights)) if has_val else float("nan"))
+        history.append({"phase": fit.phase, "epoch": epoch, "train_loss": train_loss,
+                        "val_loss": val_loss})
+        log.info("phase %d epoch %d/%d: train loss %.4f, val loss %.4f", fit.phase, epoch,
+                 phase_cfg.epochs, train_loss, val_loss)
+        monitored = val_loss if has_val else train_loss
+        if monitored < best - 1e-4:
+            best, best_state, stale = monitored, copy.deepcopy(fit.module.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= phase_cfg.patience:
+                log.info("phase %d: early stop after epoch %d (best %s loss %.4f)", fit.phase,
+                         epoch, "val" if has_val else "train", best)
+                break
+    fit.module.load_state_dict(best_state)
+
+
+def _train_whole_network(model: MeterClassifier, splits: pd.DataFrame, data_dir: Path,
+                         cfg: TrainConfig, max_pixels: int, loss_weights: torch.Tensor,
+                         history: list[dict]) -> None:
+    """Phase 1 without pretrained weights: every layer learns, on augmented images."""
+    index = {c: i for i, c in enumerate(model.classes)}
+    pre = model.preprocessing
+    dataset = ViewDataset(_view_items(splits, data_dir, "train", range(1, 2), index),
+                          eval_preset(pre.image_size, pre.mean, pre.std),
+                          train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
+                          cfg.seed, max_pixels)
+    device = next(model.parameters()).device
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
+                                 lr=cfg.phase1.lr)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
+                        generator=torch.Generator().manual_seed(cfg.seed),
+                        multiprocessing_context="forkserver" if cfg.workers else None)
+    for epoch in range(1, cfg.phase1.epochs + 1):
+        model.train()
+        total, seen = 0.0, 0
+        for images, targets in loader:
+            loss = F.cross_entropy(model(images.to(device)), targets.to(device),
+                                   weight=loss_weights.to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, seen = total + float(loss) * len(targets), seen + len(targets)
+        history.append({"phase": 1, "epoch": epoch, "train_loss": total / seen,
+                        "val_loss": float("nan")})
+        log.info("phase 1 (whole network) epoch %d/%d: train loss %.4f", epoch,
+                 cfg.phase1.epochs, total / seen)
+
+
+def build_model(classes: list[str], cfg: TrainConfig) -> MeterClassifier:
+    backbone = build_backbone(cfg.backbone, cfg.weights)
+    model = MeterClassifier(backbone, classes)
+    model.preprocessing = Preprocessing(cfg.image_size, backbone.mean, backbone.std)
+    return model
+
+
+def train_two_phase(
+    splits: pd.DataFrame, data_dir: Path, cfg: TrainConfig, max_pixels: int
+) -> TrainResult:
+    """Train, then fit the temperature on validation logits."""
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    classes = sorted(splits["label"].unique())
+    model = build_model(classes, cfg).to(choose_device(cfg.device))
+    pretrained = cfg.weights != "none"
+    train_targets = torch.tensor([classes.index(c) for c in splits.loc[
+        splits["split"] == "train", "label"]])
+    loss_weights = (class_weights(train_targets, len(classes), cfg.class_weight_power)
+                    if cfg.imbalance == "class_weights" else torch.ones(len(classes)))
+    history: list[dict] = []
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    if not pretrained:
+        log.info("weights=none: phase 1 trains the whole network (a frozen random backbone "
+                 "would be meaningless)")
+        set_phase(model, 1, pretrained=False)
+        _train_whole_network(model, splits, data_dir, cfg, max_pixels, loss_weights, history)
+        timings["phase1_whole_network_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    data = cache_splits(model, splits, data_dir, cfg, max_pixels, next(model.parameters()).device)
+    timings["feature_cache_s"] = time.perf_counter() - start
+    if pretrained:
+        start = time.perf_counter()
+        log.info("phase 1: head only, backbone frozen, on cached features")
+        set_phase(model, 1, pretrained=True)
+        # The last block is frozen too: embed once, then the head trains in seconds.
+        _, train_embeddings = logits_from_activations(model, data["train_views"].activations)
+        _, val_embeddings = logits_from_activations(model, data["val"].activations)
+        _run_phase(_Fit(1, model.head, train_embeddings, data["train_views"].targets,
+                        val_embeddings, data["val"].targets),
+                   cfg.phase1, cfg, len(classes), loss_weights, history)
+        timings["phase1_head_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    log.info("phase 2: last block unfrozen, lr %.1e", cfg.phase2.lr)
+    set_phase(model, 2, pretrained)
+    _run_phase(_Fit(2, nn.Sequential(model.last_block, model.head),
+                    data["train_views"].activations, data["train_views"].targets,
+                    data["val"].activations, data["val"].targets),
+               cfg.phase2, cfg, len(classes), loss_weights, history)
+    timings["phase2_s"] = time.perf_counter() - start
+    val_logits, _ = logits_from_activations(model, data["val"].activations)
+    model.temperature.fill_(fit_temperature(val_logits, data["val"].targets))
+    log.info("temperature %.3f fitted on %d validation images", float(model.temperature),
+             len(data["val"].targets))
+    set_phase(model, 2, pretrained)
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    return TrainResult(model.eval(), history, data["train_views"], data["train"], data["val"],
+                       data["test"], timings)
