@@ -7,12 +7,22 @@ the casing's inner box, so every shape shares the same drawing code.
 
 from __future__ import annotations
 
+import colorsys
+import zlib
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from meterid.data.demo.catalog import ACCENTS, LED_COLORS, PLATE_COLORS, Color, MeterSpec
+from meterid.data.demo.catalog import (
+    ACCENTS,
+    BRANDS,
+    LED_COLORS,
+    PLATE_COLORS,
+    UNKNOWN_BRANDS,
+    Color,
+    MeterSpec,
+)
 
 # Canvas size (width, height) and inner layout box (x0, y0, x1, y1 as fractions) per shape.
 SHAPE_CANVAS: dict[str, tuple[int, int]] = {
@@ -41,6 +51,14 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
 
 def _jitter(color: Color, rng: np.random.Generator, amount: int) -> Color:
     return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in color)
+
+
+def brand_color(brand: str) -> Color:
+    """A stable, saturated logo colour per brand name."""
+    names = (*BRANDS, *UNKNOWN_BRANDS)
+    index = names.index(brand) if brand in names else zlib.crc32(brand.encode())
+    hue = (index * 0.618034) % 1.0  # golden-ratio steps keep neighbouring brands apart
+    return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, 0.7))
 
 
 def _darker(color: Color, factor: float = 0.6) -> Color:
@@ -152,7 +170,7 @@ def _draw_buttons(d: ImageDraw.ImageDraw, spec: MeterSpec, display: tuple, layou
             cy = y0 + (i + 0.5) * (y1 - y0) / max(spec.buttons, 1)
         else:
             cx, cy = x0 + (i + 0.5) * (x1 - x0) / spec.buttons, y1 + 0.05 * layout.h
-        r = 0.045 * layout.w
+        r = 0.065 * layout.w
         d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(30, 60, 140), outline=(15, 15, 15),
                   width=2)
 
@@ -205,13 +223,15 @@ def render_meter(spec: MeterSpec, rng: np.random.Generator) -> Image.Image:
     layout = _Layout(spec.shape, size)
 
     logo_y = 0.17 if spec.plate_side == "top" else 0.03
-    logo_ink = (245, 245, 245) if sum(spec.casing) < 330 else (25, 25, 30)
-    d.text(layout.box(0.04, logo_y, 0, 0)[:2], spec.brand, fill=logo_ink,
-           font=_font(int(0.1 * layout.h)))
+    # Each brand has its own logo badge colour, as real brands do.
+    d.rectangle(layout.box(0.0, logo_y - 0.01, 0.82, logo_y + 0.11), fill=brand_color(spec.brand))
+    d.text(layout.box(0.03, logo_y, 0, 0)[:2], spec.brand, fill=(250, 250, 250),
+           font=_font(int(0.09 * layout.h)))
     if spec.led != "none":
         cx, cy = layout.box(0.92, logo_y + 0.04, 0, 0)[:2]
-        r = 0.035 * layout.w
-        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=LED_COLORS[spec.led], outline=(20, 20, 20))
+        r = 0.06 * layout.w
+        d.ellipse((cx - 1.5 * r, cy - 1.5 * r, cx + 1.5 * r, cy + 1.5 * r), fill=(20, 20, 20))
+        d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=LED_COLORS[spec.led])
     right = 0.78 if spec.buttons and spec.button_side == "right" else 0.98
     display_y = (0.3, 0.44) if spec.plate_side == "top" else (0.2, 0.36)
     display = layout.box(0.02, display_y[0], right, display_y[1])
@@ -223,7 +243,7 @@ def render_meter(spec: MeterSpec, rng: np.random.Generator) -> Image.Image:
     plate_y = (0.02, 0.15) if spec.plate_side == "top" else (0.62, 0.8)
     _draw_plate(d, spec, layout.box(0.04, plate_y[0], 0.96, plate_y[1]), rng)
     if spec.accent != "none":
-        d.rectangle(layout.box(-0.2, 0.84, 1.2, 0.88), fill=ACCENTS[spec.accent])
+        d.rectangle(layout.box(-0.2, 0.82, 1.2, 0.89), fill=ACCENTS[spec.accent])
     d.rectangle(layout.box(-0.2, 0.9, 1.2, 1.2), fill=_darker(spec.casing, 0.8))  # terminal cover
     img.putalpha(mask)
     return _draw_wear(img, mask, rng)

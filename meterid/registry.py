@@ -1,0 +1,358 @@
+"""The model registry: log, register, promote and load meter classifiers with MLflow.
+
+Aliases, not stages (deprecated in MLflow 3): every new version becomes ``challenger``;
+``champion`` is the version that scoring loads (``models:/meterid@champion``). A version's
+headline metrics and the test split it was evaluated on are version tags, so the promotion rule
+and the dashboard read them without opening runs. Everything that rebuilds the classifier
+(classes, temperature, threshold, preprocessing, open-set rule) is the MLflow Model's
+``metadata``, next to the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import json
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+# Submodule imports only: ruff sorts a bare ``import mlflow`` as first-party because of the
+# project's mlflow/ store folder.
+import mlflow.artifacts
+import mlflow.pytorch
+import numpy as np
+import torch
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.models.model import ModelInfo
+from mlflow.tracking import MlflowClient
+
+from meterid.model.classifier import MeterClassifier, Preprocessing
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "meterid"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+METRIC_TAG_PREFIX = "metric."
+SPLIT_TAG = "test_split_id"
+PROMOTION_TAG = "promotion"
+# Written by export_model into the exported copy's metadata, so a folder knows its version.
+EXPORTED_VERSION_KEY = "registry_version"
+EXPORTED_SOURCE_KEY = "exported_from"
+METADATA_KEYS = ("classes", "temperature", "threshold", "preprocessing", "backbone", "open_set")
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+_LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]{32})$")
+_NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+
+
+class ModelNotFoundError(LookupError):
+    """The registry has no such model, version or alias."""
+
+
+class ModelMetadataError(ValueError):
+    """A logged model lacks meterid's metadata or contradicts it."""
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready for inference, with what its predictions need."""
+
+    model: MeterClassifier
+    classes: list[str]
+    temperature: float
+    threshold: float
+    preprocessing: Preprocessing
+    version: int | None  # registry version; None for a run or logged-model URI
+    open_set: dict
+    source: str  # the URI (or folder) actually loaded, an alias already resolved
+
+
+# --- logging and registering -------------------------------------------------------------------
+
+def _signature(model: MeterClassifier) -> ModelSignature:
+    """Float32 NCHW images -> logits; a batch of 2 so the batch axis is inferred as variable."""
+    size = model.preprocessing.image_size
+    example = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(example)).numpy()
+    return infer_signature(example, logits)
+
+
+def _pip_requirements(model: torch.nn.Module) -> list[str]:
+    """Pinned distributions the pickled model imports from: listed directly because MLflow's
+    requirement inference loads the model again in a subprocess (seconds per log)."""
+    roots = {type(module).__module__.split(".")[0] for module in model.modules()}
+    roots |= {"torch", "numpy", "cloudpickle"}
+    providers = importlib.metadata.packages_distributions()
+    dists = {dist for root in roots for dist in providers.get(root, [])}
+    return sorted(f"{dist}=={importlib.metadata.version(dist)}" for dist in dists)
+
+
+def _metadata(model: MeterClassifier, threshold: float, open_set: dict) -> dict:
+    return {
+        "classes": list(model.classes),
+        "temperature": float(model.temperature),
+        "threshold": float(threshold),
+        "preprocessing": model.preprocessing.to_dict(),
+        "backbone": model.backbone_name,
+        "open_set": _plain(open_set),
+    }
+
+
+def _plain(value: dict) -> dict:
+    """Builtin types only (numpy scalars and arrays too), as the MLmodel YAML file needs."""
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist")
+                                 else str(v)))
+
+
+def log_model(model: MeterClassifier, threshold: float, open_set: dict) -> ModelInfo:
+    """Log the classifier to the active run (pytorch flavour, pickled so any batch size loads;
+    ``torch.export`` would freeze the example's batch size)."""
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_model needs an active MLflow run: call it in mlflow.start_run()")
+    cpu_model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
+    return mlflow.pytorch.log_model(
+        cpu_model,
+        name="model",
+        signature=_signature(cpu_model),
+        metadata=_metadata(cpu_model, threshold, open_set),
+        pip_requirements=_pip_requirements(cpu_model),
+        serialization_format="pickle",
+    )
+
+
+def register(model_uri: str, run_id: str, metrics: dict[str, float],
+             test_split_id: str | None = None) -> int:
+    """A new version of MODEL_NAME, tagged ``metric.<name>`` and ``test_split_id`` so that
+    promotion can compare versions evaluated on the same test images."""
+    client = MlflowClient()
+    try:
+        client.create_registered_model(MODEL_NAME)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    tags = {f"{METRIC_TAG_PREFIX}{name}": str(float(value)) for name, value in metrics.items()}
+    if test_split_id is not None:
+        tags[SPLIT_TAG] = test_split_id
+    logged = _LOGGED_MODEL_URI.match(model_uri)  # MLflow 3's log_model returns models:/m-<id>
+    version = client.create_model_version(MODEL_NAME, source=model_uri, run_id=run_id, tags=tags,
+                                          model_id=logged[1] if logged else None)
+    log.info("registered %s version %s from %s", MODEL_NAME, version.version, model_uri)
+    return int(version.version)
+
+
+# --- aliases -------------------------------------------------------------------------------------
+
+def _get_version(client: MlflowClient, version: int, name: str = MODEL_NAME) -> ModelVersion:
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as error:
+        if error.error_code != _NOT_FOUND:
+            raise
+        raise ModelNotFoundError(f"model {name!r} has no version {version}") from error
+
+
+def _alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME) -> ModelVersion | None:
+    """The version holding ``alias``, None without one. Read from the registered model's alias
+    map: ``get_model_version_by_alias`` reports a missing alias as an invalid parameter."""
+    try:
+        version = client.get_registered_model(name).aliases.get(alias)
+    except MlflowException as error:
+        if error.error_code != _NOT_FOUND:
+            raise
+        return None
+    return client.get_model_version(name, str(version)) if version is not None else None
+
+
+def _aliases_by_version(client: MlflowClient) -> dict[int, list[str]]:
+    """From the registered model: ``search_model_versions`` may return versions without aliases."""
+    by_version: dict[int, list[str]] = {}
+    for alias, version in client.get_registered_model(MODEL_NAME).aliases.items():
+        by_version.setdefault(int(version), []).append(alias)
+    return {version: sorted(aliases) for version, aliases in by_version.items()}
+
+
+def _metric_tag(version: ModelVersion, metric: str) -> float | None:
+    value = version.tags.get(f"{METRIC_TAG_PREFIX}{metric}")
+    return float(value) if value is not None else None
+
+
+def _promotion_decision(version: ModelVersion, value: float, champion: ModelVersion | None,
+                        auto_promote: bool, margin: float, metric: str,
+                        split_id: str | None) -> tuple[bool, str]:
+    """Whether ``version`` takes ``champion``, and why (kept as a version tag)."""
+    if champion is None:
+        return True, "no champion yet"
+    if champion.version == version.version:
+        return True, "already champion"
+    if not auto_promote:
+        return False, f"auto promotion is off; champion stays version {champion.version}"
+    champion_split = champion.tags.get(SPLIT_TAG)
+    if split_id is None or split_id != champion_split:
+        return False, (f"not comparable: champion version {champion.version} was evaluated on "
+                       f"test split {champion_split!r}, this version on {split_id!r}")
+    best = _metric_tag(champion, metric)
+    if best is None:
+        return False, f"champion version {champion.version} has no {metric} tag to compare"
+    # A small tolerance, so "better by exactly the margin" survives float rounding.
+    if value - best >= margin - 1e-9:
+        return True, f"{metric} {value:.4f} >= champion {best:.4f} + margin {margin}"
+    return False, f"{metric} {value:.4f} < champion {best:.4f} + margin {margin}"
+
+
+def apply_promotion_rule(version: int, metrics: dict, auto_promote: bool, margin: float,
+                         metric: str = "accuracy", test_split_id: str | None = None) -> list[str]:
+    """Make ``version`` the challenger, and the champion when there is none or, with
+    ``auto_promote``, when it beats the champion by ``margin`` on the same test split (scores on
+    different test images are not comparable). Returns the version's aliases afterwards."""
+    client = MlflowClient()
+    candidate = _get_version(client, version)
+    value = metrics.get(metric, _metric_tag(candidate, metric))
+    if value is None:
+        raise ValueError(f"no {metric!r} in metrics or tags of version {version}; "
+                         f"have {sorted(metrics)}")
+    client.set_registered_model_alias(MODEL_NAME, CHALLENGER, str(version))
+    promoted, reason = _promotion_decision(
+        candidate, float(value), _alias_version(client, CHAMPION), auto_promote, margin, metric,
+        test_split_id if test_split_id is not None else candidate.tags.get(SPLIT_TAG))
+    log.info("version %s %s champion: %s", version, "becomes" if promoted else "is not", reason)
+    client.set_model_version_tag(MODEL_NAME, str(version), PROMOTION_TAG, reason)
+    if promoted:
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, str(version))
+    return _aliases_by_version(client).get(version, [])
+
+
+def promote(version: int) -> None:
+    """Move ``champion`` to ``version`` (a manual decision, no rule applied)."""
+    client = MlflowClient()
+    _get_version(client, version)
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION, str(version))
+    log.info("champion is now %s version %s", MODEL_NAME, version)
+
+
+def list_versions() -> list[dict]:
+    """Every version, newest first, with its aliases and ``metric.*`` tags as floats."""
+    client = MlflowClient()
+    try:
+        aliases = _aliases_by_version(client)
+    except MlflowException as error:
+        if error.error_code != _NOT_FOUND:
+            raise
+        return []
+    rows = []
+    for version in client.search_model_versions(f"name = '{MODEL_NAME}'"):
+        metrics = {key.removeprefix(METRIC_TAG_PREFIX): float(value)
+                   for key, value in version.tags.items() if key.startswith(METRIC_TAG_PREFIX)}
+        rows.append({
+            **metrics,
+            "version": int(version.version),
+            "aliases": aliases.get(int(version.version), []),
+            "run_id": version.run_id,
+            "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(),
+            SPLIT_TAG: version.tags.get(SPLIT_TAG),
+            PROMOTION_TAG: version.tags.get(PROMOTION_TAG),
+        })
+    return sorted(rows, key=lambda row: row["version"], reverse=True)
+
+
+# --- loading and exporting -----------------------------------------------------------------------
+
+def _resolve(uri: str) -> tuple[str, int | None]:
+    """A registry URI pinned to a version (an alias read now, once), and that version."""
+    match = _MODELS_URI.match(uri)
+    if match is None:
+        return uri, None
+    client, name = MlflowClient(), match["name"]
+    if match["alias"]:
+        found = _alias_version(client, match["alias"], name)
+        if found is None:
+            raise ModelNotFoundError(f"model {name!r} has no alias {match['alias']!r}: register a "
+                                     "model and promote a version first")
+        version = int(found.version)
+    else:
+        version = int(_get_version(client, int(match["version"]), name).version)
+    return f"models:/{name}/{version}", version
+
+
+def _checked_metadata(model: MeterClassifier, metadata: dict | None, source: str) -> dict:
+    """The MLmodel metadata, after checking it describes the pickled classifier."""
+    missing = [key for key in METADATA_KEYS if key not in (metadata or {})]
+    if missing:
+        raise ModelMetadataError(f"{source} is not a meterid model: metadata lacks {missing}")
+    if not isinstance(model, MeterClassifier):
+        raise ModelMetadataError(f"{source} holds a {type(model).__name__}, not a MeterClassifier")
+    if list(model.classes) != list(metadata["classes"]):
+        raise ModelMetadataError(f"{source}: the weights' classes differ from the metadata's")
+    if not np.isclose(float(model.temperature), float(metadata["temperature"])):
+        raise ModelMetadataError(f"{source}: the weights' temperature {float(model.temperature)} "
+                                 f"differs from the metadata's {metadata['temperature']}")
+    return metadata
+
+
+def _load_local(path: str, source: str, version: int | None) -> LoadedModel:
+    metadata = Model.load(path).metadata
+    model = mlflow.pytorch.load_model(path).eval()
+    metadata = _checked_metadata(model, metadata, source)
+    pre = dict(metadata["preprocessing"])
+    preprocessing = Preprocessing(**{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])})
+    model.preprocessing = preprocessing
+    return LoadedModel(
+        model=model,
+        classes=list(metadata["classes"]),
+        temperature=float(metadata["temperature"]),
+        threshold=float(metadata["threshold"]),
+        preprocessing=preprocessing,
+        version=version if version is not None else metadata.get(EXPORTED_VERSION_KEY),
+        open_set=dict(metadata["open_set"]),
+        source=source,
+    )
+
+
+def load_classifier(uri: str) -> LoadedModel:
+    """Load from ``models:/meterid@champion``, ``models:/meterid/3``, ``runs:/<id>/model``,
+    ``models:/<model id>`` or an exported folder. An alias is resolved at call time."""
+    if Path(uri).is_dir():
+        return _load_local(uri, uri, None)
+    source, version = _resolve(uri)
+    with tempfile.TemporaryDirectory(prefix="meterid-model-") as tmp:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp)
+        loaded = _load_local(path, source, version)
+    log.info("loaded %s (%s)", source, uri)
+    return loaded
+
+
+def _clear_export_dir(out_dir: Path) -> None:
+    """Overwrite a previous export, but never a folder holding something else."""
+    if not out_dir.exists():
+        return
+    if any(out_dir.iterdir()) and not (out_dir / "MLmodel").is_file():
+        raise FileExistsError(f"{out_dir} exists and is not an exported model; choose another "
+                              "folder or empty it")
+    shutil.rmtree(out_dir)
+
+
+def export_model(uri: str, out_dir: Path) -> Path:
+    """Copy a model out of MLflow into ``out_dir`` (replacing an earlier export), so that
+    ``load_classifier(str(out_dir))`` works with no tracking server. The copy's metadata records
+    the registry version and the URI it came from."""
+    source, version = _resolve(uri)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir.parent) as tmp:
+        staged = Path(tmp) / "model"
+        staged.mkdir()
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staged)))
+        mlmodel = Model.load(str(path))
+        mlmodel.metadata = {**(mlmodel.metadata or {}), EXPORTED_VERSION_KEY: version,
+                            EXPORTED_SOURCE_KEY: source}
+        mlmodel.save(str(path / "MLmodel"))
+        _clear_export_dir(out_dir)
+        shutil.move(str(path), out_dir)
+    log.info("exported %s to %s", source, out_dir)
+    return out_dir
