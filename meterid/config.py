@@ -27,6 +27,8 @@ class PathsConfig(_Strict):
     splits: Path
     validation_reports: Path
     split_reports: Path
+    evaluation_reports: Path
+    models_dir: Path
 
 
 class NuisanceConfig(_Strict):
@@ -120,7 +122,23 @@ class TrainConfig(_Strict):
     phase2: PhaseConfig
     device: str
     channels_last: bool
+    freeze_batchnorm: bool
     augment: AugmentConfig
+
+
+class EvaluateConfig(_Strict):
+    threshold: float = Field(ge=0, le=1)
+    open_set_rule: Literal["auto", "msp", "knn"]
+    knn_k: int = Field(ge=1)
+    known_accept_share: float = Field(gt=0, le=1)
+    cv_folds: int = Field(ge=2)
+
+
+class RegisterConfig(_Strict):
+    model_name: str
+    auto_promote: bool
+    promote_metric: str
+    promote_margin: float
 
 
 class Params(_Strict):
@@ -129,6 +147,8 @@ class Params(_Strict):
     validate_: ValidateConfig = Field(alias="validate")
     split: SplitConfig
     train: TrainConfig
+    evaluate: EvaluateConfig
+    register_: RegisterConfig = Field(alias="register")
 
 
 class ConfigError(ValueError):

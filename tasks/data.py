@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from meterid.data.manifest import build_manifest
-from meterid.data.validation import ValidationReport, format_report
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from meterid.config import DemoConfig, SplitConfig, ValidateConfig
 from meterid.data import steps
 from meterid.data.demo.generate import generate_demo
+from meterid.data.manifest import build_manifest
 from meterid.data.split import split_table
+from meterid.data.validation import ValidationReport, format_report
 
 
 def _retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:

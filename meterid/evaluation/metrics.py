@@ -43,7 +43,9 @@ def headline_metrics(targets: np.ndarray, probabilities: np.ndarray, n_classes: 
     }
 
 
-def per_class_table(targets: np.ndarray, predictions: np.ndarray, classes: list[str]) -> pd.DataFrame:
+def per_class_table(
+    targets: np.ndarray, predictions: np.ndarray, classes: list[str]
+) -> pd.DataFrame:
     """Precision, recall, F1 and support per class (classes absent from the test split: NaN)."""
     report = classification_report(targets, predictions, labels=np.arange(len(classes)),
                                    target_names=classes, output_dict=True, zero_division=0)

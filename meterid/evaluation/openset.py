@@ -6,6 +6,8 @@ and the cosine distance to the k-th nearest training embedding (kNN, as in OpenO
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
@@ -52,3 +54,24 @@ def known_vs_unknown_auroc(known: np.ndarray, unknown: np.ndarray) -> float:
 def threshold_for_known_acceptance(known_scores: np.ndarray, accept_share: float) -> float:
     """The score threshold that accepts ``accept_share`` of known images."""
     return float(np.quantile(known_scores, 1 - accept_share)) if len(known_scores) else -np.inf
+
+
+@dataclass(frozen=True)
+class OpenSetRule:
+    """When a prediction becomes UNKNOWN. ``msp``: calibrated top-1 below ``threshold``.
+    ``knn``: that, or an embedding farther from the training images than ``knn_threshold``."""
+
+    name: str
+    threshold: float
+    knn_k: int = 10
+    knn_threshold: float = -np.inf
+
+    def flags(self, probabilities: np.ndarray, embeddings: np.ndarray,
+              reference: np.ndarray) -> np.ndarray:
+        unknown = msp_score(probabilities) < self.threshold
+        if self.name == "knn" and len(reference):
+            unknown |= knn_score(reference, embeddings, self.knn_k) < self.knn_threshold
+        return unknown
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -44,10 +44,10 @@ class CachedSplit:
 class TrainResult:
     model: MeterClassifier
     history: list[dict]
-    train_views: CachedSplit  # augmented views used for training
-    train: CachedSplit  # eval-preset view of every train image
-    val: CachedSplit
-    test: CachedSplit
+    # train_views (augmented, trained on), train/val/test (eval preset): stem activations
+    cached: dict[str, CachedSplit]
+    # Embeddings of train/val/test from the backbone before phase 2 changed it (for CV)
+    frozen_embeddings: dict[str, torch.Tensor]
     timings: dict[str, float]
 
 
@@ -154,6 +154,12 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
     best, best_state, stale = float("inf"), copy.deepcopy(fit.module.state_dict()), 0
     for epoch in range(1, phase_cfg.epochs + 1):
         fit.module.train()
+        if cfg.freeze_batchnorm:
+            # Keep pretrained normalisation statistics: batches of cached activations are
+            # small and class-skewed, and re-estimating them hurt validation loss.
+            for module in fit.module.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         total = 0.0
         for inputs, targets in loader:
             loss = F.cross_entropy(fit.module(inputs.to(device)), targets.to(device),
@@ -223,28 +229,38 @@ def build_model(classes: list[str], cfg: TrainConfig) -> MeterClassifier:
 def train_two_phase(
     splits: pd.DataFrame, data_dir: Path, cfg: TrainConfig, max_pixels: int
 ) -> TrainResult:
-    """Train, then fit the temperature on validation logits."""
+    """Build the model, (phase 1 on images when not pretrained), cache, then fit on the cache."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     classes = sorted(splits["label"].unique())
     model = build_model(classes, cfg).to(choose_device(cfg.device))
-    pretrained = cfg.weights != "none"
     train_targets = torch.tensor([classes.index(c) for c in splits.loc[
         splits["split"] == "train", "label"]])
     loss_weights = (class_weights(train_targets, len(classes), cfg.class_weight_power)
                     if cfg.imbalance == "class_weights" else torch.ones(len(classes)))
     history: list[dict] = []
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    if not pretrained:
+    if cfg.weights == "none":
         log.info("weights=none: phase 1 trains the whole network (a frozen random backbone "
                  "would be meaningless)")
+        start = time.perf_counter()
         set_phase(model, 1, pretrained=False)
         _train_whole_network(model, splits, data_dir, cfg, max_pixels, loss_weights, history)
         timings["phase1_whole_network_s"] = time.perf_counter() - start
     start = time.perf_counter()
     data = cache_splits(model, splits, data_dir, cfg, max_pixels, next(model.parameters()).device)
     timings["feature_cache_s"] = time.perf_counter() - start
+    return fit_on_cache(model, data, cfg, loss_weights, history, timings)
+
+
+def fit_on_cache(
+    model: MeterClassifier, data: dict[str, CachedSplit], cfg: TrainConfig,
+    loss_weights: torch.Tensor, history: list[dict], timings: dict[str, float],
+) -> TrainResult:
+    """Phase 1 (head, when pretrained) and phase 2 (last block + head) on cached activations,
+    then the temperature on validation logits."""
+    pretrained = cfg.weights != "none"
+    n_classes = len(model.classes)
     if pretrained:
         start = time.perf_counter()
         log.info("phase 1: head only, backbone frozen, on cached features")
@@ -254,22 +270,37 @@ def train_two_phase(
         _, val_embeddings = logits_from_activations(model, data["val"].activations)
         _run_phase(_Fit(1, model.head, train_embeddings, data["train_views"].targets,
                         val_embeddings, data["val"].targets),
-                   cfg.phase1, cfg, len(classes), loss_weights, history)
+                   cfg.phase1, cfg, n_classes, loss_weights, history)
         timings["phase1_head_s"] = time.perf_counter() - start
+    frozen = {name: logits_from_activations(model, data[name].activations)[1]
+              for name in ("train", "val", "test")}
     start = time.perf_counter()
     log.info("phase 2: last block unfrozen, lr %.1e", cfg.phase2.lr)
     set_phase(model, 2, pretrained)
     _run_phase(_Fit(2, nn.Sequential(model.last_block, model.head),
                     data["train_views"].activations, data["train_views"].targets,
                     data["val"].activations, data["val"].targets),
-               cfg.phase2, cfg, len(classes), loss_weights, history)
+               cfg.phase2, cfg, n_classes, loss_weights, history)
     timings["phase2_s"] = time.perf_counter() - start
     val_logits, _ = logits_from_activations(model, data["val"].activations)
     model.temperature.fill_(fit_temperature(val_logits, data["val"].targets))
     log.info("temperature %.3f fitted on %d validation images", float(model.temperature),
              len(data["val"].targets))
-    set_phase(model, 2, pretrained)
     for parameter in model.parameters():
         parameter.requires_grad = False
-    return TrainResult(model.eval(), history, data["train_views"], data["train"], data["val"],
-                       data["test"], timings)
+    return TrainResult(model.eval(), history, data, frozen, timings)
+
+
+def cache_folder(model: MeterClassifier, folder: Path, cfg: TrainConfig, max_pixels: int
+                 ) -> CachedSplit:
+    """Eval-preset stem activations of every image under ``folder`` (e.g. held-out brands)."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    pre = model.preprocessing
+    dataset = ViewDataset([ViewItem(p, -1, 0) for p in paths],
+                          eval_preset(pre.image_size, pre.mean, pre.std), None, cfg.seed,
+                          max_pixels)
+    device = next(model.parameters()).device
+    activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
+                                   cfg.channels_last, desc=f"features of {folder}")
+    return CachedSplit(activations, torch.full((len(paths),), -1, dtype=torch.long),
+                       [str(p.relative_to(folder)) for p in paths])
