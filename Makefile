@@ -14,14 +14,16 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-## demo: generate the demo meter dataset (if missing), validate, split (Prefect flow), version it (DVC)
+## demo: the training flow on the demo data (generated if missing), then version it all with DVC
 demo: install
-	$(BIN)/meterid flow data
-	$(BIN)/dvc commit --force --quiet data.dvc
-	$(BIN)/dvc repro
+	$(BIN)/meterid flow train
+	$(BIN)/dvc commit --force --quiet
 	$(BIN)/dvc push --quiet
-	@echo "demo done: data in data/raw, manifest data/manifest.csv, splits data/splits.csv,"
-	@echo "validation report reports/validation/data_docs/index.html, class balance reports/split/class_balance.png"
+	$(BIN)/dvc metrics show
+	$(BIN)/meterid models
+	@echo "demo done. Look at: reports/validation/data_docs/index.html, reports/split/class_balance.png,"
+	@echo "reports/evaluation/confusion_matrix.png, reports/evaluation/audit.csv; models/champion;"
+	@echo "MLflow: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1"
 
 ## test: the whole suite (unit and integration tests of the real tools on generated data)
 test: install

@@ -116,6 +116,66 @@ def split(
     typer.echo(format_split_table(split_table(splits)))
 
 
+def _params_file(ctx: typer.Context) -> Path:
+    return Path(ctx.find_root().params["params"])
+
+
+@app.command()
+def train(ctx: typer.Context) -> None:
+    """Train the two-phase classifier on the split; writes models/candidate (tracked in MLflow)."""
+    from meterid.training.steps import train_candidate
+
+    summary = train_candidate(_params(ctx), _params_file(ctx), Path.cwd())
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def evaluate(ctx: typer.Context) -> None:
+    """Evaluate models/candidate on the test split and held-out brands; register it in MLflow."""
+    from meterid.training.steps import evaluate_candidate
+
+    outcome = evaluate_candidate(_params(ctx))
+    metrics = outcome["metrics"]
+    typer.echo(f"registered meterid version {outcome['version']} with aliases "
+               f"{', '.join(outcome['aliases'])}; open-set rule: {outcome['rule']['name']}")
+    for key in ("accuracy", "balanced_accuracy", "macro_recall", "macro_f1", "top3_accuracy",
+                "ece", "unknown_auroc_msp", "unknown_auroc", "unknown_flagged_share",
+                "known_flagged_share", "selective_accuracy", "coverage", "cv_macro_recall"):
+        typer.echo(f"  {key:24s} {metrics[key]:.4f}")
+    typer.echo(f"reports: {outcome['reports']['metrics']} and beside it")
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list.")] = False,
+) -> None:
+    """List the registered meterid versions with aliases and headline metrics."""
+    from meterid.registry import list_versions
+
+    versions = list_versions()
+    if as_json:
+        typer.echo(json.dumps(versions, indent=2, default=str))
+        return
+    if not versions:
+        typer.echo("no registered versions yet: run `meterid train` and `meterid evaluate`")
+    for v in versions:
+        typer.echo(f"v{v['version']:<4} {','.join(v['aliases']) or '-':22s} "
+                   f"accuracy={v.get('accuracy')}  created={v.get('created')}")
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(help="Registered version to make champion.")],
+) -> None:
+    """Move the `champion` alias to VERSION and export it to models/champion."""
+    from meterid.registry import promote as promote_version
+    from meterid.training.steps import export_champion
+
+    promote_version(version)
+    typer.echo(f"champion -> version {version}; exported to {export_champion(_params(ctx))}")
+
+
 @flow_app.command("data")
 def flow_data(
     ctx: typer.Context,
@@ -125,9 +185,17 @@ def flow_data(
     """Run the data preparation flow: (demo data) -> validate -> split, with artifacts."""
     from flows.data_preparation import data_preparation
 
-    summary = data_preparation(params_file=str(ctx.find_root().params["params"]),
+    summary = data_preparation(params_file=str(_params_file(ctx)),
                                demo_if_missing=demo_if_missing)
     typer.echo(json.dumps(summary, indent=2))
+
+
+@flow_app.command("train")
+def flow_train(ctx: typer.Context) -> None:
+    """Run the training flow: validate -> split -> train -> evaluate -> register."""
+    from flows.training import training
+
+    typer.echo(json.dumps(training(params_file=str(_params_file(ctx))), indent=2, default=str))
 
 
 def main() -> None:

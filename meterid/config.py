@@ -135,7 +135,6 @@ class EvaluateConfig(_Strict):
 
 
 class RegisterConfig(_Strict):
-    model_name: str
     auto_promote: bool
     promote_metric: str
     promote_margin: float

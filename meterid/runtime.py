@@ -34,8 +34,9 @@ def local_defaults(project_root: Path) -> dict[str, str]:
 
 
 def quiet_chatty_loggers() -> None:
-    """Great Expectations logs dozens of INFO lines per run; keep its warnings only."""
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    """Great Expectations and httpx (Prefect's client) log dozens of INFO lines per run."""
+    for name in ("great_expectations", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def use_local_defaults(project_root: Path | None = None) -> None:

@@ -91,3 +91,20 @@ def log_epoch_history(history: list[dict]) -> None:
         }
         if metrics:
             log_metrics(metrics, step=int(record["epoch"]))
+
+
+def use_experiment(name: str) -> str:
+    """Select (creating if needed) an experiment. With the embedded SQLite store, artifacts go
+    to ``artifacts/`` beside the database rather than to ``./mlruns`` of whatever the cwd is."""
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking.fluent import get_tracking_uri, set_experiment
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        uri = get_tracking_uri()
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+        client.create_experiment(name, artifact_location=location)
+    return set_experiment(name).experiment_id

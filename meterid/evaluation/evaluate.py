@@ -26,8 +26,9 @@ from meterid.evaluation.metrics import (
     per_class_table,
     plot_confusion_matrix,
 )
+from meterid.model.classifier import MeterClassifier
 from meterid.training.calibration import expected_calibration_error
-from meterid.training.trainer import CachedSplit, TrainResult, logits_from_activations
+from meterid.training.trainer import CachedSplit, logits_from_activations
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,11 @@ class Evaluation:
     rule: openset.OpenSetRule
 
 
-def _scores(result: TrainResult, split: CachedSplit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _scores(model: MeterClassifier, split: CachedSplit
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(raw logits, calibrated probabilities, embeddings) of a cached split."""
-    logits, embeddings = logits_from_activations(result.model, split.activations)
-    probabilities = result.model.calibrated_probabilities(logits)
+    logits, embeddings = logits_from_activations(model, split.activations)
+    probabilities = model.calibrated_probabilities(logits)
     return logits.numpy(), probabilities.numpy(), embeddings.numpy()
 
 
@@ -87,18 +89,22 @@ def cross_validated_recall(embeddings: np.ndarray, labels: np.ndarray, folds: in
     return frame.groupby("label")["correct"].mean()
 
 
-def evaluate(result: TrainResult, unknown: CachedSplit | None, cfg: EvaluateConfig,
-             seed: int) -> Evaluation:
-    model, classes, test = result.model, result.model.classes, result.cached["test"]
-    logits, probabilities, embeddings = _scores(result, test)
-    _, _, reference = _scores(result, result.cached["train"])
+def evaluate(
+    model: MeterClassifier, test: CachedSplit, unknown: CachedSplit | None,
+    cv_embeddings: np.ndarray, cv_labels: np.ndarray, cfg: EvaluateConfig, seed: int,
+) -> Evaluation:
+    """Test metrics, open-set behaviour on ``unknown`` and per-class CV on frozen embeddings."""
+    classes = model.classes
+    logits, probabilities, embeddings = _scores(model, test)
+    reference = model.reference_embeddings.numpy()
     targets = test.targets.numpy()
-    unknown_scores = _scores(result, unknown)[1:] if unknown is not None else None
+    unknown_scores = _scores(model, unknown)[1:] if unknown is not None else None
     rule, auroc = choose_open_set_rule(reference, (probabilities, embeddings), unknown_scores, cfg)
     flagged = rule.flags(probabilities, embeddings, reference)
     metrics = headline_metrics(targets, probabilities, len(classes))
     raw = torch.softmax(torch.as_tensor(logits), dim=1).numpy()
     accepted = ~flagged
+    has_unknown = unknown_scores is not None and len(unknown_scores[0]) > 0
     metrics.update({
         "ece_uncalibrated": expected_calibration_error(raw, targets),
         "temperature": float(model.temperature),
@@ -106,8 +112,7 @@ def evaluate(result: TrainResult, unknown: CachedSplit | None, cfg: EvaluateConf
         "unknown_auroc_knn": auroc["knn"],
         "unknown_auroc": auroc[rule.name],
         "unknown_flagged_share": (float(rule.flags(*unknown_scores, reference).mean())
-                                  if unknown_scores is not None and len(unknown_scores[0])
-                                  else float("nan")),
+                                  if has_unknown else float("nan")),
         "known_flagged_share": float(flagged.mean()) if len(flagged) else float("nan"),
         "coverage": float(accepted.mean()) if len(flagged) else float("nan"),
         "selective_accuracy": (float((probabilities.argmax(1) == targets)[accepted].mean())
@@ -117,11 +122,8 @@ def evaluate(result: TrainResult, unknown: CachedSplit | None, cfg: EvaluateConf
         "classes": len(classes),
     })
     per_class = per_class_table(targets, probabilities.argmax(1), classes)
-    all_embeddings = torch.cat([result.frozen_embeddings[s] for s in ("train", "val", "test")])
-    all_labels = np.array([classes[t] for s in ("train", "val", "test")
-                           for t in result.cached[s].targets.tolist()])
-    per_class["cv_recall"] = cross_validated_recall(all_embeddings.numpy(), all_labels,
-                                                    cfg.cv_folds, seed).reindex(per_class.index)
+    per_class["cv_recall"] = cross_validated_recall(cv_embeddings, cv_labels, cfg.cv_folds,
+                                                    seed).reindex(per_class.index)
     per_class["measured_by"] = np.where(per_class["support"] > 0, "test", "cross-validation")
     metrics["cv_macro_recall"] = float(per_class["cv_recall"].mean())
     audit = audit_table(test.paths, targets, probabilities, classes, flagged)

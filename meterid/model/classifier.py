@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from meterid.model.backbones import Backbone
+from meterid.model.backbones import Backbone, build_backbone
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class MeterClassifier(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.dim, len(classes)))
         self.preprocessing = Preprocessing(224, backbone.mean, backbone.std)
         self.register_buffer("temperature", torch.ones(()))
+        # Eval-view embeddings of the training images, for the kNN open-set rule at inference.
+        self.register_buffer("reference_embeddings", torch.empty(0, backbone.dim))
+        self.open_set: dict = {"name": "msp", "threshold": 0.5}
 
     @property
     def embedding_dim(self) -> int:
@@ -69,3 +73,25 @@ def set_phase(model: MeterClassifier, phase: int, pretrained: bool) -> list[str]
         if parameter.requires_grad:
             names.append(name)
     return names
+
+
+def save_checkpoint(model: MeterClassifier, path: Path) -> Path:
+    """Weights plus everything that rebuilds the model (tensors and plain values only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "classes": model.classes,
+                "backbone": model.backbone_name, "preprocessing": model.preprocessing.to_dict(),
+                "open_set": model.open_set}, path)
+    return path
+
+
+def load_checkpoint(path: Path) -> MeterClassifier:
+    """Rebuild a classifier saved by ``save_checkpoint`` (``weights_only``: no code unpickled)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = MeterClassifier(build_backbone(checkpoint["backbone"], "none"), checkpoint["classes"])
+    model.reference_embeddings = torch.empty_like(checkpoint["state_dict"]["reference_embeddings"])
+    model.load_state_dict(checkpoint["state_dict"])
+    pre = checkpoint["preprocessing"]
+    model.preprocessing = Preprocessing(pre["image_size"], tuple(pre["mean"]), tuple(pre["std"]),
+                                        pre["resize"])
+    model.open_set = dict(checkpoint["open_set"])
+    return model.eval()

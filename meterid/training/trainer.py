@@ -291,16 +291,23 @@ def fit_on_cache(
     return TrainResult(model.eval(), history, data, frozen, timings)
 
 
-def cache_folder(model: MeterClassifier, folder: Path, cfg: TrainConfig, max_pixels: int
-                 ) -> CachedSplit:
-    """Eval-preset stem activations of every image under ``folder`` (e.g. held-out brands)."""
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+def cache_images(model: MeterClassifier, paths: list[Path], targets: list[int], cfg: TrainConfig,
+                 max_pixels: int, root: Path, desc: str) -> CachedSplit:
+    """Eval-preset stem activations of ``paths`` (stored relative to ``root``)."""
     pre = model.preprocessing
-    dataset = ViewDataset([ViewItem(p, -1, 0) for p in paths],
+    dataset = ViewDataset([ViewItem(p, t, 0) for p, t in zip(paths, targets, strict=True)],
                           eval_preset(pre.image_size, pre.mean, pre.std), None, cfg.seed,
                           max_pixels)
     device = next(model.parameters()).device
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
-                                   cfg.channels_last, desc=f"features of {folder}")
-    return CachedSplit(activations, torch.full((len(paths),), -1, dtype=torch.long),
-                       [str(p.relative_to(folder)) for p in paths])
+                                   cfg.channels_last, desc=desc)
+    return CachedSplit(activations, torch.tensor(targets, dtype=torch.long),
+                       [p.relative_to(root).as_posix() for p in paths])
+
+
+def cache_folder(model: MeterClassifier, folder: Path, cfg: TrainConfig, max_pixels: int
+                 ) -> CachedSplit:
+    """Every image under ``folder`` (e.g. the held-out brands), with target -1."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return cache_images(model, paths, [-1] * len(paths), cfg, max_pixels, folder,
+                        f"features of {folder}")

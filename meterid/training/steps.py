@@ -1,0 +1,158 @@
+"""Training and evaluation as file-level steps, shared by the CLI, the Prefect tasks and dvc.
+
+``train_candidate`` trains and writes ``models/candidate/`` (checkpoint, frozen embeddings for
+cross-validation, the MLflow run id); ``evaluate_candidate`` evaluates it, writes the reports, and
+logs, registers and (by the promotion rule) promotes it in MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from meterid import registry, tracking
+from meterid.config import Params
+from meterid.evaluation.evaluate import evaluate, write_reports
+from meterid.model.classifier import load_checkpoint, save_checkpoint
+from meterid.training.trainer import (
+    cache_folder,
+    cache_images,
+    logits_from_activations,
+    train_two_phase,
+)
+
+log = logging.getLogger(__name__)
+
+TRAINING_EXPERIMENT = "meterid-training"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class CandidateFiles:
+    """What ``meterid train`` leaves for ``meterid evaluate`` (a dvc output)."""
+
+    folder: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "model.pt"
+
+    @property
+    def frozen_embeddings(self) -> Path:
+        return self.folder / "frozen_embeddings.npz"
+
+    @property
+    def run_info(self) -> Path:
+        return self.folder / "run.json"
+
+
+def candidate_files(params: Params) -> CandidateFiles:
+    return CandidateFiles(params.paths.models_dir / "candidate")
+
+
+def test_split_id(splits: pd.DataFrame) -> str:
+    """Identifies the test set, so that only models measured on the same one are compared."""
+    paths = sorted(splits.loc[splits["split"] == "test", "path"])
+    return hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
+
+
+def _log_run_context(params_file: Path, repo: Path) -> None:
+    import mlflow
+
+    mlflow.log_params(tracking.flatten_params(yaml.safe_load(params_file.read_text())))
+    mlflow.set_tags({"data_version": tracking.dvc_data_version(repo / "data.dvc") or "unknown",
+                     "git_commit": tracking.git_commit(repo) or "unknown"})
+
+
+def train_candidate(params: Params, params_file: Path, repo: Path) -> dict:
+    """Train the two-phase model on the split and save the candidate; tracked in MLflow."""
+    import mlflow
+
+    splits = pd.read_csv(params.paths.splits)
+    files = candidate_files(params)
+    tracking.use_experiment(TRAINING_EXPERIMENT)
+    with mlflow.start_run(run_name=f"train-{params.train.backbone}") as run:
+        _log_run_context(params_file, repo)
+        mlflow.set_tag("phase1", "head only" if params.train.weights != "none"
+                       else "whole network (weights=none)")
+        result = train_two_phase(splits, params.paths.raw_dir, params.train,
+                                 params.validate_.max_pixels)
+        tracking.log_epoch_history(result.history)
+        mlflow.log_metrics({f"time_{k}": v for k, v in result.timings.items()})
+        model = result.model
+        model.reference_embeddings = logits_from_activations(
+            model, result.cached["train"].activations)[1]
+        save_checkpoint(model, files.checkpoint)
+        np.savez_compressed(
+            files.frozen_embeddings,
+            embeddings=torch.cat([result.frozen_embeddings[s] for s in SPLITS]).numpy(),
+            labels=np.array([model.classes[t] for s in SPLITS
+                             for t in result.cached[s].targets.tolist()]))
+        summary = {"run_id": run.info.run_id, "timings": result.timings,
+                   "epochs": len(result.history), "temperature": float(model.temperature)}
+        files.run_info.write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("candidate model in %s (MLflow run %s)", files.folder, summary["run_id"])
+    return summary
+
+
+def _test_split(model, splits: pd.DataFrame, params: Params):
+    rows = splits[splits["split"] == "test"]
+    index = {c: i for i, c in enumerate(model.classes)}
+    paths = [params.paths.raw_dir / p for p in rows["path"]]
+    return cache_images(model, paths, [index[c] for c in rows["label"]], params.train,
+                        params.validate_.max_pixels, params.paths.raw_dir, "test images")
+
+
+def _unknown_images(model, params: Params):
+    folder = params.paths.unknown_dir
+    if not folder.is_dir() or not any(folder.rglob("*.jpg")):
+        log.warning("no held-out images in %s: unknown-detection metrics will be empty", folder)
+        return None
+    return cache_folder(model, folder, params.train, params.validate_.max_pixels)
+
+
+def evaluate_candidate(params: Params) -> dict:
+    """Evaluate the candidate, write reports, then log, register and maybe promote it."""
+    import mlflow
+
+    files = candidate_files(params)
+    model = load_checkpoint(files.checkpoint)
+    splits = pd.read_csv(params.paths.splits)
+    frozen = np.load(files.frozen_embeddings)
+    evaluation = evaluate(model, _test_split(model, splits, params), _unknown_images(model, params),
+                          frozen["embeddings"], frozen["labels"], params.evaluate,
+                          params.train.seed)
+    reports = write_reports(evaluation, model.classes, params.paths.evaluation_reports)
+    model.open_set = evaluation.rule.to_dict()
+    run_id = json.loads(files.run_info.read_text())["run_id"]
+    tracking.use_experiment(TRAINING_EXPERIMENT)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({k: v for k, v in evaluation.metrics.items() if np.isfinite(v)})
+        mlflow.log_artifacts(str(params.paths.evaluation_reports), artifact_path="evaluation")
+        info = registry.log_model(model, params.evaluate.threshold, model.open_set)
+        version = registry.register(info.model_uri, run_id, evaluation.metrics,
+                                    test_split_id=test_split_id(splits))
+    cfg = params.register_
+    aliases = registry.apply_promotion_rule(version, evaluation.metrics, cfg.auto_promote,
+                                            cfg.promote_margin, cfg.promote_metric,
+                                            test_split_id(splits))
+    if registry.CHAMPION in aliases:
+        export_champion(params)
+    return {"version": version, "aliases": aliases, "metrics": evaluation.metrics,
+            "rule": model.open_set, "reports": {k: str(v) for k, v in reports.items()}}
+
+
+def export_champion(params: Params) -> Path:
+    """The champion as a self-contained folder under models/, for use without MLflow."""
+    out = registry.export_model(f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}",
+                                params.paths.models_dir / "champion")
+    log.info("champion exported to %s", out)
+    return out

@@ -1,0 +1,193 @@
+"""Two-phase training pieces: freezing, feature caching, checkpoints, weights options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from meterid.config import Params, TrainConfig, load_params
+from meterid.model.backbones import WeightsUnavailableError, build_backbone
+from meterid.model.classifier import (
+    MeterClassifier,
+    Preprocessing,
+    load_checkpoint,
+    save_checkpoint,
+    set_phase,
+)
+from meterid.model.presets import eval_preset, train_preset
+from meterid.training.activations import ViewDataset, ViewItem, stem_activations
+from meterid.training.calibration import expected_calibration_error, fit_temperature
+from meterid.training.trainer import logits_from_activations, train_two_phase
+from tests.conftest import REPO_ROOT
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_model() -> MeterClassifier:
+    torch.manual_seed(0)
+    model = MeterClassifier(build_backbone("efficientnet_lite0", "none"), ["a", "b", "c"])
+    model.preprocessing = Preprocessing(SIZE, model.preprocessing.mean, model.preprocessing.std)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_train_cfg(params: Params) -> TrainConfig:
+    return params.train.model_copy(update=dict(
+        image_size=SIZE, batch_size=8, workers=0, feature_views=2, channels_last=False,
+        phase1=params.train.phase1.model_copy(update=dict(epochs=2)),
+        phase2=params.train.phase2.model_copy(update=dict(epochs=1))))
+
+
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_phase_freezing(tiny_model: MeterClassifier, pretrained: bool):
+    phase1 = set_phase(tiny_model, 1, pretrained)
+    if pretrained:
+        assert phase1 and all(name.startswith("head.") for name in phase1)
+    else:  # a random frozen backbone is meaningless: phase 1 trains everything
+        assert len(phase1) == len(list(tiny_model.parameters()))
+    phase2 = set_phase(tiny_model, 2, pretrained)
+    assert {n.split(".")[0] for n in phase2} == {"last_block", "head"}
+    assert not any(p.requires_grad for p in tiny_model.stem.parameters())
+    assert all(p.requires_grad for p in tiny_model.last_block.parameters())
+
+
+def _view_dataset(small_demo: Path, model: MeterClassifier, views: list[int]) -> ViewDataset:
+    paths = sorted((small_demo / "raw").rglob("*.jpg"))[:6]
+    pre = model.preprocessing
+    augment = load_params(REPO_ROOT / "params.yaml").train.augment
+    return ViewDataset([ViewItem(p, 0, v) for v in views for p in paths],
+                       eval_preset(pre.image_size, pre.mean, pre.std),
+                       train_preset(pre.image_size, pre.mean, pre.std, augment), 7, 10**8)
+
+
+def test_cached_activations_give_the_same_logits_as_the_full_model(
+    tiny_model: MeterClassifier, small_demo: Path
+):
+    dataset = _view_dataset(small_demo, tiny_model, [0])
+    cached = stem_activations(tiny_model.stem, dataset, 4, 0, torch.device("cpu"), False)
+    logits, embeddings = logits_from_activations(tiny_model, cached)
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    with torch.no_grad():
+        assert torch.allclose(logits, tiny_model(images), atol=1e-5)
+        assert torch.allclose(embeddings, tiny_model.embed(images), atol=1e-5)
+
+
+def test_augmented_views_are_deterministic_and_distinct(
+    tiny_model: MeterClassifier, small_demo: Path
+):
+    dataset = _view_dataset(small_demo, tiny_model, [1, 2])
+    half = len(dataset) // 2
+    assert torch.equal(dataset[0][0], dataset[0][0])  # same item, same augmentation
+    assert not torch.equal(dataset[0][0], dataset[half][0])  # view 1 vs view 2 of one image
+
+
+def test_checkpoint_round_trip(tiny_model: MeterClassifier, tmp_path: Path):
+    tiny_model.temperature.fill_(1.7)
+    tiny_model.reference_embeddings = torch.randn(5, tiny_model.embedding_dim)
+    tiny_model.open_set = {"name": "knn", "threshold": 0.5, "knn_k": 3, "knn_threshold": -0.2}
+    loaded = load_checkpoint(save_checkpoint(tiny_model, tmp_path / "model.pt"))
+    images = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), tiny_model(images), atol=1e-6)
+    assert loaded.classes == ["a", "b", "c"] and float(loaded.temperature) == pytest.approx(1.7)
+    assert loaded.open_set == tiny_model.open_set
+    assert loaded.preprocessing == tiny_model.preprocessing
+    assert torch.equal(loaded.reference_embeddings, tiny_model.reference_embeddings)
+
+
+def test_weights_from_a_local_file(tmp_path: Path):
+    from torchvision.models import resnet18
+
+    reference = resnet18(weights=None)  # stands in for a copied torchvision weights file
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    loaded = build_backbone("resnet18", str(tmp_path / "resnet18.pth"))
+    random = build_backbone("resnet18", "none")
+    assert torch.equal(loaded.stem[0].weight, reference.conv1.weight)
+    assert torch.equal(loaded.last_block[0][1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert not torch.equal(random.stem[0].weight, reference.conv1.weight)
+
+
+def test_bundled_efficientnet_imagenet_weights_load_offline():
+    backbone = build_backbone("efficientnet_lite0", "imagenet")
+    random = build_backbone("efficientnet_lite0", "none")
+    assert not torch.equal(backbone.stem[0].weight, random.stem[0].weight)
+    assert backbone.dim == 1280
+
+
+@pytest.mark.parametrize("weights,message", [
+    ("missing.pth", "does not exist"),
+    ("garbage.pth", "not a loadable state dict"),
+    ("other.pth", "does not fit this backbone"),
+])
+def test_weights_file_errors_name_the_file(tmp_path: Path, weights: str, message: str):
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(WeightsUnavailableError, match=message):
+        build_backbone("resnet18", str(tmp_path / weights))
+
+
+def test_failed_imagenet_download_names_the_offline_options(monkeypatch: pytest.MonkeyPatch):
+    from torchvision.models import ResNet18_Weights
+
+    def refuse(*args, **kwargs):  # stands in for the download: no traffic leaves the machine
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(type(ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", refuse)
+    with pytest.raises(WeightsUnavailableError, match="efficientnet_lite0") as error:
+        build_backbone("resnet18", "imagenet")
+    assert "weights=none" in str(error.value) and "network unreachable" in str(error.value)
+
+
+def test_unknown_backbone_is_refused():
+    with pytest.raises(ValueError, match="resnet18, efficientnet_lite0"):
+        build_backbone("vgg16", "none")
+
+
+def test_temperature_scaling_recovers_an_overconfident_model():
+    torch.manual_seed(0)
+    true_logits = torch.randn(4000, 5) * 2
+    targets = torch.distributions.Categorical(logits=true_logits).sample()
+    overconfident = true_logits * 3  # the model's logits are 3x too sharp
+    temperature = fit_temperature(overconfident, targets)
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    before = expected_calibration_error(torch.softmax(overconfident, 1).numpy(), targets.numpy())
+    after = expected_calibration_error(torch.softmax(overconfident / temperature, 1).numpy(),
+                                       targets.numpy())
+    assert after < before / 3
+
+
+@pytest.mark.parametrize("weights", ["imagenet", "none"])
+def test_two_phase_training_end_to_end(small_demo: Path, tiny_train_cfg: TrainConfig,
+                                       weights: str):
+    rows = [(p.relative_to(small_demo / "raw").as_posix(), p.parent.name)
+            for p in sorted((small_demo / "raw").rglob("*.jpg"))]
+    splits = pd.DataFrame(rows, columns=["path", "label"])
+    splits["split"] = np.where(np.arange(len(splits)) % 4 == 0, "test",
+                               np.where(np.arange(len(splits)) % 4 == 1, "val", "train"))
+    cfg = tiny_train_cfg.model_copy(update=dict(weights=weights))
+    result = train_two_phase(splits, small_demo / "raw", cfg, 10**8)
+
+    phases = {record["phase"] for record in result.history}
+    assert phases == {1, 2}
+    n_train = int((splits["split"] == "train").sum())
+    assert len(result.cached["train_views"].targets) == 2 * n_train
+    assert len(result.cached["test"].paths) == int((splits["split"] == "test").sum())
+    assert float(result.model.temperature) > 0
+    assert not any(p.requires_grad for p in result.model.parameters())
+    if weights == "imagenet":
+        assert "phase1_head_s" in result.timings
+    else:
+        assert "phase1_whole_network_s" in result.timings
