@@ -97,7 +97,8 @@ def use_experiment(name: str) -> str:
     """Select (creating if needed) an experiment. With the embedded SQLite store, artifacts go
     to ``artifacts/`` beside the database rather than to ``./mlruns`` of whatever the cwd is."""
     from mlflow.tracking import MlflowClient
-    from mlflow.tracking.fluent import get_tracking_uri, set_experiment
+    from mlflow.tracking import get_tracking_uri
+    from mlflow.tracking.fluent import set_experiment
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
