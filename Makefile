@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-stamp
+# dvc stages call `meterid`: the venv's commands come first on PATH for every target
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install demo test test-quick bench lint clean
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from meterid.runtime import use_local_defaults
 
-BENCHMARKS = ("difficulty_baseline", "generator_throughput")
+BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput", "training")
 
 
 def main(names: list[str]) -> None:

@@ -35,4 +35,4 @@ def training(
     trained = train_model(params, Path(params_file), Path.cwd())
     outcome = evaluate_and_register(params)
     return {"data": data_summary, "training": trained, "version": outcome["version"],
-            "aliases": outcome["aliases"], "metrics": outcome["metrics"]}
+            "aliases": outcome["aliases"], "rule": outcome["rule"], "metrics": outcome["metrics"]}

@@ -96,8 +96,7 @@ def log_epoch_history(history: list[dict]) -> None:
 def use_experiment(name: str) -> str:
     """Select (creating if needed) an experiment. With the embedded SQLite store, artifacts go
     to ``artifacts/`` beside the database rather than to ``./mlruns`` of whatever the cwd is."""
-    from mlflow.tracking import MlflowClient
-    from mlflow.tracking import get_tracking_uri
+    from mlflow.tracking import MlflowClient, get_tracking_uri
     from mlflow.tracking.fluent import set_experiment
 
     client = MlflowClient()

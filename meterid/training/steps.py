@@ -97,7 +97,9 @@ def train_candidate(params: Params, params_file: Path, repo: Path) -> dict:
             labels=np.array([model.classes[t] for s in SPLITS
                              for t in result.cached[s].targets.tolist()]))
         summary = {"run_id": run.info.run_id, "timings": result.timings,
-                   "epochs": len(result.history), "temperature": float(model.temperature)}
+                   "epochs": {f"phase{p}": sum(r["phase"] == p for r in result.history)
+                              for p in (1, 2)},
+                   "temperature": float(model.temperature)}
         files.run_info.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("candidate model in %s (MLflow run %s)", files.folder, summary["run_id"])
     return summary
