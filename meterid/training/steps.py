@@ -146,8 +146,7 @@ def evaluate_candidate(params: Params) -> dict:
     aliases = registry.apply_promotion_rule(version, evaluation.metrics, cfg.auto_promote,
                                             cfg.promote_margin, cfg.promote_metric,
                                             test_split_id(splits))
-    if registry.CHAMPION in aliases:
-        export_champion(params)
+    export_champion(params)  # the champion may be this version or an earlier one
     return {"version": version, "aliases": aliases, "metrics": evaluation.metrics,
             "rule": model.open_set, "reports": {k: str(v) for k, v in reports.items()}}
 
