@@ -7,8 +7,26 @@ from pathlib import Path
 from prefect import flow
 
 from flows.data_preparation import data_preparation
-from meterid.config import load_params
+from meterid.config import Params, load_params
 from tasks.training import evaluate_and_register, train_model
+
+
+def with_overrides(params: Params, backbone: str | None, phase1_epochs: int | None,
+                   phase2_epochs: int | None, auto_promote: bool | None) -> Params:
+    """params.yaml with the flow run's optional overrides (the Prefect UI's form fields)."""
+    train = params.train
+    if backbone is not None:
+        train = train.model_copy(update={"backbone": backbone})
+    if phase1_epochs is not None:
+        train = train.model_copy(update={"phase1": train.phase1.model_copy(
+            update={"epochs": phase1_epochs})})
+    if phase2_epochs is not None:
+        train = train.model_copy(update={"phase2": train.phase2.model_copy(
+            update={"epochs": phase2_epochs})})
+    register = params.register_
+    if auto_promote is not None:
+        register = register.model_copy(update={"auto_promote": auto_promote})
+    return params.model_copy(update={"train": train, "register_": register})
 
 
 @flow(name="training")
@@ -19,18 +37,9 @@ def training(
     phase2_epochs: int | None = None,
     auto_promote: bool | None = None,
 ) -> dict:
-    """Train and register a model; the optional parameters override params.yaml for this run."""
-    params = load_params(params_file)
-    train_cfg = params.train.model_copy(update={k: v for k, v in {
-        "backbone": backbone,
-        "phase1": params.train.phase1.model_copy(update={"epochs": phase1_epochs})
-        if phase1_epochs is not None else None,
-        "phase2": params.train.phase2.model_copy(update={"epochs": phase2_epochs})
-        if phase2_epochs is not None else None,
-    }.items() if v is not None})
-    register_cfg = params.register_.model_copy(
-        update={"auto_promote": auto_promote} if auto_promote is not None else {})
-    params = params.model_copy(update={"train": train_cfg, "register_": register_cfg})
+    """Prepare the data, train, evaluate and register a model version."""
+    params = with_overrides(load_params(params_file), backbone, phase1_epochs, phase2_epochs,
+                            auto_promote)
     data_summary = data_preparation(params_file=params_file, demo_if_missing=True)
     trained = train_model(params, Path(params_file), Path.cwd())
     outcome = evaluate_and_register(params)

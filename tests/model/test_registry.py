@@ -38,15 +38,6 @@ SIZE = 32  # EfficientNet's 32x downsampling leaves 1x1: the smallest image that
 
 # --- fixtures -------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny forward passes: one thread is faster, and steady when other jobs share the 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An initialised MLflow database: creating the schema takes seconds, copying it does not."""

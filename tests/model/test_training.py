@@ -27,14 +27,6 @@ from tests.conftest import REPO_ROOT
 SIZE = 48
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny_model() -> MeterClassifier:
     torch.manual_seed(0)
