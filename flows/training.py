@@ -41,7 +41,7 @@ def training(
     params = with_overrides(load_params(params_file), backbone, phase1_epochs, phase2_epochs,
                             auto_promote)
     data_summary = data_preparation(params_file=params_file, demo_if_missing=True)
-    trained = train_model(params, Path(params_file), Path.cwd())
+    trained = train_model(params, Path.cwd())
     outcome = evaluate_and_register(params)
     return {"data": data_summary, "training": trained, "version": outcome["version"],
             "aliases": outcome["aliases"], "rule": outcome["rule"], "metrics": outcome["metrics"]}

@@ -125,7 +125,7 @@ def train(ctx: typer.Context) -> None:
     """Train the two-phase classifier on the split; writes models/candidate (tracked in MLflow)."""
     from meterid.training.steps import train_candidate
 
-    summary = train_candidate(_params(ctx), _params_file(ctx), Path.cwd())
+    summary = train_candidate(_params(ctx), Path.cwd())
     typer.echo(json.dumps(summary, indent=2))
 
 

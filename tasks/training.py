@@ -16,8 +16,8 @@ HEADLINE = ("accuracy", "balanced_accuracy", "macro_recall", "macro_f1", "top3_a
 
 
 @task(name="train-model")
-def train_model(params: Params, params_file: Path, repo: Path) -> dict:
-    summary = train_candidate(params, params_file, repo)
+def train_model(params: Params, repo: Path) -> dict:
+    summary = train_candidate(params, repo)
     get_run_logger().info("trained: %s", summary)
     return summary
 

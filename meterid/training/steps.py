@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from meterid import registry, tracking
 from meterid.config import Params
@@ -64,15 +63,16 @@ def test_split_id(splits: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
 
 
-def _log_run_context(params_file: Path, repo: Path) -> None:
+def _log_run_context(params: Params, repo: Path) -> None:
+    """The effective parameters (params.yaml plus any flow override), data and code versions."""
     import mlflow
 
-    mlflow.log_params(tracking.flatten_params(yaml.safe_load(params_file.read_text())))
+    mlflow.log_params(tracking.flatten_params(params.model_dump(mode="json", by_alias=True)))
     mlflow.set_tags({"data_version": tracking.dvc_data_version(repo / "data.dvc") or "unknown",
                      "git_commit": tracking.git_commit(repo) or "unknown"})
 
 
-def train_candidate(params: Params, params_file: Path, repo: Path) -> dict:
+def train_candidate(params: Params, repo: Path) -> dict:
     """Train the two-phase model on the split and save the candidate; tracked in MLflow."""
     import mlflow
 
@@ -80,7 +80,7 @@ def train_candidate(params: Params, params_file: Path, repo: Path) -> dict:
     files = candidate_files(params)
     tracking.use_experiment(TRAINING_EXPERIMENT)
     with mlflow.start_run(run_name=f"train-{params.train.backbone}") as run:
-        _log_run_context(params_file, repo)
+        _log_run_context(params, repo)
         mlflow.set_tag("phase1", "head only" if params.train.weights != "none"
                        else "whole network (weights=none)")
         result = train_two_phase(splits, params.paths.raw_dir, params.train,

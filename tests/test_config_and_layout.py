@@ -1,0 +1,58 @@
+"""params.yaml parsing, flow overrides, and the library/orchestration boundary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from meterid.config import ConfigError, Params, load_params
+from tests.conftest import REPO_ROOT
+
+
+def test_missing_params_file_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="no such parameters file"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_misspelt_key_is_named(tmp_path: Path):
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["split"]["hihg"] = raw["split"].pop("high")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="hihg"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_flow_overrides_change_only_what_is_given(params: Params):
+    from flows.training import with_overrides
+
+    changed = with_overrides(params, "resnet18", 2, None, True)
+    assert changed.train.backbone == "resnet18" and changed.train.phase1.epochs == 2
+    assert changed.train.phase2 == params.train.phase2
+    assert changed.register_.auto_promote is True
+    assert with_overrides(params, None, None, None, None) == params
+
+
+def test_the_library_imports_no_orchestration():
+    code = ("import sys, meterid.cli, meterid.data.steps, meterid.training.steps; "
+            "print(sorted(m for m in ('prefect', 'streamlit') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO_ROOT, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_of_every_command():
+    from typer.testing import CliRunner
+
+    from meterid.cli import app
+
+    runner = CliRunner()
+    for command in (["--help"], ["data", "demo", "--help"], ["validate", "--help"],
+                    ["split", "--help"], ["train", "--help"], ["evaluate", "--help"],
+                    ["models", "--help"], ["promote", "--help"], ["flow", "train", "--help"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, (command, result.output)
+        assert "Usage" in result.output
