@@ -76,10 +76,15 @@ class LoadedModel:
 
 # --- logging and registering -------------------------------------------------------------------
 
-def _signature(model: MeterClassifier) -> ModelSignature:
-    """Float32 NCHW images -> logits; a batch of 2 so the batch axis is inferred as variable."""
+def _input_example(model: MeterClassifier) -> np.ndarray:
+    """A batch of 2 preprocessed images (NCHW float32), rounded so the stored JSON stays small;
+    batch 2 so the batch axis is inferred as variable."""
     size = model.preprocessing.image_size
-    example = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)
+    return np.round(np.random.default_rng(0).normal(size=(2, 3, size, size)), 1).astype(np.float32)
+
+
+def _signature(model: MeterClassifier, example: np.ndarray) -> ModelSignature:
+    """Float32 NCHW images -> logits."""
     with torch.no_grad():
         logits = model(torch.from_numpy(example)).numpy()
     return infer_signature(example, logits)
@@ -118,10 +123,12 @@ def log_model(model: MeterClassifier, threshold: float, open_set: dict) -> Model
     if mlflow.active_run() is None:
         raise RuntimeError("log_model needs an active MLflow run: call it in mlflow.start_run()")
     cpu_model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
+    example = _input_example(cpu_model)
     return mlflow.pytorch.log_model(
         cpu_model,
         name="model",
-        signature=_signature(cpu_model),
+        signature=_signature(cpu_model, example),
+        input_example=example,
         metadata=_metadata(cpu_model, threshold, open_set),
         pip_requirements=_pip_requirements(cpu_model),
         serialization_format="pickle",
