@@ -8,7 +8,8 @@ from pathlib import Path
 
 from meterid.runtime import use_local_defaults
 
-BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput", "training")
+BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput",
+              "backbone_probe", "training")
 
 
 def main(names: list[str]) -> None:
