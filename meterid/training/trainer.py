@@ -100,15 +100,19 @@ def cache_splits(
     return cached
 
 
-def _loader(inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig,
-            n_classes: int) -> DataLoader:
-    dataset = TensorDataset(inputs, targets)
+def _order(targets: torch.Tensor, cfg: TrainConfig, n_classes: int) -> dict:
+    """DataLoader ordering: class-balanced sampling, or a seeded shuffle."""
     generator = torch.Generator().manual_seed(cfg.seed)
     if cfg.imbalance == "weighted_sampler":
         weights = class_weights(targets, n_classes, 1.0)[targets]
-        sampler = WeightedRandomSampler(weights, len(weights), generator=generator)
-        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler)
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=generator)
+        return {"sampler": WeightedRandomSampler(weights, len(weights), generator=generator)}
+    return {"shuffle": True, "generator": generator}
+
+
+def _loader(inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig,
+            n_classes: int) -> DataLoader:
+    return DataLoader(TensorDataset(inputs, targets), batch_size=cfg.batch_size,
+                      **_order(targets, cfg, n_classes))
 
 
 @torch.no_grad()
@@ -190,29 +194,31 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
 def _train_whole_network(model: MeterClassifier, splits: pd.DataFrame, data_dir: Path,
                          cfg: TrainConfig, max_pixels: int, loss_weights: torch.Tensor,
                          history: list[dict]) -> None:
-    """Phase 1 without pretrained weights: every layer learns, on augmented images."""
+    """Phase 1 without pretrained weights: every layer learns, on augmented images (a new,
+    seeded augmentation of every image each epoch)."""
     index = {c: i for i, c in enumerate(model.classes)}
     pre = model.preprocessing
-    dataset = ViewDataset(_view_items(splits, data_dir, "train", range(1, 2), index),
-                          eval_preset(pre.image_size, pre.mean, pre.std),
-                          train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
-                          cfg.seed, max_pixels)
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
                                  lr=cfg.phase1.lr)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
-                        generator=torch.Generator().manual_seed(cfg.seed),
-                        multiprocessing_context="forkserver" if cfg.workers else None)
     for epoch in range(1, cfg.phase1.epochs + 1):
+        items = _view_items(splits, data_dir, "train", range(epoch, epoch + 1), index)
+        dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
+                              train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
+                              cfg.seed, max_pixels)
+        targets = torch.tensor([item.target for item in items])
+        loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                            multiprocessing_context="forkserver" if cfg.workers else None,
+                            **_order(targets, cfg, len(model.classes)))
         model.train()
         total, seen = 0.0, 0
-        for images, targets in loader:
-            loss = F.cross_entropy(model(images.to(device)), targets.to(device),
+        for images, batch_targets in loader:
+            loss = F.cross_entropy(model(images.to(device)), batch_targets.to(device),
                                    weight=loss_weights.to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, seen = total + float(loss) * len(targets), seen + len(targets)
+            total, seen = total + float(loss) * len(batch_targets), seen + len(batch_targets)
         history.append({"phase": 1, "epoch": epoch, "train_loss": total / seen,
                         "val_loss": float("nan")})
         log.info("phase 1 (whole network) epoch %d/%d: train loss %.4f", epoch,
