@@ -83,7 +83,10 @@ def cross_validated_recall(embeddings: np.ndarray, labels: np.ndarray, folds: in
     if k < 2:
         return pd.Series(np.nan, index=sorted(set(labels)))
     features = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    predicted = cross_val_predict(LogisticRegression(max_iter=2000, C=10.0), features, labels,
+    # Balanced class weights: with 4-image classes beside 200-image ones, an unweighted head
+    # would sacrifice exactly the small classes this measurement exists for.
+    head = LogisticRegression(max_iter=2000, C=10.0, class_weight="balanced")
+    predicted = cross_val_predict(head, features, labels,
                                   cv=StratifiedKFold(k, shuffle=True, random_state=seed))
     frame = pd.DataFrame({"label": labels, "correct": predicted == labels})
     return frame.groupby("label")["correct"].mean()
