@@ -30,7 +30,7 @@ def data_preparation(params_file: str = "params.yaml", demo_if_missing: bool = T
     report = validate_image_manifest(manifest, paths.raw_dir, paths.manifest,
                                      paths.validation_reports, params.validate_)
     if not report.success:
-        failed = [rule.name for rule in report.rules if not rule.success]
+        failed = [rule.name for rule in report.failed]
         raise DataValidationError(f"{paths.raw_dir} failed validation rules: {', '.join(failed)}")
     splits = split_images(paths.manifest, paths.raw_dir, paths.splits, paths.split_reports,
                           params.validate_, params.split)
