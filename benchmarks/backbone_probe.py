@@ -24,8 +24,8 @@ PER_CLASS = 12
 
 def _sample(params) -> pd.DataFrame:
     splits = pd.read_csv(params.paths.splits)
-    return (splits.groupby("label", group_keys=False)
-            .apply(lambda g: g.sample(min(len(g), PER_CLASS), random_state=0)))
+    return pd.concat([group.sample(min(len(group), PER_CLASS), random_state=0)
+                      for _, group in splits.groupby("label")])
 
 
 def _probe(name: str, weights: str, sample: pd.DataFrame, params) -> tuple[float, float]:
@@ -37,7 +37,7 @@ def _probe(name: str, weights: str, sample: pd.DataFrame, params) -> tuple[float
                           params.validate_.max_pixels)
     start = time.perf_counter()
     features = stem_activations(model, dataset, 32, params.train.workers, torch.device("cpu"),
-                                True, desc=name).numpy()
+                                True, params.train.bf16, desc=name).numpy()
     seconds = time.perf_counter() - start
     features /= np.linalg.norm(features, axis=1, keepdims=True)
     scores = cross_val_score(LogisticRegression(max_iter=3000, C=10.0), features, sample["label"],

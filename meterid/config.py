@@ -122,6 +122,7 @@ class TrainConfig(_Strict):
     phase2: PhaseConfig
     device: str
     channels_last: bool
+    bf16: bool
     freeze_batchnorm: bool
     augment: AugmentConfig
 
