@@ -171,7 +171,7 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(targets)
+            total += loss.item() * len(targets)
         train_loss = total / len(fit.targets)
         val_loss = (float(F.cross_entropy(_batched(fit.module, fit.val_inputs), fit.val_targets,
                                           weight=loss_weights)) if has_val else float("nan"))
@@ -218,7 +218,7 @@ def _train_whole_network(model: MeterClassifier, splits: pd.DataFrame, data_dir:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, seen = total + float(loss) * len(batch_targets), seen + len(batch_targets)
+            total, seen = total + loss.item() * len(batch_targets), seen + len(batch_targets)
         history.append({"phase": 1, "epoch": epoch, "train_loss": total / seen,
                         "val_loss": float("nan")})
         log.info("phase 1 (whole network) epoch %d/%d: train loss %.4f", epoch,
