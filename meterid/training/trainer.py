@@ -95,7 +95,7 @@ def cache_splits(
         stop = start + len(part)
         cached[name] = CachedSplit(activations[start:stop],
                                    torch.tensor([i.target for i in part], dtype=torch.long),
-                                   [str(i.path.relative_to(data_dir)) for i in part])
+                                   [i.path.relative_to(data_dir).as_posix() for i in part])
         start = stop
     return cached
 
