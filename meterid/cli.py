@@ -132,15 +132,14 @@ def train(ctx: typer.Context) -> None:
 @app.command()
 def evaluate(ctx: typer.Context) -> None:
     """Evaluate models/candidate on the test split and held-out brands; register it in MLflow."""
+    from meterid.evaluation.metrics import HEADLINE_METRICS
     from meterid.training.steps import evaluate_candidate
 
     outcome = evaluate_candidate(_params(ctx))
     metrics = outcome["metrics"]
     typer.echo(f"registered meterid version {outcome['version']} with aliases "
                f"{', '.join(outcome['aliases'])}; open-set rule: {outcome['rule']['name']}")
-    for key in ("accuracy", "balanced_accuracy", "macro_recall", "macro_f1", "top3_accuracy",
-                "ece", "unknown_auroc_msp", "unknown_auroc", "unknown_flagged_share",
-                "known_flagged_share", "selective_accuracy", "coverage", "cv_macro_recall"):
+    for key in HEADLINE_METRICS:
         typer.echo(f"  {key:24s} {metrics[key]:.4f}")
     typer.echo(f"reports: {outcome['reports']['metrics']} and beside it")
 

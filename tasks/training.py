@@ -8,11 +8,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from meterid.config import Params
+from meterid.evaluation.metrics import HEADLINE_METRICS
 from meterid.training.steps import evaluate_candidate, train_candidate
-
-HEADLINE = ("accuracy", "balanced_accuracy", "macro_recall", "macro_f1", "top3_accuracy", "ece",
-            "unknown_auroc_msp", "unknown_auroc", "unknown_flagged_share", "known_flagged_share",
-            "selective_accuracy", "coverage", "cv_macro_recall")
 
 
 @task(name="train-model")
@@ -27,7 +24,7 @@ def evaluate_and_register(params: Params) -> dict:
     outcome = evaluate_candidate(params)
     metrics = outcome["metrics"]
     create_table_artifact(
-        table=[{"metric": k, "value": round(float(metrics[k]), 4)} for k in HEADLINE],
+        table=[{"metric": k, "value": round(float(metrics[k]), 4)} for k in HEADLINE_METRICS],
         key="evaluation-metrics", description=f"meterid version {outcome['version']}")
     matrix = Path(outcome["reports"]["confusion_matrix"]).resolve()
     create_markdown_artifact(

@@ -20,8 +20,9 @@ import torch
 from meterid import registry, tracking
 from meterid.config import Params
 from meterid.evaluation.evaluate import evaluate, write_reports
-from meterid.model.classifier import load_checkpoint, save_checkpoint
+from meterid.model.classifier import MeterClassifier, load_checkpoint, save_checkpoint
 from meterid.training.trainer import (
+    CachedSplit,
     cache_folder,
     cache_images,
     logits_from_activations,
@@ -105,7 +106,7 @@ def train_candidate(params: Params, repo: Path) -> dict:
     return summary
 
 
-def _test_split(model, splits: pd.DataFrame, params: Params):
+def _test_split(model: MeterClassifier, splits: pd.DataFrame, params: Params) -> CachedSplit:
     rows = splits[splits["split"] == "test"]
     index = {c: i for i, c in enumerate(model.classes)}
     paths = [params.paths.raw_dir / p for p in rows["path"]]
@@ -113,7 +114,7 @@ def _test_split(model, splits: pd.DataFrame, params: Params):
                         params.validate_.max_pixels, params.paths.raw_dir, "test images")
 
 
-def _unknown_images(model, params: Params):
+def _unknown_images(model: MeterClassifier, params: Params) -> CachedSplit | None:
     folder = params.paths.unknown_dir
     if not folder.is_dir() or not any(folder.rglob("*.jpg")):
         log.warning("no held-out images in %s: unknown-detection metrics will be empty", folder)
