@@ -175,6 +175,104 @@ def promote(
     typer.echo(f"champion -> version {version}; exported to {export_champion(_params(ctx))}")
 
 
+ModelOption = Annotated[str | None, typer.Option(
+    "--model", help="models:/meterid@champion (default: params score.model), models:/meterid/3, "
+    "runs:/<id>/model, or an exported folder such as models/champion.")]
+ThresholdOption = Annotated[float | None, typer.Option(
+    "--threshold", min=0, max=1,
+    help="Calibrated top-1 confidence under which a photo is UNKNOWN (default: the model's).")]
+PREDICT_KEYS = ("input", "status", "error", "label", "is_unknown", "top1_label", "top1_conf",
+                "top2_label", "top2_conf", "top3_label", "top3_conf", "quality_issue",
+                "model_version")
+
+
+def _load_predictor(model: str, threshold: float | None):  # noqa: ANN202 (lazy import)
+    from meterid.registry import ModelMetadataError, ModelNotFoundError
+    from meterid.scoring.steps import load_predictor
+
+    try:
+        return load_predictor(model, threshold)
+    except (ModelNotFoundError, ModelMetadataError, OSError) as error:
+        typer.echo(f"error: cannot load model {model!r}: {error}. An exported model works "
+                   "without a registry: --model models/champion", err=True)
+        raise typer.Exit(2) from error
+
+
+def _predict_line(row: dict) -> str:
+    if row["status"] != "ok":
+        return f"{row['input']}: ERROR {row['error']}"
+    tops = ", ".join(f"{row[f'top{k}_label']} {row[f'top{k}_conf']:.2f}" for k in (1, 2, 3)
+                     if row.get(f"top{k}_label") is not None)
+    quality = f" [{row['quality_issue']}]" if row.get("quality_issue") else ""
+    return f"{row['input']}: {row['label']}{quality} (top-3: {tops}; model v{row['model_version']})"
+
+
+@app.command()
+def predict(
+    ctx: typer.Context,
+    inputs: Annotated[list[str], typer.Argument(help="Image paths or http(s) URLs.")],
+    model: ModelOption = None,
+    threshold: ThresholdOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Identify the meter in each image; a failed input prints an error and the rest go on."""
+    from meterid.inference.fetch import Fetcher
+    from meterid.scoring.pipeline import BatchScorer
+
+    params = _params(ctx)
+    cfg = params.score
+    predictor = _load_predictor(model or cfg.model, threshold)
+    fetcher = Fetcher(cfg.fetch, pool_size=cfg.concurrency)
+    scorer = BatchScorer(predictor, fetcher, cfg.quality, params.validate_.max_pixels,
+                         cfg.batch_size, cfg.concurrency)
+    rows = sorted(scorer.score(enumerate(inputs)), key=lambda row: row["row"])
+    for row in rows:
+        row["input"] = row["url"]
+        row = {key: row.get(key) for key in PREDICT_KEYS}
+        typer.echo(json.dumps(row, default=str) if as_json else _predict_line(row))
+    if any(row["status"] != "ok" for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    input_file: Annotated[Path, typer.Option(
+        "--input", help="CSV/TSV, Excel (.xlsx) or text list of image URLs or paths.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", help="Parquet file (default: params paths.scoring_reports/<input>-<time>"
+        ".parquet).")] = None,
+    column: Annotated[str | None, typer.Option(
+        help="Column holding the URLs, by name or 0-based index (default: 'url').")] = None,
+    model: ModelOption = None,
+    threshold: ThresholdOption = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Downloads in flight (default: params score.concurrency).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="Images per forward pass (default: params score.batch_size).")] = None,
+) -> None:
+    """Score a list of image URLs into Parquet: every row out, resumable after a kill."""
+    from meterid.scoring.sources import InputError
+    from meterid.scoring.steps import record_run, score_list, with_overrides
+
+    params = _params(ctx)
+    cfg = with_overrides(params.score, model=model, concurrency=concurrency,
+                         batch_size=batch_size)
+    predictor = _load_predictor(cfg.model, threshold)
+    try:
+        outcome = score_list(params, cfg, predictor, input_file, output, column)
+    except InputError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    alerts = record_run(outcome, cfg.monitor)
+    summary = outcome.summary
+    typer.echo(f"wrote {summary['rows']} rows to {outcome.output}: {summary['ok']} scored "
+               f"({summary['unknown']} UNKNOWN, {summary['poor_quality']} POOR_QUALITY), "
+               f"{summary['errors']} errors")
+    for alert in alerts:
+        typer.echo(f"DRIFT ALERT: {alert}", err=True)
+
+
 @flow_app.command("data")
 def flow_data(
     ctx: typer.Context,

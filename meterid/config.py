@@ -29,6 +29,8 @@ class PathsConfig(_Strict):
     split_reports: Path
     evaluation_reports: Path
     models_dir: Path
+    scoring_reports: Path
+    unknown_store: Path
 
 
 class NuisanceConfig(_Strict):
@@ -141,6 +143,52 @@ class RegisterConfig(_Strict):
     promote_margin: float
 
 
+class FetchConfig(_Strict):
+    """What scoring may download, and how long it may wait (see meterid/inference/fetch.py)."""
+
+    connect_timeout_s: float = Field(gt=0)
+    read_timeout_s: float = Field(gt=0)
+    total_timeout_s: float = Field(gt=0)
+    max_bytes: int = Field(ge=1)
+    max_redirects: int = Field(ge=0)
+    retries: int = Field(ge=0)
+    backoff_s: float = Field(ge=0)
+    allowed_content_types: list[str]
+    deny_networks: list[str]
+    allow_networks: list[str]
+    allow_local_paths: bool
+
+
+class QualityConfig(_Strict):
+    """Limits beyond which a photo is POOR_QUALITY (measures: meterid/inference/quality.py)."""
+
+    min_brightness: float
+    max_brightness: float
+    min_contrast: float
+    min_sharpness: float
+    max_glare: float
+
+
+class MonitorConfig(_Strict):
+    experiment: str
+    trailing_runs: int = Field(ge=1)
+    min_trailing_runs: int = Field(ge=1)
+    max_unknown_share_change: float = Field(gt=0)
+    max_confidence_change: float = Field(gt=0)
+
+
+class ScoreConfig(_Strict):
+    model: str
+    batch_size: int = Field(ge=1)
+    concurrency: int = Field(ge=1)
+    checkpoint_rows: int = Field(ge=1)
+    write_csv: bool
+    store_unknown: bool
+    fetch: FetchConfig
+    quality: QualityConfig
+    monitor: MonitorConfig
+
+
 class Params(_Strict):
     paths: PathsConfig
     demo: DemoConfig
@@ -149,6 +197,7 @@ class Params(_Strict):
     train: TrainConfig
     evaluate: EvaluateConfig
     register_: RegisterConfig = Field(alias="register")
+    score: ScoreConfig
 
 
 class ConfigError(ValueError):

@@ -288,6 +288,12 @@ def _resolve(uri: str) -> tuple[str, int | None]:
     return f"models:/{name}/{version}", version
 
 
+def resolve_model_uri(uri: str) -> str:
+    """An alias pinned to the version it names now (a folder or other URI unchanged), so a run
+    that loads the model twice cannot straddle a promotion."""
+    return uri if Path(uri).is_dir() else _resolve(uri)[0]
+
+
 def _checked_metadata(model: MeterClassifier, metadata: dict | None, source: str) -> dict:
     """The MLmodel metadata, after checking it describes the pickled classifier."""
     missing = [key for key in METADATA_KEYS if key not in (metadata or {})]

@@ -15,17 +15,7 @@ from meterid.data.demo.generate import generate_demo
 from meterid.data.manifest import build_manifest
 from meterid.data.split import split_table
 from meterid.data.validation import ValidationReport, format_report
-
-
-def _retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what a second read can fix (a flaky mount), never a data problem."""
-    try:
-        state.result()
-    except OSError:
-        return True
-    except Exception:  # noqa: BLE001 - any other failure is final
-        return False
-    return False
+from tasks.retry import retry_on_io_error
 
 
 def _folder_cache_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -41,7 +31,7 @@ def generate_demo_data(cfg: DemoConfig, out_dir: Path, unknown_dir: Path) -> dic
 
 
 @task(name="build-manifest", cache_key_fn=_folder_cache_key, persist_result=True,
-      retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_on_io_error)
+      retries=2, retry_delay_seconds=5, retry_condition_fn=retry_on_io_error)
 def build_image_manifest(data_dir: Path, max_pixels: int, workers: int) -> pd.DataFrame:
     """Cached on the folder's fingerprint: re-running on unchanged data skips hashing images."""
     manifest = build_manifest(data_dir, max_pixels, workers)

@@ -164,6 +164,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise ImageError(f"cannot convert mode {mode} to RGB: {error}") from error
 
 
+def rgb_from_bytes(data: bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:
+    """Encoded bytes as an EXIF-rotated 8-bit RGB image; raises ``ImageError`` with the cause.
+
+    ``draft_size`` lets a JPEG decode at a reduced scale (1/2, 1/4, 1/8) that keeps both sides at
+    least that large: a 12 MP field photo decodes ~10x faster, and the model sees 224 px anyway.
+    """
+    if not data:
+        raise ImageError("empty file")
+    with open_image(io.BytesIO(data), max_pixels) as image:
+        check_size(image, max_pixels)
+        if draft_size and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))
+        decoded, _ = decode(image)
+        return to_rgb(decoded)
+
+
 def load_rgb(path: Path, max_pixels: int) -> Image.Image:
     """The file as an EXIF-rotated 8-bit RGB image; raises ``ImageError`` naming path and cause."""
     path = Path(path)

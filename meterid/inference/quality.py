@@ -1,0 +1,65 @@
+"""The image quality gate: is a field photo usable at all?
+
+Measured on a grey copy whose longest side is at most ``MEASURE_SIDE`` pixels, so the sharpness
+limit means the same for a 12 MP phone photo and a 640 px thumbnail:
+- brightness: mean grey level (0-1); too dark or washed out;
+- contrast: grey standard deviation (0-1); fog, flat light;
+- sharpness: variance of the Laplacian (Pech-Pacheco et al.), low for blurred photos;
+- glare: share of saturated pixels (>= 250), flash on the meter's glass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from meterid.config import QualityConfig
+
+MEASURE_SIDE = 512
+SATURATED = 250
+
+
+@dataclass(frozen=True)
+class Quality:
+    brightness: float
+    contrast: float
+    sharpness: float
+    glare: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def measure_quality(image: Image.Image) -> Quality:
+    grey = image.convert("L")
+    scale = MEASURE_SIDE / max(grey.size)
+    if scale < 1:
+        grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
+                           Image.Resampling.BILINEAR)
+    pixels = np.asarray(grey)
+    return Quality(
+        brightness=float(pixels.mean() / 255.0),
+        contrast=float(pixels.std() / 255.0),
+        sharpness=float(cv2.Laplacian(pixels, cv2.CV_64F).var()),
+        glare=float((pixels >= SATURATED).mean()),
+    )
+
+
+def quality_issues(quality: Quality, limits: QualityConfig) -> list[str]:
+    """Why a photo is POOR_QUALITY (empty when it is fine), each reason with value and limit."""
+    checks = [
+        (quality.brightness < limits.min_brightness,
+         f"too dark (brightness {quality.brightness:.2f} < {limits.min_brightness})"),
+        (quality.brightness > limits.max_brightness,
+         f"overexposed (brightness {quality.brightness:.2f} > {limits.max_brightness})"),
+        (quality.contrast < limits.min_contrast,
+         f"low contrast ({quality.contrast:.3f} < {limits.min_contrast})"),
+        (quality.sharpness < limits.min_sharpness,
+         f"blurred (sharpness {quality.sharpness:.1f} < {limits.min_sharpness})"),
+        (quality.glare > limits.max_glare,
+         f"glare ({quality.glare:.0%} saturated > {limits.max_glare:.0%})"),
+    ]
+    return [reason for failed, reason in checks if failed]

@@ -1,0 +1,93 @@
+"""Resumable scoring runs: finished rows are checkpointed as Parquet parts while a run goes.
+
+A run's work folder is keyed by what decides its results (the list's bytes, the URL column, the
+resolved model version, the threshold and quality limits), so starting the same run again after
+a crash or ``kill -9`` finds the parts, skips their rows and scores only the rest; a different
+list or model starts afresh. Each part is written to a temporary name and renamed, so a kill
+mid-write leaves no half part. ``assemble`` checks that every input row is there exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+PART_GLOB = "part-*.parquet"
+
+
+def run_key(**decisive: object) -> str:
+    """A short stable hash of everything that decides a run's results."""
+    text = json.dumps(decisive, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+class Checkpoint:
+    def __init__(self, work_dir: Path):
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def _meta_path(self) -> Path:
+        return self.work_dir / "run.json"
+
+    def run_meta(self, defaults: dict) -> dict:
+        """The run's identity (run id, output path, start time), fixed by its first start."""
+        if self._meta_path.is_file():
+            return json.loads(self._meta_path.read_text())
+        meta = {"run_id": uuid.uuid4().hex, **defaults}
+        _atomic_write_text(self._meta_path, json.dumps(meta, indent=2))
+        return meta
+
+    def parts(self) -> list[Path]:
+        return sorted(self.work_dir.glob(PART_GLOB))
+
+    def done_rows(self) -> set[int]:
+        done: set[int] = set()
+        for part in self.parts():
+            done.update(pd.read_parquet(part, columns=["row"])["row"].tolist())
+        return done
+
+    def write(self, rows: list[dict]) -> Path:
+        index = len(self.parts())
+        path = self.work_dir / f"part-{index:06d}.parquet"
+        tmp = path.with_suffix(".tmp")
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+    def assemble(self, n_rows: int) -> pd.DataFrame:
+        frames = [pd.read_parquet(part) for part in self.parts()]
+        scored = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"row": []})
+        scored = scored.sort_values("row", kind="stable").reset_index(drop=True)
+        rows = scored["row"].tolist()
+        if rows != list(range(n_rows)):
+            missing = sorted(set(range(n_rows)) - set(rows))[:10]
+            duplicated = scored.loc[scored["row"].duplicated(), "row"].tolist()[:10]
+            raise RuntimeError(f"{self.work_dir}: checkpoint rows do not match the input "
+                               f"({len(rows)} of {n_rows}; missing {missing}, "
+                               f"duplicated {duplicated})")
+        return scored
+
+    def remove(self) -> None:
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    return path

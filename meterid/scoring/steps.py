@@ -1,0 +1,160 @@
+"""Batch scoring steps, shared by ``meterid score`` and the ``batch_scoring`` Prefect flow:
+score a list into a Parquet file (resumably), then record the run and check it for drift."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from tqdm import tqdm
+
+from meterid.config import MonitorConfig, Params, ScoreConfig
+from meterid.inference.fetch import Fetcher
+from meterid.inference.predictor import Predictor
+from meterid.registry import load_classifier
+from meterid.scoring.checkpoint import Checkpoint, atomic_write_parquet, run_key
+from meterid.scoring.monitoring import SUMMARY_METRICS, drift_alerts, summarize
+from meterid.scoring.pipeline import BatchScorer
+from meterid.scoring.sources import ROW, SOURCE, file_digest, read_sources
+from meterid.scoring.store import UnknownStore
+
+log = logging.getLogger(__name__)
+
+OUTPUT_COLUMNS = (
+    ROW, SOURCE, "status", "error", "label", "is_unknown",
+    "top1_label", "top1_conf", "top2_label", "top2_conf", "top3_label", "top3_conf",
+    "quality_issue", "brightness", "contrast", "sharpness", "glare",
+    "sha256", "bytes", "image_format", "model_version", "scored_at", "run_id",
+)
+
+
+@dataclass(frozen=True)
+class ScoringOutcome:
+    output: Path
+    run_id: str
+    summary: dict
+    rescored_rows: int  # rows scored by this call (fewer than all when a run was resumed)
+    model_source: str
+
+
+def with_overrides(cfg: ScoreConfig, **overrides: object) -> ScoreConfig:
+    """The score section with the non-None overrides of a CLI call or flow run."""
+    return cfg.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def load_predictor(model_uri: str, threshold: float | None) -> Predictor:
+    return Predictor(load_classifier(model_uri), threshold)
+
+
+def _default_output(params: Params, input_path: Path) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return params.paths.scoring_reports / f"{input_path.stem}-{stamp}.parquet"
+
+
+def _output_table(scored: pd.DataFrame, sources: pd.DataFrame) -> pd.DataFrame:
+    """Our columns in a fixed order, then the input's carried columns, in input order."""
+    for column in OUTPUT_COLUMNS:
+        if column not in scored.columns:
+            scored[column] = None
+    carried = sources.drop(columns=[SOURCE])
+    return scored[list(OUTPUT_COLUMNS)].merge(carried, on=ROW, how="left", validate="1:1")
+
+
+def _progress(results: Iterator[dict], total: int, done_before: int) -> Iterator[dict]:
+    bar = tqdm(results, total=total, initial=done_before, desc="scoring", unit="row",
+               mininterval=2.0)
+    yield from bar
+    bar.close()
+
+
+def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_path: Path,
+               output: Path | None = None, column: str | None = None) -> ScoringOutcome:
+    """Score every row of ``input_path``; a killed run started again resumes where it stopped."""
+    input_path = Path(input_path)
+    sources = read_sources(input_path, column, reserved=frozenset(OUTPUT_COLUMNS))
+    key = run_key(input=file_digest(input_path), column=column, model=predictor.loaded.source,
+                  rule=predictor.rule.to_dict(), quality=cfg.quality.model_dump())
+    checkpoint = Checkpoint(params.paths.scoring_reports / ".work" / key)
+    meta = checkpoint.run_meta({"input": str(input_path),
+                                "output": str(output or _default_output(params, input_path))})
+    done = checkpoint.done_rows()
+    if done:
+        log.info("resuming run %s: %d of %d rows already scored", meta["run_id"], len(done),
+                 len(sources))
+    store = UnknownStore(params.paths.unknown_store) if cfg.store_unknown else None
+    fetcher = Fetcher(cfg.fetch, pool_size=cfg.concurrency)
+    scorer = BatchScorer(
+        predictor, fetcher, cfg.quality, params.validate_.max_pixels, cfg.batch_size,
+        cfg.concurrency,
+        on_unknown=(lambda data, row: store.add(data, {**row, "run_id": meta["run_id"]}))
+        if store else None)
+    todo = ((row, url) for row, url in zip(sources[ROW], sources[SOURCE], strict=True)
+            if row not in done)
+    rescored = _score_into(checkpoint, scorer, todo, meta["run_id"], cfg.checkpoint_rows,
+                           total=len(sources), done_before=len(done))
+    fetcher.close()
+    table = _output_table(checkpoint.assemble(len(sources)), sources)
+    out_path = atomic_write_parquet(table, Path(meta["output"]))
+    if cfg.write_csv:
+        table.to_csv(out_path.with_suffix(".csv"), index=False)
+    checkpoint.remove()
+    log.info("wrote %d rows to %s", len(table), out_path)
+    return ScoringOutcome(out_path, meta["run_id"], summarize(table), rescored,
+                          predictor.loaded.source)
+
+
+def _score_into(checkpoint: Checkpoint, scorer: BatchScorer, todo: Iterator[tuple[int, str]],
+                run_id: str, every: int, total: int, done_before: int) -> int:
+    """Stream the scorer's rows into checkpoint parts of ``every`` rows; returns rows scored."""
+    buffer: list[dict] = []
+    count, started = 0, time.perf_counter()
+    for row in _progress(scorer.score(todo), total, done_before):
+        buffer.append({**row, "run_id": run_id})
+        count += 1
+        if len(buffer) >= every:
+            checkpoint.write(buffer)
+            buffer = []
+            log.info("scored %d/%d rows (%.1f rows/s)", done_before + count, total,
+                     count / (time.perf_counter() - started))
+    if buffer:
+        checkpoint.write(buffer)
+    return count
+
+
+# --- monitoring --------------------------------------------------------------------------------
+
+def _trailing_summaries(cfg: MonitorConfig) -> list[dict]:
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is None:
+        return []
+    runs = mlflow.search_runs([experiment.experiment_id], filter_string="status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"],
+                              max_results=cfg.trailing_runs, output_format="list")
+    return [dict(run.data.metrics) for run in runs]
+
+
+def record_run(outcome: ScoringOutcome, cfg: MonitorConfig) -> list[str]:
+    """Log the run's summary to the scoring experiment; returns drift alerts (also logged)."""
+    trailing = _trailing_summaries(cfg)
+    alerts = drift_alerts(outcome.summary, trailing, cfg)
+    mlflow.set_experiment(cfg.experiment)
+    with mlflow.start_run(run_name=f"scoring-{outcome.run_id[:8]}"):
+        mlflow.log_params({"output": str(outcome.output), "model": outcome.model_source,
+                           "scoring_run_id": outcome.run_id})
+        mlflow.log_metrics({key: float(outcome.summary[key]) for key in SUMMARY_METRICS})
+        mlflow.set_tag("drift_alert", "; ".join(alerts) or "none")
+        with tempfile.TemporaryDirectory() as tmp:
+            summary_path = Path(tmp) / "summary.json"
+            summary_path.write_text(json.dumps({**outcome.summary, "alerts": alerts}, indent=2))
+            mlflow.log_artifact(str(summary_path))
+    for alert in alerts:
+        log.warning("drift alert: %s", alert)
+    return alerts

@@ -1,0 +1,69 @@
+"""The UNKNOWN store: photos the model was unsure about, kept for the weekly clustering.
+
+Content-addressed (``images/ab/<sha256>.<ext>`` beside ``records/ab/<sha256>.json``), so the same
+photo seen in many runs or under many URLs is stored once; its record keeps when it was first
+and last seen, from which URLs, and the latest top-3. Writes are atomic renames, so a killed run
+leaves no half files, and a local folder today can be a mounted bucket tomorrow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+MAX_URLS = 20  # per record: enough to trace a photo back, bounded for photos seen nightly
+TOP_COLUMNS = ("top1_label", "top1_conf", "top2_label", "top2_conf", "top3_label", "top3_conf")
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif",
+               "BMP": "bmp"}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class UnknownStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _record_path(self, sha256: str) -> Path:
+        return self.root / "records" / sha256[:2] / f"{sha256}.json"
+
+    def add(self, data: bytes, row: dict) -> Path:
+        """Store one UNKNOWN photo with its scoring row; returns the image path."""
+        sha256 = str(row["sha256"])
+        extension = _EXTENSIONS.get(str(row.get("image_format")), "img")
+        image = self.root / "images" / sha256[:2] / f"{sha256}.{extension}"
+        if not image.exists():
+            _atomic_write(image, data)
+        record_path = self._record_path(sha256)
+        record = json.loads(record_path.read_text()) if record_path.is_file() else {
+            "sha256": sha256, "image": str(image.relative_to(self.root)),
+            "first_seen": row["scored_at"], "urls": []}
+        if row["url"] not in record["urls"]:
+            record["urls"] = [*record["urls"], row["url"]][-MAX_URLS:]
+        record.update({key: row.get(key) for key in TOP_COLUMNS},
+                      last_seen=row["scored_at"], run_id=row.get("run_id"),
+                      model_version=row.get("model_version"))
+        _atomic_write(record_path, json.dumps(record, indent=1).encode())
+        return image
+
+    def records(self, since: datetime | None = None) -> pd.DataFrame:
+        """One row per stored photo (``path`` absolute), last seen at or after ``since``."""
+        rows = [json.loads(path.read_text()) for path in sorted(self.root.glob("records/*/*.json"))]
+        frame = pd.DataFrame(rows, columns=["sha256", "image", "first_seen", "last_seen", "urls",
+                                            "run_id", "model_version", *TOP_COLUMNS])
+        frame["path"] = [str(self.root / image) for image in frame["image"]]
+        frame["url"] = [urls[-1] if urls else None for urls in frame["urls"]]
+        if since is not None and len(frame):
+            seen = pd.to_datetime(frame["last_seen"], utc=True)
+            cutoff = pd.Timestamp(since)
+            cutoff = cutoff.tz_localize(UTC) if cutoff.tzinfo is None else cutoff
+            frame = frame[seen >= cutoff]
+        return frame.reset_index(drop=True)
