@@ -5,6 +5,7 @@ The server listens on 127.0.0.1 only; every slow route is bounded (a few seconds
 from __future__ import annotations
 
 import io
+import os
 import struct
 import threading
 import time
@@ -106,7 +107,10 @@ class Routes(BaseHTTPRequestHandler):
             self.hits[path] = self.hits.get(path, 0) + 1
             hits = self.hits[path]
         handler = SPECIAL.get(path)
-        if handler is not None:
+        if path.startswith("/slow-ok/"):  # a slow but fine photo: for runs to be killed
+            time.sleep(0.2)
+            self._send(200, self.bodies["/ok.jpg"])
+        elif handler is not None:
             handler(self, hits)
         elif path in self.bodies:
             kind = "image/png" if path.endswith(".png") else "image/jpeg"
@@ -216,8 +220,8 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path
     from meterid import registry
 
     root = tmp_path_factory.mktemp("registry")
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
     try:
         with mlflow.start_run() as run:
             info = registry.log_model(tiny_model.model, 0.5, tiny_model.open_set)
@@ -225,7 +229,10 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path
         registry.promote(version)
         return registry.export_model(f"models:/{registry.MODEL_NAME}@champion", root / "champion")
     finally:
-        mlflow.set_tracking_uri(previous)
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 @pytest.fixture

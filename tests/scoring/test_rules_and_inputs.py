@@ -1,0 +1,117 @@
+"""Pure logic of scoring: the UNKNOWN rule, reading lists, summaries and drift alerts."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from meterid.inference.predictor import Predictor
+from meterid.inference.quality import Quality, quality_issues
+from meterid.scoring.monitoring import drift_alerts, summarize
+from meterid.scoring.sources import InputError, read_sources
+
+RESERVED = frozenset({"row", "url", "label", "status"})
+
+
+def test_unknown_below_threshold_keeps_the_top3(tiny_model):
+    predictor = Predictor(tiny_model, channels_last=False)
+    probabilities = np.array([[0.45, 0.35, 0.20], [0.10, 0.85, 0.05], [0.50, 0.30, 0.20]])
+    embeddings = np.zeros((3, tiny_model.model.embedding_dim), dtype=np.float32)
+    unsure, sure, edge = predictor.predictions(probabilities, embeddings)
+    assert unsure.label == "UNKNOWN" and unsure.is_unknown
+    assert unsure.top_labels == ("alpha", "beta", "gamma")
+    assert unsure.top_confidences == (0.45, 0.35, 0.2)
+    assert sure.label == "beta" and not sure.is_unknown
+    assert edge.label == "alpha"  # at the threshold is not under it
+    columns = unsure.columns()
+    assert columns["top1_label"] == "alpha" and columns["top3_conf"] == 0.2
+
+
+def test_threshold_override_and_knn_rule(tiny_model):
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
+    dim = tiny_model.model.embedding_dim
+    stricter = Predictor(tiny_model, threshold=0.8, channels_last=False)
+    assert [p.label for p in stricter.predictions(probabilities, np.ones((2, dim)))] == [
+        "UNKNOWN", "UNKNOWN"]
+    reference = np.eye(dim, dtype=np.float32)[:4]
+    knn_model = dataclasses.replace(tiny_model, open_set={
+        "name": "knn", "threshold": 0.5, "knn_k": 1, "knn_threshold": -0.5})
+    predictor = Predictor(knn_model, channels_last=False)
+    predictor.reference = reference
+    near, far = reference[0], -reference[0]  # cosine distance 0 and 2 to the nearest
+    labels = [p.label for p in predictor.predictions(probabilities, np.stack([near, far]))]
+    assert labels == ["alpha", "UNKNOWN"]
+
+
+def test_quality_reasons_name_value_and_limit(params):
+    limits = params.score.quality
+    fine = Quality(brightness=0.5, contrast=0.2, sharpness=100.0, glare=0.0)
+    assert quality_issues(fine, limits) == []
+    bad = Quality(brightness=0.02, contrast=0.01, sharpness=0.5, glare=0.9)
+    reasons = quality_issues(bad, limits)
+    assert any(r.startswith("too dark (brightness 0.02 <") for r in reasons)
+    assert any(r.startswith("blurred") for r in reasons) and any("glare" in r for r in reasons)
+
+
+def test_csv_excel_and_text_lists(tmp_path: Path):
+    frame = pd.DataFrame({"site": ["a", "b", "c"], "URL": ["http://x/1.jpg", None, " /p.jpg "],
+                          "label": ["x", "y", "z"]})
+    frame.to_csv(tmp_path / "list.csv", index=False)
+    frame.to_excel(tmp_path / "list.xlsx", index=False)
+    (tmp_path / "list.txt").write_text("# comment\nhttp://x/1.jpg\n\n/p.jpg\n")
+    for name in ("list.csv", "list.xlsx"):
+        sources = read_sources(tmp_path / name, None, RESERVED)
+        assert list(sources["url"]) == ["http://x/1.jpg", "", "/p.jpg"]  # empty kept, stripped
+        assert list(sources["row"]) == [0, 1, 2]
+        assert list(sources["site"]) == ["a", "b", "c"]
+        assert list(sources["input_label"]) == ["x", "y", "z"]  # renamed, not overwritten
+    assert list(read_sources(tmp_path / "list.csv", "1", RESERVED)["url"])[0] == "http://x/1.jpg"
+    assert list(read_sources(tmp_path / "list.txt", None, RESERVED)["url"]) == [
+        "http://x/1.jpg", "/p.jpg"]
+
+
+def test_bad_lists_are_named_errors(tmp_path: Path):
+    pd.DataFrame({"a": [1], "b": [2]}).to_csv(tmp_path / "two.csv", index=False)
+    with pytest.raises(InputError, match="no 'url' column.*'a', 'b'"):
+        read_sources(tmp_path / "two.csv", None, RESERVED)
+    with pytest.raises(InputError, match="no column 'photo'"):
+        read_sources(tmp_path / "two.csv", "photo", RESERVED)
+    with pytest.raises(InputError, match="no such input file"):
+        read_sources(tmp_path / "absent.csv", None, RESERVED)
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(InputError, match="unsupported list format '.json'"):
+        read_sources(tmp_path / "list.json", None, RESERVED)
+    (tmp_path / "broken.xlsx").write_bytes(b"not a workbook")
+    with pytest.raises(InputError, match="broken.xlsx: cannot read the list"):
+        read_sources(tmp_path / "broken.xlsx", None, RESERVED)
+
+
+def _scored(labels: list[str | None], confidences: list[float | None]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "status": ["ok" if label else "error" for label in labels],
+        "label": labels, "top1_conf": confidences,
+        "error": [None if label else "HTTP 404 Not Found" for label in labels]})
+
+
+def test_summary_counts_and_shares():
+    summary = summarize(_scored(["a", "UNKNOWN", "POOR_QUALITY", "a", None],
+                                [0.9, 0.3, 0.6, 0.8, None]))
+    assert (summary["rows"], summary["ok"], summary["errors"]) == (5, 4, 1)
+    assert summary["unknown_share"] == 0.25 and summary["poor_quality_share"] == 0.25
+    assert math.isclose(summary["mean_top1_conf"], 0.65)
+    assert summary["label_counts"] == {"a": 2, "UNKNOWN": 1, "POOR_QUALITY": 1}
+    assert summary["error_reasons"] == {"HTTP 404 Not Found": 1}
+
+
+def test_drift_alert_needs_history_and_fires_beyond_bounds(params):
+    cfg = params.score.monitor
+    steady = [{"unknown_share": 0.05, "mean_top1_conf": 0.9}] * cfg.min_trailing_runs
+    assert drift_alerts({"unknown_share": 0.30, "mean_top1_conf": 0.9}, steady[:1], cfg) == []
+    assert drift_alerts({"unknown_share": 0.08, "mean_top1_conf": 0.88}, steady, cfg) == []
+    alerts = drift_alerts({"unknown_share": 0.30, "mean_top1_conf": 0.70}, steady, cfg)
+    assert len(alerts) == 2 and alerts[0].startswith("UNKNOWN share 30.0% vs 5.0%")
