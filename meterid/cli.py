@@ -295,6 +295,46 @@ def flow_train(ctx: typer.Context) -> None:
     typer.echo(json.dumps(training(params_file=str(_params_file(ctx))), indent=2, default=str))
 
 
+@flow_app.command("score")
+def flow_score(
+    ctx: typer.Context,
+    input_file: Annotated[Path, typer.Option("--input", help="List of image URLs or paths.")],
+    output: Annotated[Path | None, typer.Option("--output", help="Parquet file.")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Alias (champion, challenger) or model URI (default: params score.model).")] = None,
+) -> None:
+    """Run the batch_scoring flow (what the nightly deployment runs) on one list."""
+    from flows.batch_scoring import batch_scoring
+
+    result = batch_scoring(input=str(input_file), output=str(output) if output else None,
+                           model=model, params_file=str(_params_file(ctx)))
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@flow_app.command("score-demo")
+def flow_score_demo(ctx: typer.Context) -> None:
+    """Serve the demo photos on 127.0.0.1 and score their URLs (test split, held-out brands,
+    broken links) through the batch_scoring flow."""
+    import os
+
+    from flows.batch_scoring import batch_scoring
+    from meterid.scoring.demo import demo_scoring_list, demo_test_photos, serve_folder
+
+    paths = _params(ctx).paths
+    root = Path(os.path.commonpath([paths.raw_dir.resolve(), paths.unknown_dir.resolve()]))
+    list_file = paths.scoring_reports / "demo-list.csv"
+    list_file.parent.mkdir(parents=True, exist_ok=True)
+    with serve_folder(root) as base:
+        photos = demo_test_photos(paths.splits, paths.raw_dir)
+        demo_scoring_list(base, root, photos, paths.unknown_dir).to_csv(list_file, index=False)
+        result = batch_scoring(input=str(list_file), output=str(paths.scoring_reports
+                                                                 / "demo.parquet"),
+                               params_file=str(_params_file(ctx)))
+    summary = result["summary"]
+    typer.echo(f"scored {summary['rows']} demo URLs into {result['output']}: "
+               f"labels {summary['label_counts']}, errors {summary['error_reasons']}")
+
+
 def main() -> None:
     app()
 

@@ -43,6 +43,12 @@ def url_for(base: str, root: Path, path: Path) -> str:
     return f"{base}/{quote(Path(path).resolve().relative_to(Path(root).resolve()).as_posix())}"
 
 
+def demo_test_photos(splits_file: Path, raw_dir: Path) -> list[Path]:
+    """The known-class photos the model never trained on: the test split."""
+    splits = pd.read_csv(splits_file)
+    return [Path(raw_dir) / path for path in splits.loc[splits["split"] == "test", "path"]]
+
+
 def demo_scoring_list(base: str, data_root: Path, test_paths: list[Path],
                       unknown_dir: Path) -> pd.DataFrame:
     """Known test photos, every held-out-brand photo and three broken links, with a
