@@ -16,15 +16,18 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-## demo: the training flow on the demo data (generated if missing), then version it all with DVC
+## demo: train on the demo data (generated if missing), score demo URLs served from 127.0.0.1,
+## then version it all with DVC
 demo: install
 	$(BIN)/meterid flow train
+	$(BIN)/meterid flow score-demo
 	$(BIN)/dvc commit --force --quiet
 	$(BIN)/dvc push --quiet
 	$(BIN)/dvc metrics show
 	$(BIN)/meterid models
 	@echo "demo done. Look at: reports/validation/data_docs/index.html, reports/split/class_balance.png,"
 	@echo "reports/evaluation/confusion_matrix.png, reports/evaluation/audit.csv; models/champion;"
+	@echo "reports/scoring/demo.parquet (UNKNOWN photos kept in data/unknown_store);"
 	@echo "MLflow: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1"
 
 ## test: the whole suite (unit and integration tests of the real tools on generated data)

@@ -75,7 +75,7 @@ class BatchScorer:
         self.on_unknown = on_unknown
         self._in_flight: dict[str, Future] = {}
         self._finished: OrderedDict[str, dict] = OrderedDict()  # source -> row columns
-        self._by_sha: OrderedDict[str, Prediction] = OrderedDict()
+        self._by_sha: OrderedDict[str, dict] = OrderedDict()  # image sha256 -> scored columns
 
     # --- per source, in the worker threads ----------------------------------------------------
 
@@ -88,7 +88,11 @@ class BatchScorer:
         except FetchError as error:
             return Prepared(error_columns(str(error)))
         data = fetched.data
-        facts: dict[str, object] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        sha256 = hashlib.sha256(data).hexdigest()
+        known = self._by_sha.get(sha256)
+        if known is not None:  # the same photo under another URL: no decode, no inference
+            return Prepared(dict(known), None, data)
+        facts: dict[str, object] = {"sha256": sha256, "bytes": len(data)}
         try:
             image = rgb_from_bytes(data, self.max_pixels, draft_size=2 * self.predictor.image_size)
             quality = measure_quality(image)
@@ -136,9 +140,11 @@ class BatchScorer:
             yield {**self._finished[source], "row": row, "url": source}
             return
         sha256 = str(prepared.columns.get("sha256"))
-        cached = self._by_sha.get(sha256)
-        if prepared.tensor is None or cached is not None:
-            yield self._finish(row, source, prepared, cached)
+        known = self._by_sha.get(sha256)
+        if known is not None and prepared.tensor is not None:  # a copy scored since it was fetched
+            prepared = Prepared(dict(known), None, prepared.data)
+        if prepared.tensor is None:
+            yield self._finish(row, source, prepared, None)
             return
         pending.setdefault(sha256, _Pending(prepared)).rows.append((row, source))
         if len(pending) >= self.batch_size:
@@ -151,9 +157,11 @@ class BatchScorer:
         pending.clear()
         predictions = self.predictor.predict(torch.stack([e.prepared.tensor for e in entries]))
         for entry, prediction in zip(entries, predictions, strict=True):
-            _remember(self._by_sha, str(entry.prepared.columns["sha256"]), prediction)
             for row, source in entry.rows:
-                yield self._finish(row, source, entry.prepared, prediction)
+                out = self._finish(row, source, entry.prepared, prediction)
+                yield out
+            _remember(self._by_sha, str(entry.prepared.columns["sha256"]),
+                      {k: v for k, v in out.items() if k not in ("row", "url", "scored_at")})
 
     def _finish(self, row: int, source: str, prepared: Prepared,
                 prediction: Prediction | None) -> dict:

@@ -1,0 +1,158 @@
+"""Batch scoring against a local HTTP server on 127.0.0.1 serving the demo photos, side by side:
+
+- ``meterid score``'s pipeline vs a naive loop (requests.get, PIL open, the model on one image);
+- the pipeline vs the model's own throughput on pre-decoded tensors at the same batch size;
+- peak RSS of whole scoring runs (list -> Parquet) over 2,000 and 20,000 URLs, each in a fresh
+  process (the 20,000 are the 2,000 photos under 10 URLs each: every URL is downloaded, each
+  photo decoded and inferred once).
+
+Uses the exported champion (``models/champion``) when there is one, else an untrained
+classifier of the same backbone (same compute). Needs the demo photos (``make demo``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import torch
+from PIL import Image
+
+from meterid.config import Params, load_params
+from meterid.inference.fetch import Fetcher
+from meterid.inference.predictor import Predictor
+from meterid.registry import LoadedModel, load_classifier
+from meterid.scoring.demo import serve_folder, url_for
+from meterid.scoring.pipeline import BatchScorer
+
+N_URLS = 2000
+NAIVE_URLS = 150
+RSS_SIZES = (2000, 20000)
+
+
+def load_model(params: Params) -> LoadedModel:
+    exported = params.paths.models_dir / "champion"
+    if exported.is_dir():
+        return load_classifier(str(exported))
+    from meterid.model.backbones import build_backbone
+    from meterid.model.classifier import MeterClassifier
+
+    model = MeterClassifier(build_backbone(params.train.backbone, params.train.weights),
+                            [f"class{i}" for i in range(params.demo.n_classes)]).eval()
+    return LoadedModel(model, model.classes, 1.0, 0.5, model.preprocessing, None,
+                       {"name": "msp", "threshold": 0.5}, "untrained")
+
+
+def photos(params: Params) -> tuple[Path, list[Path]]:
+    root = Path(os.path.commonpath([params.paths.raw_dir.resolve(),
+                                    params.paths.unknown_dir.resolve()]))
+    found = sorted(params.paths.raw_dir.rglob("*.jpg")) + sorted(
+        params.paths.unknown_dir.rglob("*.jpg"))
+    if len(found) < N_URLS:
+        raise SystemExit(f"the scoring benchmark needs {N_URLS} demo photos, found {len(found)}:"
+                         " run `make demo` (or `meterid data demo`) first")
+    return root, found[:N_URLS]
+
+
+def raw_model_rate(predictor: Predictor, urls: list[str], batch_size: int) -> float:
+    """Images/s of preprocess-free inference: tensors decoded beforehand, same batch size."""
+    tensors = []
+    for url in urls[: 4 * batch_size]:
+        image = Image.open(io.BytesIO(requests.get(url, timeout=10).content)).convert("RGB")
+        tensors.append(predictor.preprocess(image))
+    batches = torch.stack(tensors).split(batch_size)
+    predictor.predict(batches[0])  # warm-up
+    start = time.perf_counter()
+    for batch in batches:
+        predictor.predict(batch)
+    return len(tensors) / (time.perf_counter() - start)
+
+
+def naive_rate(predictor: Predictor, urls: list[str]) -> float:
+    with requests.Session() as session:
+        start = time.perf_counter()
+        for url in urls:
+            image = Image.open(io.BytesIO(session.get(url, timeout=10).content)).convert("RGB")
+            predictor.predict(predictor.preprocess(image)[None])
+    return len(urls) / (time.perf_counter() - start)
+
+
+def pipeline_rate(predictor: Predictor, params: Params, urls: list[str]) -> float:
+    cfg = params.score
+    scorer = BatchScorer(predictor, Fetcher(cfg.fetch, cfg.concurrency), cfg.quality,
+                         params.validate_.max_pixels, cfg.batch_size, cfg.concurrency)
+    start = time.perf_counter()
+    rows = list(scorer.score(enumerate(urls)))
+    elapsed = time.perf_counter() - start
+    assert len(rows) == len(urls) and all(row["status"] == "ok" for row in rows)
+    return len(urls) / elapsed
+
+
+def peak_rss_of_run(urls: list[str]) -> dict:
+    """A whole ``score_list`` run (list file -> Parquet) in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url_file = Path(tmp) / "urls.txt"
+        url_file.write_text("\n".join(urls) + "\n")
+        result = subprocess.run([sys.executable, "-m", "benchmarks.scoring", "--rss-child",
+                                 str(url_file), tmp], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _rss_child(url_file: Path, out_dir: Path) -> None:
+    from meterid.runtime import use_local_defaults
+    from meterid.scoring.steps import score_list
+
+    use_local_defaults(Path.cwd())
+    params = load_params()
+    paths = params.paths.model_copy(update={"scoring_reports": out_dir})
+    params = params.model_copy(update={"paths": paths})
+    cfg = params.score.model_copy(update={"store_unknown": False})
+    start = time.perf_counter()
+    outcome = score_list(params, cfg, Predictor(load_model(params)), url_file,
+                         out_dir / "out.parquet")
+    print(json.dumps({"rows": outcome.summary["rows"], "ok": outcome.summary["ok"],
+                      "seconds": time.perf_counter() - start,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def run() -> dict:
+    params = load_params()
+    predictor = Predictor(load_model(params))
+    root, paths = photos(params)
+    batch = params.score.batch_size
+    results: dict[str, float] = {}
+    with serve_folder(root) as base:
+        urls = [url_for(base, root, path) for path in paths]
+        results["model"] = raw_model_rate(predictor, urls, batch)
+        results["naive"] = naive_rate(predictor, urls[:NAIVE_URLS])
+        results["pipeline"] = pipeline_rate(predictor, params, urls)
+        print(f"model on pre-decoded tensors (batch {batch}): {results['model']:6.1f} img/s")
+        print(f"naive loop (get, open, 1 image):        {results['naive']:6.1f} img/s "
+              f"(first {NAIVE_URLS} URLs)")
+        print(f"meterid score pipeline, {len(urls)} URLs:   {results['pipeline']:6.1f} img/s = "
+              f"{results['pipeline'] / results['naive']:.1f}x naive (target >= 5x), "
+              f"{results['pipeline'] / results['model']:.0%} of the model (target >= 80%)")
+        for size in RSS_SIZES:
+            run_urls = [f"{urls[i % len(urls)]}?copy={i // len(urls)}" for i in range(size)]
+            rss = peak_rss_of_run(run_urls)
+            results[f"rss_{size}"] = rss["peak_rss_mb"]
+            print(f"whole run, {size:6d} URLs: peak RSS {rss['peak_rss_mb']:7.0f} MB, "
+                  f"{rss['seconds']:5.0f} s, {rss['ok']} ok")
+    ratio = results[f"rss_{RSS_SIZES[1]}"] / results[f"rss_{RSS_SIZES[0]}"]
+    print(f"peak RSS {RSS_SIZES[1]} vs {RSS_SIZES[0]} URLs: {ratio:.2f}x (target: flat, ~1.0x)")
+    return results
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--rss-child":
+        _rss_child(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        run()
