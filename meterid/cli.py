@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -17,10 +18,13 @@ app = typer.Typer(help="Identify electricity meters from photos: data, training,
                   no_args_is_help=True, pretty_exceptions_enable=False,
                   add_completion=False)
 data_app = typer.Typer(help="Datasets: generate the demo meter dataset.", no_args_is_help=True)
+candidates_app = typer.Typer(help="Clusters back into the dataset: export, add, reject.",
+                             no_args_is_help=True)
 flow_app = typer.Typer(help="Run the Prefect flows locally (ephemeral Prefect, no server needed).",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(flow_app, name="flow")
+app.add_typer(candidates_app, name="candidates")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="Parameters file.")]
 DataDir = Annotated[Path | None, typer.Option(
@@ -273,6 +277,137 @@ def score(
         typer.echo(f"DRIFT ALERT: {alert}", err=True)
 
 
+SinceOption = Annotated[str | None, typer.Option(
+    "--since", help="Stored UNKNOWN photos last seen within this window, e.g. 7d "
+    "(default: params cluster.since_days).")]
+ImagesOption = Annotated[Path | None, typer.Option(
+    "--images", help="Cluster every image under this folder instead of the UNKNOWN store.")]
+ScoresOption = Annotated[Path | None, typer.Option(
+    "--scores", help="The UNKNOWN photos of one scoring output (Parquet).")]
+
+
+def _since_days(since: str | None, default: int) -> int:
+    if since is None:
+        return default
+    match = re.fullmatch(r"(\d+)d", since.strip())
+    if not match or int(match[1]) < 1:
+        raise typer.BadParameter(f"{since!r}: use a number of days such as 7d",
+                                 param_hint="--since")
+    return int(match[1])
+
+
+def _photos(params: Params, since: str | None, images: Path | None, scores: Path | None):  # noqa: ANN202
+    from meterid.clustering import steps
+
+    if images is not None:
+        if not images.is_dir():
+            raise typer.BadParameter(f"{images}: no such folder", param_hint="--images")
+        return steps.folder_photos(images)
+    if scores is not None:
+        return steps.scored_photos(params, scores)
+    return steps.store_photos(params, _since_days(since, params.cluster.since_days))
+
+
+@app.command()
+def embed(
+    ctx: typer.Context, since: SinceOption = None, images: ImagesOption = None,
+    scores: ScoresOption = None, model: ModelOption = None,
+) -> None:
+    """Embed UNKNOWN photos with the champion's backbone (cached per photo and model)."""
+    from meterid.clustering.embeddings import embed_photos, model_key
+
+    params = _params(ctx)
+    photos = _photos(params, since, images, scores)
+    predictor = _load_predictor(model or params.score.model, None)
+    vectors = embed_photos(photos, predictor, params.paths.embeddings, params.cluster.batch_size,
+                           params.validate_.max_pixels)
+    typer.echo(f"{len(vectors)} photos embedded ({vectors.shape[1] if vectors.ndim == 2 else 0}"
+               f"-d) in {params.paths.embeddings / model_key(predictor)}")
+
+
+@app.command()
+def cluster(
+    ctx: typer.Context, since: SinceOption = None, images: ImagesOption = None,
+    scores: ScoresOption = None, model: ModelOption = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Report folder (default: params paths.cluster_reports/<date>).")] = None,
+) -> None:
+    """Cluster UNKNOWN photos with HDBSCAN into candidate new meter types, with contact sheets."""
+    from meterid.clustering.steps import cluster_photos, default_out_dir
+
+    params = _params(ctx)
+    photos = _photos(params, since, images, scores)
+    if photos.empty:
+        typer.echo("no photos to cluster (the UNKNOWN store has none in that window)")
+        return
+    predictor = _load_predictor(model or params.score.model, None)
+    outcome = cluster_photos(params, predictor, photos, out or default_out_dir(params))
+    typer.echo(outcome.summary.drop(columns=["sheet"]).to_string(index=False))
+    typer.echo(f"clusters, sheets and map in {outcome.out_dir}")
+
+
+@candidates_app.command("export")
+def candidates_export(
+    ctx: typer.Context,
+    cluster_id: Annotated[int, typer.Argument(help="Cluster id from `meterid cluster`.")],
+    to: Annotated[Path | None, typer.Option(
+        help="Folder for review (default: data/candidates/cluster_<id>).")] = None,
+    run: Annotated[Path | None, typer.Option(
+        help="Clustering run folder (default: the latest).")] = None,
+) -> None:
+    """Copy a cluster's photos into a folder for a person to review and label."""
+    from meterid.clustering.candidates import CandidateError, export_cluster
+    from meterid.clustering.steps import latest_run
+
+    params = _params(ctx)
+    target = to or Path("data/candidates") / f"cluster_{cluster_id}"
+    try:
+        copied = export_cluster(params, run or latest_run(params), cluster_id, target)
+    except (CandidateError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(f"{len(copied)} photos in {target}: delete the wrong ones, then "
+               f"`meterid candidates add {target} --label NAME`")
+
+
+@candidates_app.command("add")
+def candidates_add(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="Reviewed photos of one meter type.")],
+    label: Annotated[str, typer.Option(help="Class name (new or existing).")],
+    cluster_id: Annotated[int | None, typer.Option(
+        "--cluster", help="The cluster they came from (marked 'added').")] = None,
+) -> None:
+    """Add reviewed photos to the dataset as a class, re-validate, and `dvc add` the data."""
+    from meterid.clustering.candidates import CandidateError, add_candidates
+
+    params = _params(ctx)
+    try:
+        added, _ = add_candidates(params, folder, label, cluster_id)
+    except CandidateError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"added {added} photos to {params.paths.raw_dir / label}; validation passed. "
+               "Train to learn it: `meterid flow train`")
+
+
+@candidates_app.command("reject")
+def candidates_reject(
+    ctx: typer.Context,
+    cluster_id: Annotated[int, typer.Argument(help="Cluster id to stop proposing.")],
+    note: Annotated[str, typer.Option(help="Why (shown in later reports).")] = "",
+) -> None:
+    """Mark a cluster as not a new meter type: later runs flag it instead of proposing it."""
+    from meterid.clustering.candidates import reject_cluster
+
+    try:
+        reject_cluster(_params(ctx), cluster_id, note)
+    except KeyError as error:
+        typer.echo(f"error: {error.args[0]}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(f"cluster {cluster_id} rejected")
+
+
 @flow_app.command("data")
 def flow_data(
     ctx: typer.Context,
@@ -333,6 +468,22 @@ def flow_score_demo(ctx: typer.Context) -> None:
     summary = result["summary"]
     typer.echo(f"scored {summary['rows']} demo URLs into {result['output']}: "
                f"labels {summary['label_counts']}, errors {summary['error_reasons']}")
+
+
+@flow_app.command("cluster")
+def flow_cluster(
+    ctx: typer.Context,
+    since: SinceOption = None,
+    images: ImagesOption = None,
+) -> None:
+    """Run the unknown_clustering flow (what the weekly deployment runs)."""
+    from flows.unknown_clustering import unknown_clustering
+
+    params = _params(ctx)
+    result = unknown_clustering(since_days=_since_days(since, params.cluster.since_days),
+                                images_dir=str(images) if images else None,
+                                params_file=str(_params_file(ctx)))
+    typer.echo(json.dumps(result, indent=2, default=str))
 
 
 def main() -> None:

@@ -31,6 +31,9 @@ class PathsConfig(_Strict):
     models_dir: Path
     scoring_reports: Path
     unknown_store: Path
+    embeddings: Path
+    cluster_reports: Path
+    cluster_state: Path
 
 
 class NuisanceConfig(_Strict):
@@ -189,6 +192,20 @@ class ScoreConfig(_Strict):
     monitor: MonitorConfig
 
 
+class ClusterConfig(_Strict):
+    since_days: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    reduction: Literal["pca", "none"]
+    pca_components: int = Field(ge=2)
+    min_cluster_size: int = Field(ge=2)
+    min_samples: int = Field(ge=1)
+    selection_method: Literal["eom", "leaf"]
+    match_min_similarity: float = Field(gt=0, le=1)
+    sheet_images: int = Field(ge=1)
+    thumb_px: int = Field(ge=16)
+    experiment: str
+
+
 class Params(_Strict):
     paths: PathsConfig
     demo: DemoConfig
@@ -198,6 +215,7 @@ class Params(_Strict):
     evaluate: EvaluateConfig
     register_: RegisterConfig = Field(alias="register")
     score: ScoreConfig
+    cluster: ClusterConfig
 
 
 class ConfigError(ValueError):

@@ -68,6 +68,7 @@ def test_prefect_yaml_deployments_point_at_flows_with_valid_parameters():
     config = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
     deployments = {d["name"]: d for d in config["deployments"]}
     assert deployments["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
+    assert deployments["weekly"]["schedules"][0]["cron"] == "0 3 * * 1"
     for deployment in deployments.values():
         path, name = deployment["entrypoint"].split(":")
         flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)

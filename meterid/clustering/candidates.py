@@ -1,0 +1,120 @@
+"""The loop back into the dataset: a reviewed cluster becomes (part of) a class in data/raw.
+
+export: copy a cluster's photos into a folder for a person to review (delete the wrong ones);
+add: copy the reviewed photos into ``data/raw/<label>/``, re-validate the whole dataset (rolling
+the copy back if a rule fails), and ``dvc add`` the new data version, so the next training run
+learns the class; reject: mark a cluster so later weeks flag it instead of asking again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from meterid.clustering.embeddings import file_sha256
+from meterid.clustering.state import ClusterState
+from meterid.config import Params
+from meterid.data.manifest import list_files
+from meterid.data.steps import validate_dataset
+from meterid.data.validation import ValidationReport
+
+log = logging.getLogger(__name__)
+
+LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+
+
+class CandidateError(ValueError):
+    """Candidates cannot be exported or added; the message says why and what to do."""
+
+
+def export_cluster(params: Params, run_dir: Path, cluster_id: int, to: Path) -> list[Path]:
+    """Copy cluster ``cluster_id`` of a clustering run into ``to`` with a members.csv."""
+    clusters = pd.read_parquet(run_dir / "clusters.parquet")
+    members = clusters[clusters["cluster_id"] == cluster_id]
+    if members.empty:
+        ids = sorted(set(clusters["cluster_id"]) - {-1})
+        raise CandidateError(f"{run_dir} has no cluster {cluster_id} (clusters: {ids})")
+    to.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for source in members["path"]:
+        target = to / Path(source).name
+        shutil.copy2(source, target)
+        copied.append(target)
+    members.drop(columns=["path"]).to_csv(to / "members.csv", index=False)
+    state = ClusterState.load(params.paths.cluster_state)
+    if cluster_id in state.clusters:
+        state.mark(cluster_id, "exported", f"exported to {to}")
+        state.save(params.paths.cluster_state)
+    log.info("exported %d photos of cluster %d to %s", len(copied), cluster_id, to)
+    return copied
+
+
+def _new_photos(folder: Path, class_dir: Path) -> list[tuple[Path, Path]]:
+    """(source, target) for each image in ``folder`` not already in the class folder."""
+    existing = {file_sha256(p) for p in class_dir.glob("*") if p.is_file()}
+    pairs = []
+    for relative in list_files(folder):
+        source = folder / relative
+        if source.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+            continue  # members.csv and other notes stay behind
+        sha = file_sha256(source)
+        if sha not in existing:
+            pairs.append((source, class_dir / f"{class_dir.name}_cand_{sha[:12]}"
+                          f"{source.suffix.lower()}"))
+            existing.add(sha)
+    return pairs
+
+
+def dvc_add(path: Path) -> bool:
+    """``dvc add`` the folder when the project is a DVC repository; returns whether it did."""
+    if not Path(".dvc").is_dir():
+        log.warning("not a DVC repository: run `dvc add %s` to version the new data", path)
+        return False
+    subprocess.run([sys.executable, "-m", "dvc", "add", "--quiet", str(path)], check=True)
+    return True
+
+
+def add_candidates(params: Params, folder: Path, label: str,
+                   cluster_id: int | None = None) -> tuple[int, ValidationReport]:
+    """Add the reviewed photos in ``folder`` as class ``label``; returns (added, report)."""
+    if not LABEL.match(label):
+        raise CandidateError(f"label {label!r}: use letters, digits, '-', '_' or '.' (a class "
+                             "folder name)")
+    if not Path(folder).is_dir():
+        raise CandidateError(f"{folder}: no such folder of reviewed photos")
+    class_dir = params.paths.raw_dir / label
+    pairs = _new_photos(Path(folder), class_dir)
+    if not pairs:
+        raise CandidateError(f"{folder}: no new .jpg/.png photos to add to {class_dir}")
+    class_dir.mkdir(parents=True, exist_ok=True)
+    for source, target in pairs:
+        shutil.copy2(source, target)
+    report = validate_dataset(params.paths.raw_dir, params.paths.manifest,
+                              params.paths.validation_reports, params.validate_)
+    if not report.success:
+        for _, target in pairs:
+            target.unlink(missing_ok=True)
+        if not any(class_dir.iterdir()):
+            class_dir.rmdir()
+        failed = ", ".join(rule.name for rule in report.failed)
+        raise CandidateError(f"adding {len(pairs)} photos as {label!r} broke validation rules "
+                             f"({failed}); nothing was added. Report: "
+                             f"{params.paths.validation_reports}")
+    dvc_add(params.paths.raw_dir)
+    if cluster_id is not None:
+        state = ClusterState.load(params.paths.cluster_state)
+        state.mark(cluster_id, "added", f"added as {label}")
+        state.save(params.paths.cluster_state)
+    return len(pairs), report
+
+
+def reject_cluster(params: Params, cluster_id: int, note: str) -> None:
+    state = ClusterState.load(params.paths.cluster_state)
+    state.mark(cluster_id, "rejected", note)
+    state.save(params.paths.cluster_state)
