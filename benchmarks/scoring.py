@@ -2,6 +2,7 @@
 
 - ``meterid score``'s pipeline vs a naive loop (requests.get, PIL open, the model on one image);
 - the pipeline vs the model's own throughput on pre-decoded tensors at the same batch size;
+- the model alone under PyTorch (channels_last) and ONNX Runtime, with equal predictions checked;
 - peak RSS of whole scoring runs (list -> Parquet) over 2,000 and 20,000 URLs, each in a fresh
   process (the 20,000 are the 2,000 photos under 10 URLs each: every URL is downloaded, each
   photo decoded and inferred once).
@@ -27,8 +28,10 @@ import torch
 from PIL import Image
 
 from meterid.config import Params, load_params
+from meterid.inference.engines import ENGINES
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
+from meterid.model.presets import eval_preset
 from meterid.registry import LoadedModel, load_classifier
 from meterid.scoring.demo import serve_folder, url_for
 from meterid.scoring.pipeline import BatchScorer
@@ -49,6 +52,10 @@ def load_model(params: Params) -> LoadedModel:
                             [f"class{i}" for i in range(params.demo.n_classes)]).eval()
     return LoadedModel(model, model.classes, 1.0, 0.5, model.preprocessing, None,
                        {"name": "msp", "threshold": 0.5}, "untrained")
+
+
+def predictor(params: Params, engine: str) -> Predictor:
+    return Predictor(load_model(params), None, engine, params.paths.onnx_cache)
 
 
 def photos(params: Params) -> tuple[Path, list[Path]]:
@@ -76,13 +83,27 @@ def raw_model_rate(predictor: Predictor, urls: list[str], batch_size: int) -> fl
     return len(tensors) / (time.perf_counter() - start)
 
 
-def naive_rate(predictor: Predictor, urls: list[str]) -> float:
-    with requests.Session() as session:
+def naive_rate(loaded: LoadedModel, urls: list[str]) -> float:
+    """What one would write first: get, open, preprocess, the PyTorch model on one image."""
+    transform = eval_preset(loaded.preprocessing.image_size, loaded.preprocessing.mean,
+                            loaded.preprocessing.std)
+    with requests.Session() as session, torch.inference_mode():
         start = time.perf_counter()
         for url in urls:
             image = Image.open(io.BytesIO(session.get(url, timeout=10).content)).convert("RGB")
-            predictor.predict(predictor.preprocess(image)[None])
+            loaded.model(transform(image)[None]).softmax(dim=1).topk(3)
     return len(urls) / (time.perf_counter() - start)
+
+
+def same_predictions(a: Predictor, b: Predictor, urls: list[str]) -> float:
+    """Max confidence difference of two engines on real photos; their top-3 must match."""
+    batch = torch.stack([a.preprocess(Image.open(io.BytesIO(requests.get(url, timeout=10)
+                                                            .content)).convert("RGB"))
+                         for url in urls])
+    first, second = a.predict(batch), b.predict(batch)
+    assert [p.top_labels for p in first] == [p.top_labels for p in second]
+    return max(abs(x - y) for p, q in zip(first, second, strict=True)
+               for x, y in zip(p.top_confidences, q.top_confidences, strict=True))
 
 
 def pipeline_rate(predictor: Predictor, params: Params, urls: list[str]) -> float:
@@ -116,7 +137,7 @@ def _rss_child(url_file: Path, out_dir: Path) -> None:
     params = params.model_copy(update={"paths": paths})
     cfg = params.score.model_copy(update={"store_unknown": False})
     start = time.perf_counter()
-    outcome = score_list(params, cfg, Predictor(load_model(params)), url_file,
+    outcome = score_list(params, cfg, predictor(params, params.score.engine), url_file,
                          out_dir / "out.parquet")
     print(json.dumps({"rows": outcome.summary["rows"], "ok": outcome.summary["ok"],
                       "seconds": time.perf_counter() - start,
@@ -125,16 +146,23 @@ def _rss_child(url_file: Path, out_dir: Path) -> None:
 
 def run() -> dict:
     params = load_params()
-    predictor = Predictor(load_model(params))
     root, paths = photos(params)
     batch = params.score.batch_size
     results: dict[str, float] = {}
+    engines = {name: predictor(params, name) for name in ENGINES}
+    ours = engines[params.score.engine]
     with serve_folder(root) as base:
         urls = [url_for(base, root, path) for path in paths]
-        results["model"] = raw_model_rate(predictor, urls, batch)
-        results["naive"] = naive_rate(predictor, urls[:NAIVE_URLS])
-        results["pipeline"] = pipeline_rate(predictor, params, urls)
-        print(f"model on pre-decoded tensors (batch {batch}): {results['model']:6.1f} img/s")
+        for name, engine in engines.items():
+            results[name] = raw_model_rate(engine, urls, batch)
+            print(f"model alone, {name:11s} (batch {batch}, pre-decoded): "
+                  f"{results[name]:6.1f} img/s")
+        agree = same_predictions(engines["torch"], engines["onnxruntime"], urls[:64])
+        print(f"onnxruntime vs torch: {results['onnxruntime'] / results['torch']:.1f}x, "
+              f"max |confidence difference| {agree:.1e} on 64 photos (same top-3)")
+        results["model"] = results[params.score.engine]
+        results["naive"] = naive_rate(ours.loaded, urls[:NAIVE_URLS])
+        results["pipeline"] = pipeline_rate(ours, params, urls)
         print(f"naive loop (get, open, 1 image):        {results['naive']:6.1f} img/s "
               f"(first {NAIVE_URLS} URLs)")
         print(f"meterid score pipeline, {len(urls)} URLs:   {results['pipeline']:6.1f} img/s = "

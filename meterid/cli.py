@@ -190,12 +190,12 @@ PREDICT_KEYS = ("input", "status", "error", "label", "is_unknown", "top1_label",
                 "model_version")
 
 
-def _load_predictor(model: str, threshold: float | None):  # noqa: ANN202 (lazy import)
+def _load_predictor(params: Params, model: str, threshold: float | None):  # noqa: ANN202
     from meterid.registry import ModelMetadataError, ModelNotFoundError
     from meterid.scoring.steps import load_predictor
 
     try:
-        return load_predictor(model, threshold)
+        return load_predictor(params, model, threshold)
     except (ModelNotFoundError, ModelMetadataError, OSError) as error:
         typer.echo(f"error: cannot load model {model!r}: {error}. An exported model works "
                    "without a registry: --model models/champion", err=True)
@@ -225,7 +225,7 @@ def predict(
 
     params = _params(ctx)
     cfg = params.score
-    predictor = _load_predictor(model or cfg.model, threshold)
+    predictor = _load_predictor(params, model or cfg.model, threshold)
     fetcher = Fetcher(cfg.fetch, pool_size=cfg.concurrency)
     scorer = BatchScorer(predictor, fetcher, cfg.quality, params.validate_.max_pixels,
                          cfg.batch_size, cfg.concurrency)
@@ -262,7 +262,7 @@ def score(
     params = _params(ctx)
     cfg = with_overrides(params.score, model=model, concurrency=concurrency,
                          batch_size=batch_size)
-    predictor = _load_predictor(cfg.model, threshold)
+    predictor = _load_predictor(params, cfg.model, threshold)
     try:
         outcome = score_list(params, cfg, predictor, input_file, output, column)
     except InputError as error:
@@ -318,7 +318,7 @@ def embed(
 
     params = _params(ctx)
     photos = _photos(params, since, images, scores)
-    predictor = _load_predictor(model or params.score.model, None)
+    predictor = _load_predictor(params, model or params.score.model, None)
     vectors = embed_photos(photos, predictor, params.paths.embeddings, params.cluster.batch_size,
                            params.validate_.max_pixels)
     typer.echo(f"{len(vectors)} photos embedded ({vectors.shape[1] if vectors.ndim == 2 else 0}"
@@ -340,7 +340,7 @@ def cluster(
     if photos.empty:
         typer.echo("no photos to cluster (the UNKNOWN store has none in that window)")
         return
-    predictor = _load_predictor(model or params.score.model, None)
+    predictor = _load_predictor(params, model or params.score.model, None)
     outcome = cluster_photos(params, predictor, photos, out or default_out_dir(params))
     typer.echo(outcome.summary.drop(columns=["sheet"]).to_string(index=False))
     typer.echo(f"clusters, sheets and map in {outcome.out_dir}")

@@ -34,6 +34,7 @@ class PathsConfig(_Strict):
     embeddings: Path
     cluster_reports: Path
     cluster_state: Path
+    onnx_cache: Path
 
 
 class NuisanceConfig(_Strict):
@@ -182,6 +183,7 @@ class MonitorConfig(_Strict):
 
 class ScoreConfig(_Strict):
     model: str
+    engine: Literal["onnxruntime", "torch"]
     batch_size: int = Field(ge=1)
     concurrency: int = Field(ge=1)
     checkpoint_rows: int = Field(ge=1)

@@ -24,7 +24,7 @@ def collect_photos(params: Params, since_days: int, images_dir: str | None) -> p
 
 @task(name="embed-and-cluster", cache_policy=NO_CACHE)
 def embed_and_cluster(params: Params, photos: pd.DataFrame, out_dir: Path) -> steps.ClusterOutcome:
-    predictor = load_predictor(params.score.model, None)
+    predictor = load_predictor(params, params.score.model, None)
     return steps.cluster_photos(params, predictor, photos, out_dir)
 
 

@@ -28,7 +28,7 @@ def resolve_model(model_uri: str) -> str:
       cache_policy=NO_CACHE)
 def score_images(params: Params, cfg: ScoreConfig, threshold: float | None, input_path: Path,
                  output: Path | None, column: str | None) -> ScoringOutcome:
-    predictor = load_predictor(cfg.model, threshold)
+    predictor = load_predictor(params, cfg.model, threshold)
     outcome = score_list(params, cfg, predictor, input_path, output, column)
     get_run_logger().info("scored %d rows (%d this attempt) into %s",
                           outcome.summary["rows"], outcome.rescored_rows, outcome.output)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from PIL import Image
 
 from meterid.evaluation.metrics import UNKNOWN
 from meterid.evaluation.openset import OpenSetRule
+from meterid.inference.engines import build_engine
 from meterid.model.presets import eval_preset
 from meterid.registry import LoadedModel
 
@@ -48,20 +50,20 @@ def open_set_rule(loaded: LoadedModel, threshold: float | None = None) -> OpenSe
 
 
 class Predictor:
-    """Images in, predictions out; the preprocessing is the model's eval preset."""
+    """Images in, predictions out; the preprocessing is the model's eval preset, the engine
+    PyTorch or ONNX Runtime (see ``engines``)."""
 
     def __init__(self, loaded: LoadedModel, threshold: float | None = None,
-                 channels_last: bool = True):
+                 engine: str = "torch", onnx_cache: Path | None = None):
         self.loaded = loaded
         self.model = loaded.model.eval()
         self.rule = open_set_rule(loaded, threshold)
-        self.channels_last = channels_last
         pre = loaded.preprocessing
         self.image_size = pre.image_size
         self.transform = eval_preset(pre.image_size, pre.mean, pre.std)
         self.reference = loaded.model.reference_embeddings.float().numpy()
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.engine = build_engine(self.model, engine, onnx_cache or Path("models/onnx"),
+                                   pre.image_size)
 
     @property
     def version(self) -> int | None:
@@ -70,17 +72,11 @@ class Predictor:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.transform(image)
 
-    @torch.inference_mode()
-    def logits_and_embeddings(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        embeddings = self.model.embed(batch)
-        return self.model.head(embeddings), embeddings
-
     def predict(self, batch: torch.Tensor) -> list[Prediction]:
-        logits, embeddings = self.logits_and_embeddings(batch)
-        return self.predictions(self.model.calibrated_probabilities(logits).numpy(),
-                                embeddings.numpy())
+        logits, embeddings = self.engine(batch)
+        temperature = float(self.model.temperature)
+        probabilities = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
+        return self.predictions(probabilities, embeddings)
 
     def predictions(self, probabilities: np.ndarray, embeddings: np.ndarray) -> list[Prediction]:
         unknown = self.rule.flags(probabilities, embeddings, self.reference)
@@ -96,4 +92,4 @@ class Predictor:
         return out
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:
-        return self.logits_and_embeddings(batch)[1].numpy()
+        return self.engine(batch)[1]

@@ -50,8 +50,9 @@ def with_overrides(cfg: ScoreConfig, **overrides: object) -> ScoreConfig:
     return cfg.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
 
-def load_predictor(model_uri: str, threshold: float | None) -> Predictor:
-    return Predictor(load_classifier(model_uri), threshold)
+def load_predictor(params: Params, model_uri: str, threshold: float | None) -> Predictor:
+    return Predictor(load_classifier(model_uri), threshold, params.score.engine,
+                     params.paths.onnx_cache)
 
 
 def _default_output(params: Params, input_path: Path) -> Path:

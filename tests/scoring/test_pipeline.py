@@ -32,7 +32,7 @@ GOOD = ["/ok.jpg", "/cmyk.jpg", "/grey16.png", "/palette.png", "/rgba.png", "/ro
 
 
 def _scorer(model, params: Params, fetch: FetchConfig, **kwargs) -> BatchScorer:
-    return BatchScorer(Predictor(model, channels_last=False), Fetcher(fetch, pool_size=4),
+    return BatchScorer(Predictor(model), Fetcher(fetch, pool_size=4),
                        params.score.quality, params.validate_.max_pixels, batch_size=4,
                        concurrency=4, **kwargs)
 

@@ -19,7 +19,7 @@ RESERVED = frozenset({"row", "url", "label", "status"})
 
 
 def test_unknown_below_threshold_keeps_the_top3(tiny_model):
-    predictor = Predictor(tiny_model, channels_last=False)
+    predictor = Predictor(tiny_model)
     probabilities = np.array([[0.45, 0.35, 0.20], [0.10, 0.85, 0.05], [0.50, 0.30, 0.20]])
     embeddings = np.zeros((3, tiny_model.model.embedding_dim), dtype=np.float32)
     unsure, sure, edge = predictor.predictions(probabilities, embeddings)
@@ -35,13 +35,13 @@ def test_unknown_below_threshold_keeps_the_top3(tiny_model):
 def test_threshold_override_and_knn_rule(tiny_model):
     probabilities = np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
     dim = tiny_model.model.embedding_dim
-    stricter = Predictor(tiny_model, threshold=0.8, channels_last=False)
+    stricter = Predictor(tiny_model, threshold=0.8)
     assert [p.label for p in stricter.predictions(probabilities, np.ones((2, dim)))] == [
         "UNKNOWN", "UNKNOWN"]
     reference = np.eye(dim, dtype=np.float32)[:4]
     knn_model = dataclasses.replace(tiny_model, open_set={
         "name": "knn", "threshold": 0.5, "knn_k": 1, "knn_threshold": -0.5})
-    predictor = Predictor(knn_model, channels_last=False)
+    predictor = Predictor(knn_model)
     predictor.reference = reference
     near, far = reference[0], -reference[0]  # cosine distance 0 and 2 to the nearest
     labels = [p.label for p in predictor.predictions(probabilities, np.stack([near, far]))]
