@@ -20,7 +20,7 @@ from PIL import Image
 from meterid.evaluation.metrics import UNKNOWN
 from meterid.evaluation.openset import OpenSetRule
 from meterid.inference.engines import build_engine
-from meterid.model.presets import eval_preset
+from meterid.model.presets import BatchNormalizer, eval_resize
 from meterid.registry import LoadedModel
 
 TOP_K = 3
@@ -60,7 +60,8 @@ class Predictor:
         self.rule = open_set_rule(loaded, threshold)
         pre = loaded.preprocessing
         self.image_size = pre.image_size
-        self.transform = eval_preset(pre.image_size, pre.mean, pre.std)
+        self.transform = eval_resize(pre.image_size)  # per image, in worker threads
+        self.normalize = BatchNormalizer(pre.mean, pre.std)  # per batch
         self.reference = loaded.model.reference_embeddings.float().numpy()
         self.engine = build_engine(self.model, engine, onnx_cache or Path("models/onnx"),
                                    pre.image_size)
@@ -70,10 +71,14 @@ class Predictor:
         return self.loaded.version
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """The eval preset's resize: a uint8 CHW tensor, normalised later per batch."""
         return self.transform(image)
 
+    def _run(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        return self.engine(self.normalize(batch).contiguous())
+
     def predict(self, batch: torch.Tensor) -> list[Prediction]:
-        logits, embeddings = self.engine(batch)
+        logits, embeddings = self._run(batch)
         temperature = float(self.model.temperature)
         probabilities = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
         return self.predictions(probabilities, embeddings)
@@ -92,4 +97,4 @@ class Predictor:
         return out
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:
-        return self.engine(batch)[1]
+        return self._run(batch)[1]

@@ -40,11 +40,14 @@ def measure_quality(image: Image.Image) -> Quality:
         grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
                            Image.Resampling.BILINEAR)
     pixels = np.asarray(grey)
+    mean, std = cv2.meanStdDev(pixels)
+    # int16 holds the Laplacian of 8-bit pixels exactly, and is ~5x faster than float64.
+    _, laplacian_std = cv2.meanStdDev(cv2.Laplacian(pixels, cv2.CV_16S))
     return Quality(
-        brightness=float(pixels.mean() / 255.0),
-        contrast=float(pixels.std() / 255.0),
-        sharpness=float(cv2.Laplacian(pixels, cv2.CV_64F).var()),
-        glare=float((pixels >= SATURATED).mean()),
+        brightness=float(mean[0, 0] / 255.0),
+        contrast=float(std[0, 0] / 255.0),
+        sharpness=float(laplacian_std[0, 0] ** 2),
+        glare=float(np.count_nonzero(pixels >= SATURATED) / pixels.size),
     )
 
 

@@ -19,7 +19,25 @@ def _to_normalized_tensor(mean: tuple[float, ...], std: tuple[float, ...]) -> li
 
 
 def eval_preset(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
-    return v2.Compose([v2.Resize((size, size), antialias=True), *_to_normalized_tensor(mean, std)])
+    return v2.Compose([eval_resize(size), BatchNormalizer(mean, std)])
+
+
+def eval_resize(size: int) -> v2.Compose:
+    """The eval preset's per-image half: resized uint8 CHW (a quarter of a float tensor's
+    memory; scoring's worker threads run it)."""
+    return v2.Compose([v2.Resize((size, size), antialias=True), v2.ToImage()])
+
+
+class BatchNormalizer:
+    """The eval preset's other half, vectorised: uint8 images (CHW or NCHW) to normalised
+    float32; on a whole batch at once it costs a fraction of per-image transforms."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float().div_(255.0) - self.mean).div_(self.std)
 
 
 def train_preset(

@@ -5,18 +5,15 @@ The server listens on 127.0.0.1 only; every slow route is bounded (a few seconds
 from __future__ import annotations
 
 import io
-import os
 import struct
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from meterid.config import FetchConfig, Params
@@ -194,50 +191,3 @@ def fast_fetch(params: Params) -> FetchConfig:
     return params.score.fetch.model_copy(update=dict(
         connect_timeout_s=1.0, read_timeout_s=0.5, total_timeout_s=1.5, max_bytes=1_000_000,
         retries=1, backoff_s=0.0))
-
-
-@pytest.fixture(scope="session")
-def tiny_model():
-    """A real (untrained) classifier at 64 px: scoring logic does not need a good model."""
-    from meterid.model.backbones import build_backbone
-    from meterid.model.classifier import MeterClassifier, Preprocessing
-    from meterid.registry import LoadedModel
-
-    torch.manual_seed(0)
-    model = MeterClassifier(build_backbone("resnet18", "none"), ["alpha", "beta", "gamma"])
-    model.preprocessing = Preprocessing(64, model.preprocessing.mean, model.preprocessing.std)
-    model.eval()
-    return LoadedModel(model=model, classes=model.classes, temperature=1.0, threshold=0.5,
-                       preprocessing=model.preprocessing, version=1,
-                       open_set={"name": "msp", "threshold": 0.5}, source="memory")
-
-
-@pytest.fixture(scope="session")
-def exported_model(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
-    """The tiny model logged, registered and exported through the real MLflow registry."""
-    import mlflow
-
-    from meterid import registry
-
-    root = tmp_path_factory.mktemp("registry")
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
-    try:
-        with mlflow.start_run() as run:
-            info = registry.log_model(tiny_model.model, 0.5, tiny_model.open_set)
-        version = registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5})
-        registry.promote(version)
-        return registry.export_model(f"models:/{registry.MODEL_NAME}@champion", root / "champion")
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI")
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

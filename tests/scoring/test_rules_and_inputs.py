@@ -115,3 +115,23 @@ def test_drift_alert_needs_history_and_fires_beyond_bounds(params):
     assert drift_alerts({"unknown_share": 0.08, "mean_top1_conf": 0.88}, steady, cfg) == []
     alerts = drift_alerts({"unknown_share": 0.30, "mean_top1_conf": 0.70}, steady, cfg)
     assert len(alerts) == 2 and alerts[0].startswith("UNKNOWN share 30.0% vs 5.0%")
+
+
+def test_scoring_preprocessing_equals_torchvisions_eval_transforms(tiny_model):
+    """Per-image resize + per-batch normalisation == torchvision's ToDtype + Normalize."""
+    import torch
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from tests.scoring.conftest import meter_like
+
+    pre = tiny_model.preprocessing
+    reference = v2.Compose([v2.Resize((pre.image_size, pre.image_size), antialias=True),
+                            v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                            v2.Normalize(pre.mean, pre.std)])
+    predictor = Predictor(tiny_model)
+    images = [meter_like(seed=s) for s in range(3)] + [Image.new("RGB", (300, 120), "red")]
+    batch = predictor.normalize(torch.stack([predictor.preprocess(im) for im in images]))
+    expected = torch.stack([reference(im) for im in images])
+    assert predictor.preprocess(images[0]).dtype == torch.uint8
+    torch.testing.assert_close(batch, expected, atol=1e-6, rtol=0)

@@ -1,0 +1,118 @@
+"""Clustering logic: HDBSCAN on embeddings, noise, ids that persist, the embedding cache."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from meterid.clustering.cluster import (
+    NOISE,
+    assign_ids,
+    centroids,
+    cluster_embeddings,
+    stable_ids,
+)
+from meterid.clustering.embeddings import embed_photos, file_sha256
+from meterid.clustering.state import ClusterState
+from meterid.inference.predictor import Predictor
+
+
+def blobs(seed: int = 0, per_blob: int = 30, dim: int = 64, outliers: int = 6) -> tuple:
+    """Three tight directions in embedding space plus scattered outliers."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, dim))
+    points = [c + 0.05 * rng.normal(size=(per_blob, dim)) for c in centres]
+    truth = np.repeat([0, 1, 2], per_blob)
+    points.append(rng.normal(size=(outliers, dim)) * 3)
+    return np.vstack(points).astype(np.float32), np.r_[truth, np.full(outliers, NOISE)]
+
+
+def test_hdbscan_finds_the_blobs_and_leaves_outliers_as_noise(params):
+    embeddings, truth = blobs()
+    result = cluster_embeddings(embeddings, params.cluster)
+    found = result.labels
+    assert len(set(found[truth >= 0])) == 3 and NOISE not in set(found[truth >= 0])
+    assert (found[truth == NOISE] == NOISE).mean() >= 0.8
+    assert result.outlier_scores[truth == NOISE].mean() > result.outlier_scores[truth >= 0].mean()
+    assert ((result.probabilities >= 0) & (result.probabilities <= 1)).all()
+
+
+def test_too_few_photos_are_all_noise(params):
+    result = cluster_embeddings(np.ones((3, 8), np.float32), params.cluster)
+    assert (result.labels == NOISE).all()
+
+
+def test_ids_persist_across_runs_and_new_clusters_get_new_ids(params):
+    cfg = params.cluster
+    embeddings, truth = blobs()
+    first = cluster_embeddings(embeddings, cfg)
+    state = ClusterState()
+    mapping = stable_ids(centroids(embeddings, first.labels), {}, cfg.match_min_similarity, 0)
+    for label, cid in mapping.items():
+        state.record(cid, "v1", centroids(embeddings, first.labels)[label], 30, "2026-11-16")
+    first_ids = assign_ids(first.labels, mapping)
+
+    # Next week: the same kinds of photos in another order, plus a new kind of meter.
+    order = np.random.default_rng(1).permutation(len(embeddings))
+    new_kind = np.random.default_rng(2).normal(size=(1, embeddings.shape[1])) + 0.05 * \
+        np.random.default_rng(3).normal(size=(30, embeddings.shape[1]))
+    week2 = np.vstack([embeddings[order], new_kind]).astype(np.float32)
+    second = cluster_embeddings(week2, cfg)
+    mapping2 = stable_ids(centroids(week2, second.labels), state.centroids_for("v1"),
+                          cfg.match_min_similarity, state.next_id)
+    second_ids = assign_ids(second.labels, mapping2)
+    members = truth[order] >= 0
+    assert (second_ids[: len(order)][members] == first_ids[order][members]).all()  # same ids
+    assert set(second_ids[len(order):]) == {3}  # the new kind: a fresh id
+    # Another model's centroids are not comparable: nothing matches.
+    assert stable_ids(centroids(week2, second.labels), state.centroids_for("v2"),
+                      cfg.match_min_similarity, state.next_id) == {0: 3, 1: 4, 2: 5, 3: 6}
+
+
+def test_state_marks_reviews_and_survives_a_reload(tmp_path: Path):
+    state = ClusterState()
+    state.record(0, "v1", np.ones(4) / 2, 12, "2026-11-23")
+    state.mark(0, "rejected", "screenshots")
+    state.save(tmp_path / "state.json")
+    loaded = ClusterState.load(tmp_path / "state.json")
+    assert loaded.clusters[0].status == "rejected" and loaded.next_id == 1
+    with pytest.raises(KeyError, match="no cluster 7"):
+        loaded.mark(7, "rejected")
+    with pytest.raises(ValueError, match="unknown status"):
+        loaded.mark(0, "maybe")
+
+
+def _photos(folder: Path, n: int) -> pd.DataFrame:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"p{i}.png"
+        Image.new("RGB", (80, 90), (30 * i % 255, 90, 160)).save(path)
+        paths.append(path)
+    return pd.DataFrame({"sha256": [file_sha256(p) for p in paths], "path": map(str, paths)})
+
+
+def test_embedding_cache_embeds_new_photos_only_and_never_mixes_models(tiny_model, tmp_path,
+                                                                       one_thread):
+    photos = _photos(tmp_path / "photos", 5)
+    cache = tmp_path / "embeddings"
+    v1 = Predictor(tiny_model)
+    calls: list[int] = []
+    original = v1.embed
+    v1.embed = lambda batch: calls.append(len(batch)) or original(batch)
+    first = embed_photos(photos.iloc[:3], v1, cache, 2, 10**7)
+    again = embed_photos(photos, v1, cache, 2, 10**7)
+    assert calls == [2, 1, 2]  # 3 new photos, then only the 2 it lacked
+    np.testing.assert_allclose(again[:3], first, rtol=1e-5)
+    assert again.shape == (5, tiny_model.model.embedding_dim)
+
+    v2 = Predictor(dataclasses.replace(tiny_model, version=2))
+    embed_photos(photos, v2, cache, 8, 10**7)
+    assert sorted(p.name for p in cache.iterdir()) == ["v1", "v2"]
+    assert len(pd.read_parquet(cache / "v1" / "index.parquet")) == 5
+    assert len(np.load(cache / "v2" / "embeddings.npy")) == 5
