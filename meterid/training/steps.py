@@ -100,7 +100,7 @@ def train_candidate(params: Params, repo: Path) -> dict:
         summary = {"run_id": run.info.run_id, "timings": result.timings,
                    "epochs": {f"phase{p}": sum(r["phase"] == p for r in result.history)
                               for p in (1, 2)},
-                   "temperature": float(model.temperature)}
+                   "temperature": float(model.temperature), "classes": list(model.classes)}
         files.run_info.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("candidate model in %s (MLflow run %s)", files.folder, summary["run_id"])
     return summary
