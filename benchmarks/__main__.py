@@ -9,7 +9,7 @@ from pathlib import Path
 from meterid.runtime import use_local_defaults
 
 BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput",
-              "backbone_probe", "training", "scoring")
+              "backbone_probe", "training", "scoring", "clustering")
 
 
 def main(names: list[str]) -> None:
