@@ -21,6 +21,7 @@ install: $(INSTALLED)
 demo: install
 	$(BIN)/meterid flow train
 	$(BIN)/meterid flow score-demo
+	$(BIN)/meterid flow cluster
 	$(BIN)/dvc commit --force --quiet
 	$(BIN)/dvc push --quiet
 	$(BIN)/dvc metrics show
@@ -28,6 +29,7 @@ demo: install
 	@echo "demo done. Look at: reports/validation/data_docs/index.html, reports/split/class_balance.png,"
 	@echo "reports/evaluation/confusion_matrix.png, reports/evaluation/audit.csv; models/champion;"
 	@echo "reports/scoring/demo.parquet (UNKNOWN photos kept in data/unknown_store);"
+	@echo "reports/clusters/<date>/: clusters.png, sheets/, summary.csv (candidates: meterid candidates --help)"
 	@echo "MLflow: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1"
 
 ## test: the whole suite (unit and integration tests of the real tools on generated data)
@@ -38,7 +40,7 @@ test: install
 test-quick: install
 	$(BIN)/pytest -m "not slow"
 
-## bench: benchmarks/ (difficulty baseline, generator throughput)
+## bench: benchmarks/ (data, training, scoring and clustering figures, side by side)
 bench: install
 	$(BIN)/python -m benchmarks
 

@@ -90,6 +90,7 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
     try:
+        mlflow.set_experiment("tiny-model")  # the active experiment may be in another store
         with mlflow.start_run() as run:
             info = registry.log_model(tiny_model.model, 0.5, tiny_model.open_set)
         version = registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5})
