@@ -37,7 +37,8 @@ def test_flow_overrides_change_only_what_is_given(params: Params):
 
 
 def test_the_library_imports_no_orchestration():
-    code = ("import sys, meterid.cli, meterid.data.steps, meterid.training.steps; "
+    code = ("import sys, meterid.cli, meterid.data.steps, meterid.training.steps, "
+            "meterid.scoring.steps, meterid.clustering.steps, meterid.clustering.candidates; "
             "print(sorted(m for m in ('prefect', 'streamlit') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO_ROOT, check=True).stdout
@@ -52,7 +53,12 @@ def test_help_of_every_command():
     runner = CliRunner()
     for command in (["--help"], ["data", "demo", "--help"], ["validate", "--help"],
                     ["split", "--help"], ["train", "--help"], ["evaluate", "--help"],
-                    ["models", "--help"], ["promote", "--help"], ["flow", "train", "--help"]):
+                    ["models", "--help"], ["promote", "--help"], ["flow", "train", "--help"],
+                    ["predict", "--help"], ["score", "--help"], ["embed", "--help"],
+                    ["cluster", "--help"], ["candidates", "add", "--help"],
+                    ["candidates", "export", "--help"], ["candidates", "reject", "--help"],
+                    ["flow", "score", "--help"], ["flow", "score-demo", "--help"],
+                    ["flow", "cluster", "--help"]):
         result = runner.invoke(app, command)
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output

@@ -117,3 +117,26 @@ def test_embedding_cache_embeds_new_photos_only_and_never_mixes_models(tiny_mode
     assert sorted(p.name for p in cache.iterdir()) == ["v1", "v2"]
     assert len(pd.read_parquet(cache / "v1" / "index.parquet")) == 5
     assert len(np.load(cache / "v2" / "embeddings.npy")) == 5
+
+
+def test_cluster_command_on_a_folder_and_candidate_errors(tiny_model, exported_model, params,
+                                                          tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from meterid.cli import app
+    from tests.conftest import write_params
+
+    monkeypatch.chdir(tmp_path)
+    cluster = params.cluster.model_copy(update={"min_cluster_size": 3, "min_samples": 1})
+    score = params.score.model_copy(update={"model": str(exported_model), "engine": "torch"})
+    write_params(tmp_path, params.model_copy(update={"cluster": cluster, "score": score}))
+    _photos(tmp_path / "pile", 6)
+    runner = CliRunner()
+    result = runner.invoke(app, ["cluster", "--images", "pile", "--out", "out"])
+    assert result.exit_code == 0, result.output
+    clusters = pd.read_parquet(tmp_path / "out" / "clusters.parquet")
+    assert len(clusters) == 6 and (tmp_path / "out" / "sheets").is_dir()
+    bad = runner.invoke(app, ["candidates", "export", "99", "--run", "out"])
+    assert bad.exit_code == 2 and "has no cluster 99" in bad.stderr
+    assert runner.invoke(app, ["candidates", "reject", "99"]).exit_code == 2
+    assert runner.invoke(app, ["cluster", "--since", "week"]).exit_code == 2
