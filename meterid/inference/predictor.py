@@ -1,5 +1,5 @@
 """Batched inference with the product's UNKNOWN rule: the one code path behind ``meterid
-predict``, batch scoring, the dashboard and the clustering embeddings.
+predict``, batch scoring and the clustering embeddings.
 
 A prediction always keeps the top-3 labels and calibrated confidences; ``label`` is the top-1
 class, or ``UNKNOWN`` when the model's open-set rule says so (by default: calibrated top-1

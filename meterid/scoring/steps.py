@@ -99,9 +99,11 @@ def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_pat
         if store else None)
     todo = ((row, url) for row, url in zip(sources[ROW], sources[SOURCE], strict=True)
             if row not in done)
-    rescored = _score_into(checkpoint, scorer, todo, meta["run_id"], cfg.checkpoint_rows,
-                           total=len(sources), done_before=len(done))
-    fetcher.close()
+    try:
+        rescored = _score_into(checkpoint, scorer, todo, meta["run_id"], cfg.checkpoint_rows,
+                               total=len(sources), done_before=len(done))
+    finally:
+        fetcher.close()
     table = _output_table(checkpoint.assemble(len(sources)), sources)
     out_path = atomic_write_parquet(table, Path(meta["output"]))
     if cfg.write_csv:
