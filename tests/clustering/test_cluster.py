@@ -140,3 +140,24 @@ def test_cluster_command_on_a_folder_and_candidate_errors(tiny_model, exported_m
     assert bad.exit_code == 2 and "has no cluster 99" in bad.stderr
     assert runner.invoke(app, ["candidates", "reject", "99"]).exit_code == 2
     assert runner.invoke(app, ["cluster", "--since", "week"]).exit_code == 2
+
+
+def test_photos_come_from_the_store_window_or_a_scoring_output(params, tmp_path):
+    from meterid.clustering.steps import scored_photos, store_photos
+    from meterid.scoring.store import UnknownStore
+
+    paths = params.paths.model_copy(update={"unknown_store": tmp_path / "store"})
+    project = params.model_copy(update={"paths": paths})
+    store = UnknownStore(paths.unknown_store)
+    rows = [{"sha256": f"{i:064x}", "url": f"http://x/{i}.jpg", "image_format": "JPEG",
+             "scored_at": stamp, "top1_label": "a", "top1_conf": 0.3}
+            for i, stamp in enumerate(["2020-01-01T00:00:00+00:00", "2099-01-01T00:00:00+00:00"])]
+    for row in rows:
+        store.add(b"\xff\xd8\xff" + row["sha256"].encode(), row)
+    recent = store_photos(project, since_days=7)
+    assert list(recent["sha256"]) == [rows[1]["sha256"]]  # last seen within the week only
+    assert Path(recent["path"][0]).read_bytes().startswith(b"\xff\xd8\xff")
+    scored = pd.DataFrame({"sha256": [rows[0]["sha256"], "f" * 64], "label": ["UNKNOWN", "a"]})
+    scored.to_parquet(tmp_path / "night.parquet")
+    assert list(scored_photos(project, tmp_path / "night.parquet")["sha256"]) == [
+        rows[0]["sha256"]]
