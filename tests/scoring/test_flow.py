@@ -76,3 +76,29 @@ def test_prefect_yaml_deployments_point_at_flows_with_valid_parameters():
         flow.validate_parameters(deployment.get("parameters") or {})
         for schedule in deployment.get("schedules") or []:
             CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
+
+
+def test_prefect_deploy_registers_the_scheduled_deployments(prefect_harness, tmp_path):
+    """`prefect deploy --all` with prefect.yaml against the test server, as a user would."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    prefect = [sys.executable, "-m", "prefect"]
+
+    def run(*args: str) -> str:
+        done = subprocess.run([*prefect, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done.stdout
+
+    run("work-pool", "create", "meterid-local", "--type", "process", "--overwrite")
+    run("--no-prompt", "deploy", "--all")
+    listing = run("deployment", "ls")
+    for name in ("batch_scoring/nightly", "unknown_clustering/weekly", "training/on-demand"):
+        assert name in listing
+    assert "'cron': '0 2 * * *'" in run("deployment", "inspect", "batch_scoring/nightly")
