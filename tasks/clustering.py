@@ -37,10 +37,14 @@ def publish(outcome: steps.ClusterOutcome, experiment: str) -> str:
     lines = [f"# UNKNOWN clusters, {outcome.out_dir.name}", "",
              f"Map: [{'clusters.png'}]({(outcome.out_dir / 'clusters.png').resolve().as_uri()})",
              "", "| cluster | size | status | close to | sheet |", "|---|---|---|---|---|"]
-    for row in summary.itertuples():
+    rejected = summary[summary["status"] == "rejected"]
+    for row in summary[summary["status"] != "rejected"].itertuples():
         sheet = Path(row.sheet).resolve()
         lines.append(f"| {row.cluster_id} | {row.size} | {row.status} | {row.close_to} | "
                      f"[{sheet.name}]({sheet.as_uri()}) |")
+    if len(rejected):
+        lines += ["", f"{int(rejected['size'].sum())} photos matched clusters rejected earlier "
+                  f"(ids {', '.join(map(str, rejected['cluster_id']))}): not proposed again."]
     lines += ["", "Review a cluster: `meterid candidates export ID`, then "
               "`meterid candidates add DIR --label NAME` or `meterid candidates reject ID`."]
     create_markdown_artifact(key="unknown-clusters-report", markdown="\n".join(lines))
