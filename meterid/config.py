@@ -124,6 +124,7 @@ class TrainConfig(_Strict):
     imbalance: Literal["class_weights", "weighted_sampler", "none"]
     class_weight_power: float
     feature_views: int = Field(ge=1)
+    min_views_per_class: int = Field(ge=0)
     phase1: PhaseConfig
     phase2: PhaseConfig
     device: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ class CachedSplit:
     paths: list[str] = field(default_factory=list)
 
 
+MAX_VIEWS = 32  # augmented views of one image, whatever its class's size
+
+
 @dataclass
 class TrainResult:
     model: MeterClassifier
@@ -64,10 +68,23 @@ def class_weights(targets: torch.Tensor, n_classes: int, power: float) -> torch.
 
 
 def _view_items(splits: pd.DataFrame, data_dir: Path, split: str, views: range,
-                index: dict[str, int]) -> list[ViewItem]:
+                index: dict[str, int], views_by_label: dict[str, int] | None = None
+                ) -> list[ViewItem]:
+    """View-major order; ``views_by_label`` caps a class's views below ``views.stop - 1``."""
     rows = splits[splits["split"] == split]
-    return [ViewItem(data_dir / path, index[label], view)
-            for view in views for path, label in zip(rows["path"], rows["label"], strict=True)]
+    pairs = list(zip(rows["path"], rows["label"], strict=True))
+    return [ViewItem(data_dir / path, index[label], view) for view in views for path, label in pairs
+            if views_by_label is None or view <= views_by_label[label]]
+
+
+def augmented_views(splits: pd.DataFrame, cfg: TrainConfig) -> dict[str, int]:
+    """Augmented views per train image of each class: ``feature_views``, raised for rare classes
+    so that each class has at least ``min_views_per_class`` of them (at most MAX_VIEWS per
+    image). The weighted sampler balances how often classes are drawn; these extra views give
+    a rare class's draws variety instead of the same few crops again and again."""
+    counts = splits.loc[splits["split"] == "train", "label"].value_counts()
+    return {label: max(cfg.feature_views, min(MAX_VIEWS, math.ceil(cfg.min_views_per_class / n)))
+            for label, n in counts.items()}
 
 
 def cache_splits(
@@ -77,9 +94,10 @@ def cache_splits(
     """One pass of the frozen stem over train views, train/val/test eval views."""
     index = {c: i for i, c in enumerate(model.classes)}
     pre = model.preprocessing
+    views = augmented_views(splits, cfg)
     parts = {
-        "train_views": _view_items(splits, data_dir, "train", range(1, cfg.feature_views + 1),
-                                   index),
+        "train_views": _view_items(splits, data_dir, "train", range(1, max(views.values()) + 1),
+                                   index, views),
         "train": _view_items(splits, data_dir, "train", range(0, 1), index),
         "val": _view_items(splits, data_dir, "val", range(0, 1), index),
         "test": _view_items(splits, data_dir, "test", range(0, 1), index),

@@ -183,3 +183,23 @@ def test_two_phase_training_end_to_end(small_demo: Path, tiny_train_cfg: TrainCo
         assert "phase1_head_s" in result.timings
     else:
         assert "phase1_whole_network_s" in result.timings
+
+
+def test_rare_classes_get_more_augmented_views(params):
+
+    from meterid.training.trainer import MAX_VIEWS, _view_items, augmented_views
+
+    splits = pd.DataFrame({"path": [f"a{i}.jpg" for i in range(40)] + ["b0.jpg", "b1.jpg",
+                                                                      "b2.jpg", "c0.jpg"],
+                           "label": ["a"] * 40 + ["b"] * 3 + ["c"],
+                           "split": ["train"] * 43 + ["test"]})
+    cfg = params.train.model_copy(update={"feature_views": 4, "min_views_per_class": 60})
+    views = augmented_views(splits, cfg)
+    assert views == {"a": 4, "b": 20}  # b: ceil(60 / 3); c has no train image
+    assert augmented_views(splits, cfg.model_copy(update={"min_views_per_class": 1000}))[
+        "b"] == MAX_VIEWS
+    items = _view_items(splits, Path("."), "train", range(1, 21), {"a": 0, "b": 1, "c": 2},
+                        views)
+    assert sum(item.target == 1 for item in items) == 60 and len(items) == 40 * 4 + 60
+    off = augmented_views(splits, cfg.model_copy(update={"min_views_per_class": 0}))
+    assert set(off.values()) == {4}
