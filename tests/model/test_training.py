@@ -186,7 +186,6 @@ def test_two_phase_training_end_to_end(small_demo: Path, tiny_train_cfg: TrainCo
 
 
 def test_rare_classes_get_more_augmented_views(params):
-
     from meterid.training.trainer import MAX_VIEWS, _view_items, augmented_views
 
     splits = pd.DataFrame({"path": [f"a{i}.jpg" for i in range(40)] + ["b0.jpg", "b1.jpg",
