@@ -34,19 +34,7 @@ def publish(outcome: steps.ClusterOutcome, experiment: str) -> str:
     summary = outcome.summary
     create_table_artifact(key="unknown-clusters", table=summary.to_dict("records"),
                           description=f"clusters of {outcome.out_dir}")
-    lines = [f"# UNKNOWN clusters, {outcome.out_dir.name}", "",
-             f"Map: [{'clusters.png'}]({(outcome.out_dir / 'clusters.png').resolve().as_uri()})",
-             "", "| cluster | size | status | close to | sheet |", "|---|---|---|---|---|"]
-    rejected = summary[summary["status"] == "rejected"]
-    for row in summary[summary["status"] != "rejected"].itertuples():
-        sheet = Path(row.sheet).resolve()
-        lines.append(f"| {row.cluster_id} | {row.size} | {row.status} | {row.close_to} | "
-                     f"[{sheet.name}]({sheet.as_uri()}) |")
-    if len(rejected):
-        lines += ["", f"{int(rejected['size'].sum())} photos matched clusters rejected earlier "
-                  f"(ids {', '.join(map(str, rejected['cluster_id']))}): not proposed again."]
-    lines += ["", "Review a cluster: `meterid candidates export ID`, then "
-              "`meterid candidates add DIR --label NAME` or `meterid candidates reject ID`."]
-    create_markdown_artifact(key="unknown-clusters-report", markdown="\n".join(lines))
+    create_markdown_artifact(key="unknown-clusters-report",
+                             markdown=steps.review_markdown(outcome))
     get_run_logger().info("clusters published (MLflow run %s)", run_id)
     return run_id

@@ -161,6 +161,25 @@ def record_clustering(outcome: ClusterOutcome, experiment: str) -> str:
         return active.info.run_id
 
 
+def review_markdown(outcome: ClusterOutcome) -> str:
+    """The reviewer's page: a row per proposed cluster with its sheet; rejected ones summed up."""
+    summary = outcome.summary
+    lines = [f"# UNKNOWN clusters, {outcome.out_dir.name}", "",
+             f"Map: [clusters.png]({(outcome.out_dir / 'clusters.png').resolve().as_uri()})",
+             "", "| cluster | size | status | close to | sheet |", "|---|---|---|---|---|"]
+    rejected = summary[summary["status"] == "rejected"]
+    for row in summary[summary["status"] != "rejected"].itertuples():
+        sheet = Path(row.sheet).resolve()
+        lines.append(f"| {row.cluster_id} | {row.size} | {row.status} | {row.close_to} | "
+                     f"[{sheet.name}]({sheet.as_uri()}) |")
+    if len(rejected):
+        lines += ["", f"{int(rejected['size'].sum())} photos matched clusters rejected earlier "
+                  f"(ids {', '.join(map(str, rejected['cluster_id']))}): not proposed again."]
+    lines += ["", "Review a cluster: `meterid candidates export ID`, then "
+              "`meterid candidates add DIR --label NAME` or `meterid candidates reject ID`."]
+    return "\n".join(lines)
+
+
 def default_out_dir(params: Params) -> Path:
     return params.paths.cluster_reports / datetime.now(UTC).date().isoformat()
 

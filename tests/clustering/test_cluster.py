@@ -161,3 +161,16 @@ def test_photos_come_from_the_store_window_or_a_scoring_output(params, tmp_path)
     scored.to_parquet(tmp_path / "night.parquet")
     assert list(scored_photos(project, tmp_path / "night.parquet")["sha256"]) == [
         rows[0]["sha256"]]
+
+
+def test_review_page_proposes_clusters_and_sums_up_rejected_ones(tmp_path):
+    from meterid.clustering.steps import ClusterOutcome, review_markdown
+
+    summary = pd.DataFrame({
+        "cluster_id": [-1, 0, 1], "size": [4, 9, 12], "status": ["noise", "candidate",
+                                                                 "rejected"],
+        "close_to": ["", "a (9)", "b (12)"],
+        "sheet": [str(tmp_path / f"s{i}.png") for i in range(3)]})
+    page = review_markdown(ClusterOutcome(tmp_path / "2026-11-23", pd.DataFrame(), summary, "v1"))
+    assert "| 0 | 9 | candidate | a (9) |" in page and "| 1 |" not in page
+    assert "12 photos matched clusters rejected earlier (ids 1)" in page
