@@ -1,4 +1,5 @@
-"""Batch scoring against a local HTTP server on 127.0.0.1 serving the demo photos, side by side:
+"""Batch scoring against a local HTTP server (its own process, on 127.0.0.1) serving the demo
+photos, side by side:
 
 - ``meterid score``'s pipeline vs a naive loop (requests.get, PIL open, the model on one image);
 - the pipeline vs the model's own throughput on pre-decoded tensors at the same batch size;
@@ -13,14 +14,17 @@ classifier of the same backbone (same compute). Needs the demo photos (``make de
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -33,7 +37,7 @@ from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
 from meterid.model.presets import eval_preset
 from meterid.registry import LoadedModel, load_classifier
-from meterid.scoring.demo import serve_folder, url_for
+from meterid.scoring.demo import url_for
 from meterid.scoring.pipeline import BatchScorer
 
 N_URLS = 2000
@@ -149,6 +153,24 @@ def _rss_child(url_file: Path, out_dir: Path) -> None:
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+@contextlib.contextmanager
+def photo_server(root: Path) -> Iterator[str]:
+    """The photos served by a separate process on 127.0.0.1, as a field server would be: in
+    this process, the server's Python would compete with the scorer for the GIL."""
+    server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind",
+                               "127.0.0.1", "--directory", str(root)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        banner = server.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N (...)"
+        port = re.search(r"port (\d+)", banner)
+        if port is None:
+            raise RuntimeError(f"the photo server did not start: {banner!r}")
+        yield f"http://127.0.0.1:{port[1]}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 def run() -> dict:
     params = load_params()
     root, paths = photos(params)
@@ -156,7 +178,7 @@ def run() -> dict:
     results: dict[str, float] = {}
     engines = {name: predictor(params, name) for name in ENGINES}
     ours = engines[params.score.engine]
-    with serve_folder(root) as base:
+    with photo_server(root) as base:
         urls = [url_for(base, root, path) for path in paths]
         for name, engine in engines.items():
             results[name] = raw_model_rate(engine, urls, batch)
