@@ -21,9 +21,9 @@ import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from meterid.clustering.cluster import NOISE, cluster_embeddings
-from meterid.clustering.embeddings import embed_photos, file_sha256
+from meterid.clustering.embeddings import embed_photos
 from meterid.config import ClusterConfig, Params, load_params
-from meterid.data.images import load_rgb
+from meterid.data.images import file_sha256, load_rgb
 from meterid.inference.predictor import Predictor
 from meterid.registry import load_classifier
 

@@ -54,6 +54,24 @@ def write_params(folder: Path, params: Params, demo: DemoConfig | None = None) -
     return path
 
 
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder as the working directory, with its own MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow/mlflow.db")
+    (tmp_path / "mlflow").mkdir()
+    return tmp_path
+
+
+def tiny_training(params: Params) -> Params:
+    """params with training cut to seconds: 64 px, one view, 3 + 1 epochs, no workers."""
+    train = params.train.model_copy(update=dict(
+        image_size=64, batch_size=16, workers=0, feature_views=1, channels_last=False,
+        phase1=params.train.phase1.model_copy(update=dict(epochs=3)),
+        phase2=params.train.phase2.model_copy(update=dict(epochs=1))))
+    return params.model_copy(update={"train": train})
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """A temporary Prefect API and database for the whole session (started once: ~15 s)."""

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from meterid.clustering.embeddings import file_sha256
 from meterid.clustering.state import ClusterState
 from meterid.config import Params
+from meterid.data.images import file_sha256
 from meterid.data.manifest import list_files
 from meterid.data.steps import validate_dataset
 from meterid.data.validation import ValidationReport

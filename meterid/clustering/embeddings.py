@@ -32,10 +32,6 @@ def model_key(predictor: Predictor) -> str:
     return "src-" + hashlib.sha256(predictor.loaded.source.encode()).hexdigest()[:12]
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 class EmbeddingCache:
     def __init__(self, root: Path, key: str):
         self.folder = Path(root) / key
@@ -89,8 +85,7 @@ def embed_photos(photos: pd.DataFrame, predictor: Predictor, cache_root: Path, b
         paths = [Path(p) for p in missing["path"]]
         for start in tqdm(range(0, len(paths), batch_size), desc="embedding", unit="batch"):
             new.extend(_embed_batch(predictor, paths[start:start + batch_size], max_pixels))
-        vectors = np.vstack([v for v in (vectors if len(vectors) else None, np.stack(new))
-                             if v is not None])
+        vectors = np.vstack([vectors, np.stack(new)]) if len(vectors) else np.stack(new)
         index = pd.concat([index, missing[["sha256"]]], ignore_index=True)
         cache.save(index, vectors)
         known = dict(zip(index["sha256"], range(len(index)), strict=True))

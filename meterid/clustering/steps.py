@@ -20,10 +20,11 @@ from meterid.clustering.cluster import (
     cluster_embeddings,
     stable_ids,
 )
-from meterid.clustering.embeddings import embed_photos, file_sha256, model_key
+from meterid.clustering.embeddings import embed_photos, model_key
 from meterid.clustering.report import cluster_map, contact_sheet
 from meterid.clustering.state import ClusterState
 from meterid.config import Params
+from meterid.data.images import file_sha256
 from meterid.data.manifest import list_files
 from meterid.inference.predictor import Predictor
 from meterid.scoring.store import TOP_COLUMNS, UnknownStore

@@ -221,6 +221,15 @@ def _facts_of(data: bytes, max_pixels: int) -> dict[str, object]:
     return facts
 
 
+def file_sha256(path: Path) -> str:
+    """The file's sha256, read in 1 MiB blocks (lists and photos of any size)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fp:
+        for block in iter(lambda: fp.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def inspect_image(path: Path, max_pixels: int) -> ImageFacts:
     """Facts about one file. Never raises on a bad file: the cause goes to ``error``."""
     try:

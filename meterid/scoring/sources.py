@@ -7,7 +7,6 @@ carried through to the output, renamed ``input_<name>`` where they would clash w
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -82,10 +81,3 @@ def read_sources(path: Path, column: str | None, reserved: frozenset[str]) -> pd
                      carried.reset_index(drop=True)], axis=1)
     return out
 
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fp:
-        for block in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -17,13 +17,14 @@ import pandas as pd
 from tqdm import tqdm
 
 from meterid.config import MonitorConfig, Params, ScoreConfig
+from meterid.data.images import file_sha256
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
 from meterid.registry import load_classifier
 from meterid.scoring.checkpoint import Checkpoint, atomic_write_parquet, run_key
 from meterid.scoring.monitoring import SUMMARY_METRICS, drift_alerts, summarize
 from meterid.scoring.pipeline import BatchScorer
-from meterid.scoring.sources import ROW, SOURCE, file_digest, read_sources
+from meterid.scoring.sources import ROW, SOURCE, read_sources
 from meterid.scoring.store import UnknownStore
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_pat
     """Score every row of ``input_path``; a killed run started again resumes where it stopped."""
     input_path = Path(input_path)
     sources = read_sources(input_path, column, reserved=frozenset(OUTPUT_COLUMNS))
-    key = run_key(input=file_digest(input_path), column=column, model=predictor.loaded.source,
+    key = run_key(input=file_sha256(input_path), column=column, model=predictor.loaded.source,
                   rule=predictor.rule.to_dict(), quality=cfg.quality.model_dump())
     checkpoint = Checkpoint(params.paths.scoring_reports / ".work" / key)
     meta = checkpoint.run_meta({"input": str(input_path),

@@ -17,8 +17,9 @@ from meterid.clustering.cluster import (
     cluster_embeddings,
     stable_ids,
 )
-from meterid.clustering.embeddings import embed_photos, file_sha256
+from meterid.clustering.embeddings import embed_photos
 from meterid.clustering.state import ClusterState
+from meterid.data.images import file_sha256
 from meterid.inference.predictor import Predictor
 
 
@@ -132,6 +133,9 @@ def test_cluster_command_on_a_folder_and_candidate_errors(tiny_model, exported_m
     write_params(tmp_path, params.model_copy(update={"cluster": cluster, "score": score}))
     _photos(tmp_path / "pile", 6)
     runner = CliRunner()
+    embedded = runner.invoke(app, ["embed", "--images", "pile"])
+    assert embedded.exit_code == 0 and "6 photos embedded (512-d)" in embedded.output
+    assert len(np.load(tmp_path / "data/embeddings/v1/embeddings.npy")) == 6
     result = runner.invoke(app, ["cluster", "--images", "pile", "--out", "out"])
     assert result.exit_code == 0, result.output
     clusters = pd.read_parquet(tmp_path / "out" / "clusters.parquet")

@@ -14,36 +14,28 @@ import pytest
 from PIL import Image
 
 from meterid.config import DemoConfig, Params, load_params
-from tests.conftest import write_params
+from tests.conftest import tiny_training, write_params
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, params: Params,
-            small_demo_cfg: DemoConfig) -> Path:
+def project(project_dir: Path, params: Params, small_demo_cfg: DemoConfig) -> Path:
     from meterid.data.demo.generate import generate_demo
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow/mlflow.db")
-    (tmp_path / "mlflow").mkdir()
-    train = params.train.model_copy(update=dict(
-        image_size=64, batch_size=16, workers=0, feature_views=1,
-        phase1=params.train.phase1.model_copy(update=dict(epochs=3)),
-        phase2=params.train.phase2.model_copy(update=dict(epochs=1))))
     cluster = params.cluster.model_copy(update=dict(min_cluster_size=3, min_samples=2,
                                                     pca_components=8))
     # The tiny 160x200 test photos are soft: no quality gate here (it has its own tests).
     quality = params.score.quality.model_copy(update=dict(min_sharpness=0.0, min_contrast=0.0))
     score = params.score.model_copy(update={"quality": quality})
-    write_params(tmp_path, params.model_copy(update={"train": train, "cluster": cluster,
-                                                     "score": score}), small_demo_cfg)
+    write_params(project_dir, tiny_training(params).model_copy(
+        update={"cluster": cluster, "score": score}), small_demo_cfg)
     demo = small_demo_cfg.model_copy(update=dict(unknown_images_per_brand=12))
-    generate_demo(demo, tmp_path / "data" / "raw", tmp_path / "data" / "unknown")
+    generate_demo(demo, project_dir / "data" / "raw", project_dir / "data" / "unknown")
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "--quiet"], check=True,
                    env=env)
-    return tmp_path
+    return project_dir
 
 
 def test_unknown_photos_become_a_class_the_next_model_learns(project: Path, prefect_harness):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from meterid.config import Params
-from tests.conftest import REPO_ROOT, write_params
+from tests.conftest import REPO_ROOT, tiny_training, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +30,7 @@ def _dvc(cwd: Path, *args: str) -> str:
 def test_dvc_repro_runs_every_stage(tmp_path: Path, params: Params, small_demo: Path):
     shutil.copy(REPO_ROOT / "dvc.yaml", tmp_path)
     shutil.copytree(REPO_ROOT / "meterid", tmp_path / "meterid")  # stage deps hash the code
-    train = params.train.model_copy(update=dict(
-        image_size=64, batch_size=16, workers=0, feature_views=1, channels_last=False,
-        phase1=params.train.phase1.model_copy(update=dict(epochs=3)),
-        phase2=params.train.phase2.model_copy(update=dict(epochs=1))))
-    write_params(tmp_path, params.model_copy(update={"train": train}))
+    write_params(tmp_path, tiny_training(params))
     shutil.copytree(small_demo / "raw", tmp_path / "data" / "raw")
     shutil.copytree(small_demo / "unknown", tmp_path / "data" / "unknown")
     (tmp_path / "mlflow").mkdir()

@@ -11,24 +11,17 @@ import pytest
 
 from meterid.config import DemoConfig, Params
 from meterid.evaluation.metrics import HEADLINE_METRICS
-from tests.conftest import write_params
+from tests.conftest import tiny_training, write_params
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, params: Params,
+def project(project_dir: Path, params: Params,
             small_demo_cfg: DemoConfig) -> Path:
     """A project folder with tiny training settings and its own MLflow store."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow/mlflow.db")
-    (tmp_path / "mlflow").mkdir()
-    train = params.train.model_copy(update=dict(
-        image_size=64, batch_size=16, workers=0, feature_views=1, channels_last=False,
-        phase1=params.train.phase1.model_copy(update=dict(epochs=3)),
-        phase2=params.train.phase2.model_copy(update=dict(epochs=1))))
-    write_params(tmp_path, params.model_copy(update={"train": train}), small_demo_cfg)
-    return tmp_path
+    write_params(project_dir, tiny_training(params), small_demo_cfg)
+    return project_dir
 
 
 def test_training_flow_registers_an_evaluated_champion(project: Path, prefect_harness):

@@ -24,16 +24,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, params: Params,
+def project(project_dir: Path, params: Params,
             fast_fetch: FetchConfig, exported_model: Path) -> Path:
     """A project folder scoring with the exported tiny model, small checkpoints, own MLflow."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     score = params.score.model_copy(update=dict(
         model=str(exported_model), checkpoint_rows=4, batch_size=4, concurrency=2,
         fetch=fast_fetch, write_csv=True))
-    write_params(tmp_path, params.model_copy(update={"score": score}))
-    return tmp_path
+    write_params(project_dir, params.model_copy(update={"score": score}))
+    return project_dir
 
 
 def test_predict_prints_one_json_line_per_input_and_fails_on_errors(project, hostile_server):

@@ -37,3 +37,11 @@ def test_changed_weights_get_their_own_export(tiny_model, tmp_path: Path, one_th
         changed.head[1].bias.add_(1.0)
     build_engine(changed, "onnxruntime", tmp_path, 64)
     assert len(list(tmp_path.glob("*.onnx"))) == 2
+
+
+def test_an_export_that_disagrees_with_torch_is_not_used(tiny_model, tmp_path: Path,
+                                                         monkeypatch, one_thread):
+    from meterid.inference import engines
+
+    monkeypatch.setattr(engines, "TOLERANCE", -1.0)  # no export can agree this well
+    assert isinstance(build_engine(tiny_model.model, "onnxruntime", tmp_path, 64), TorchEngine)

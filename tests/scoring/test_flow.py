@@ -17,13 +17,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, params: Params, fast_fetch,
+def project(project_dir: Path, params: Params, fast_fetch,
             exported_model: Path) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     score = params.score.model_copy(update=dict(model=str(exported_model), fetch=fast_fetch))
-    write_params(tmp_path, params.model_copy(update={"score": score}))
-    return tmp_path
+    write_params(project_dir, params.model_copy(update={"score": score}))
+    return project_dir
 
 
 def _steady_history(experiment: str, runs: int) -> None:

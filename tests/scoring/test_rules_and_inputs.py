@@ -135,3 +135,54 @@ def test_scoring_preprocessing_equals_torchvisions_eval_transforms(tiny_model):
     expected = torch.stack([reference(im) for im in images])
     assert predictor.preprocess(images[0]).dtype == torch.uint8
     torch.testing.assert_close(batch, expected, atol=1e-6, rtol=0)
+
+
+def test_large_jpegs_decode_at_reduced_scale_never_below_the_draft_size():
+    import io
+
+    from meterid.data.images import rgb_from_bytes
+    from tests.scoring.conftest import meter_like
+
+    buffer = io.BytesIO()
+    meter_like(2000, 1600).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    assert rgb_from_bytes(data, 10**8).size == (2000, 1600)
+    drafted = rgb_from_bytes(data, 10**8, draft_size=448)
+    assert drafted.size == (1000, 800) and drafted.mode == "RGB"  # 1/4 would be under 448
+    small = io.BytesIO()
+    meter_like(480, 640).save(small, "JPEG")
+    assert rgb_from_bytes(small.getvalue(), 10**8, draft_size=448).size == (480, 640)
+
+
+def test_checkpoint_parts_must_cover_every_row_once(tmp_path: Path):
+    from meterid.scoring.checkpoint import Checkpoint
+
+    checkpoint = Checkpoint(tmp_path / "work")
+    meta = checkpoint.run_meta({"output": "out.parquet"})
+    assert checkpoint.run_meta({"output": "other"}) == meta  # fixed by the first start
+    checkpoint.write([{"row": 0, "status": "ok"}, {"row": 2, "status": "ok"}])
+    assert checkpoint.done_rows() == {0, 2}
+    with pytest.raises(RuntimeError, match=r"missing \[1\]"):
+        checkpoint.assemble(3)
+    checkpoint.write([{"row": 1, "status": "error"}, {"row": 2, "status": "ok"}])
+    with pytest.raises(RuntimeError, match=r"duplicated \[2\]"):
+        checkpoint.assemble(3)
+
+
+def test_demo_list_covers_test_photos_held_out_brands_and_broken_links(tmp_path: Path):
+    import requests
+
+    from meterid.scoring.demo import demo_scoring_list, demo_test_photos, serve_folder
+
+    for folder, name in (("raw/a", "a_0.jpg"), ("raw/a", "a_1.jpg"), ("unknown/x", "x 0.jpg")):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / name).write_bytes(b"\xff\xd8\xff" + name.encode())
+    pd.DataFrame({"path": ["a/a_0.jpg", "a/a_1.jpg"], "label": ["a", "a"],
+                  "split": ["train", "test"]}).to_csv(tmp_path / "splits.csv", index=False)
+    photos = demo_test_photos(tmp_path / "splits.csv", tmp_path / "raw")
+    with serve_folder(tmp_path) as base:
+        rows = demo_scoring_list(base, tmp_path, photos, tmp_path / "unknown")
+        assert list(rows["truth"][:2]) == ["a", "held-out:x"]
+        assert requests.get(rows["url"][1], timeout=5).content == b"\xff\xd8\xffx 0.jpg"
+    assert base.startswith("http://127.0.0.1:") and len(rows) == 5
+    assert set(rows["truth"][2:]) == {"broken link", "an HTML page", "unsupported scheme"}
