@@ -125,6 +125,7 @@ class TrainConfig(_Strict):
     class_weight_power: float
     feature_views: int = Field(ge=1)
     min_views_per_class: int = Field(ge=0)
+    unfreeze: Literal["last_block", "last_stage"]
     phase1: PhaseConfig
     phase2: PhaseConfig
     device: str

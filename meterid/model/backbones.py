@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BACKBONES = ("resnet18", "efficientnet_lite0")
+# What phase 2 unfreezes: the last block, or the whole last (stride-32) stage. ResNet-18's layer4
+# is both; EfficientNet-Lite0's last stage is its last five MBConv blocks.
+UNFREEZE = ("last_block", "last_stage")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -35,6 +39,7 @@ class Backbone:
     stem: nn.Module  # images (B, 3, H, W) -> activations before the last block
     last_block: nn.Module  # activations -> embeddings (B, dim)
     dim: int
+    unfreeze: str = "last_block"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -89,7 +94,7 @@ def _load_backbone_weights(model: nn.Module, state: dict, source: str) -> None:
     model.load_state_dict(usable, strict=False)
 
 
-def _resnet18(weights: str) -> Backbone:
+def _resnet18(weights: str, unfreeze: str) -> Backbone:
     from torchvision.models import ResNet18_Weights, resnet18
 
     model = resnet18(weights=None)
@@ -106,10 +111,16 @@ def _resnet18(weights: str) -> Backbone:
     stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1,
                          model.layer2, model.layer3)
     last = nn.Sequential(model.layer4, _GlobalAvgPool())
-    return Backbone("resnet18", stem, last, model.fc.in_features)
+    return Backbone("resnet18", stem, last, model.fc.in_features, unfreeze)
 
 
-def _efficientnet_lite0(weights: str) -> Backbone:
+def _last_stage_start(net: nn.Module) -> int:
+    """Index of the block that starts the last resolution stage (the last stride-2 block)."""
+    strides = [max(np.atleast_1d(block._block_args.stride)) for block in net._blocks]
+    return max(i for i, stride in enumerate(strides) if stride > 1)
+
+
+def _efficientnet_lite0(weights: str, unfreeze: str) -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
 
     net = EfficientNet.from_name("efficientnet-lite0")
@@ -121,18 +132,25 @@ def _efficientnet_lite0(weights: str) -> Backbone:
     elif weights != "none":
         _load_backbone_weights(net, _load_state_dict(Path(weights)), weights)
     n = len(net._blocks)
-    stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(), _EfficientNetStages(net, 0, n - 1))
-    # Phase 2 unfreezes the last MBConv block and the 1x1 head convolution.
-    last = nn.Sequential(_EfficientNetStages(net, n - 1, n), net._conv_head, net._bn1, nn.ReLU6(),
+    split = n - 1 if unfreeze == "last_block" else _last_stage_start(net)
+    stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(), _EfficientNetStages(net, 0, split))
+    # Phase 2 unfreezes the blocks from ``split`` on and the 1x1 head convolution.
+    last = nn.Sequential(_EfficientNetStages(net, split, n), net._conv_head, net._bn1, nn.ReLU6(),
                          _GlobalAvgPool())
-    return Backbone("efficientnet_lite0", stem, last, 1280)
+    return Backbone("efficientnet_lite0", stem, last, 1280, unfreeze)
 
 
-def build_backbone(name: str, weights: str) -> Backbone:
-    """A backbone by name; raises WeightsUnavailableError rather than silently using random init."""
+def build_backbone(name: str, weights: str, unfreeze: str = "last_block") -> Backbone:
+    """A backbone by name; raises WeightsUnavailableError rather than silently using random init.
+
+    ``unfreeze`` decides where the stem ends (what phase 2 trains), and with it the names of
+    the weights: a checkpoint is rebuilt with the value it was trained with."""
     builders = {"resnet18": _resnet18, "efficientnet_lite0": _efficientnet_lite0}
     if name not in builders:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    backbone = builders[name](weights)
-    log.info("backbone %s (%d-d embeddings), weights=%s", name, backbone.dim, weights)
+    if unfreeze not in UNFREEZE:
+        raise ValueError(f"unknown unfreeze {unfreeze!r}; choose one of {', '.join(UNFREEZE)}")
+    backbone = builders[name](weights, unfreeze)
+    log.info("backbone %s (%d-d embeddings), weights=%s, phase 2 unfreezes the %s", name,
+             backbone.dim, weights, unfreeze.replace("_", " "))
     return backbone

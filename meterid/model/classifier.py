@@ -30,6 +30,7 @@ class MeterClassifier(nn.Module):
     def __init__(self, backbone: Backbone, classes: list[str], dropout: float = 0.2):
         super().__init__()
         self.backbone_name = backbone.name
+        self.unfreeze = backbone.unfreeze  # where stem ends: part of the weights' names
         self.classes = list(classes)
         self.stem = backbone.stem
         self.last_block = backbone.last_block
@@ -79,7 +80,7 @@ def save_checkpoint(model: MeterClassifier, path: Path) -> Path:
     """Weights plus everything that rebuilds the model (tensors and plain values only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "classes": model.classes,
-                "backbone": model.backbone_name, "preprocessing": model.preprocessing.to_dict(),
+                "backbone": model.backbone_name, "unfreeze": model.unfreeze, "preprocessing": model.preprocessing.to_dict(),
                 "open_set": model.open_set}, path)
     return path
 
@@ -87,7 +88,9 @@ def save_checkpoint(model: MeterClassifier, path: Path) -> Path:
 def load_checkpoint(path: Path) -> MeterClassifier:
     """Rebuild a classifier saved by ``save_checkpoint`` (``weights_only``: no code unpickled)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = MeterClassifier(build_backbone(checkpoint["backbone"], "none"), checkpoint["classes"])
+    backbone = build_backbone(checkpoint["backbone"], "none",
+                              checkpoint.get("unfreeze", "last_block"))
+    model = MeterClassifier(backbone, checkpoint["classes"])
     model.reference_embeddings = torch.empty_like(checkpoint["state_dict"]["reference_embeddings"])
     model.load_state_dict(checkpoint["state_dict"])
     pre = checkpoint["preprocessing"]

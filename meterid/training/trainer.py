@@ -244,7 +244,7 @@ def _train_whole_network(model: MeterClassifier, splits: pd.DataFrame, data_dir:
 
 
 def build_model(classes: list[str], cfg: TrainConfig) -> MeterClassifier:
-    backbone = build_backbone(cfg.backbone, cfg.weights)
+    backbone = build_backbone(cfg.backbone, cfg.weights, cfg.unfreeze)
     model = MeterClassifier(backbone, classes)
     model.preprocessing = Preprocessing(cfg.image_size, backbone.mean, backbone.std)
     return model

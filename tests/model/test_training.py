@@ -56,6 +56,24 @@ def test_phase_freezing(tiny_model: MeterClassifier, pretrained: bool):
     assert all(p.requires_grad for p in tiny_model.last_block.parameters())
 
 
+def test_last_stage_moves_the_cache_point_to_the_stride_32_stage(tmp_path: Path):
+    torch.manual_seed(0)
+    block = build_backbone("efficientnet_lite0", "none", "last_block")
+    model = MeterClassifier(build_backbone("efficientnet_lite0", "none", "last_stage"), ["a", "b"])
+    assert len(block.last_block[0].blocks) == 1 and len(model.last_block[0].blocks) == 5
+    trainable = set_phase(model, 2, pretrained=True)
+    assert any(name.startswith("last_block.0.blocks.4.") for name in trainable)
+    assert not any(p.requires_grad for p in model.stem.parameters())
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # the cache now holds stride-16 activations, the last stage's input
+        assert model.eval().stem(images).shape[-1] == 64 // 16 == 2 * block.stem(images).shape[-1]
+        loaded = load_checkpoint(save_checkpoint(model, tmp_path / "model.pt"))
+        assert loaded.unfreeze == "last_stage"
+        assert torch.allclose(loaded(images), model(images), atol=1e-6)
+    with pytest.raises(ValueError, match="last_block, last_stage"):
+        build_backbone("efficientnet_lite0", "none", "everything")
+
+
 def _view_dataset(small_demo: Path, model: MeterClassifier, views: list[int]) -> ViewDataset:
     paths = sorted((small_demo / "raw").rglob("*.jpg"))[:6]
     pre = model.preprocessing
