@@ -7,18 +7,9 @@ from pathlib import Path
 from prefect import flow
 
 from meterid.config import load_params
-from meterid.registry import MODEL_NAME
+from meterid.registry import model_uri
 from meterid.scoring.steps import with_overrides
 from tasks.scoring import record_and_check_drift, resolve_model, score_images
-
-
-def model_uri(model: str | None, default: str) -> str:
-    """A bare alias typed in the UI ("champion", "challenger") means that alias of meterid."""
-    if model is None:
-        return default
-    if ":" in model or Path(model).exists():
-        return model
-    return f"models:/{MODEL_NAME}@{model}"
 
 
 @flow(name="batch_scoring")

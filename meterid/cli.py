@@ -180,8 +180,9 @@ def promote(
 
 
 ModelOption = Annotated[str | None, typer.Option(
-    "--model", help="models:/meterid@champion (default: params score.model), models:/meterid/3, "
-    "runs:/<id>/model, or an exported folder such as models/champion.")]
+    "--model", help="An alias (champion, challenger), models:/meterid@champion (default: params "
+    "score.model), models:/meterid/3, runs:/<id>/model, or an exported folder such as "
+    "models/champion.")]
 ThresholdOption = Annotated[float | None, typer.Option(
     "--threshold", min=0, max=1,
     help="Calibrated top-1 confidence under which a photo is UNKNOWN (default: the model's).")]
@@ -190,10 +191,11 @@ PREDICT_KEYS = ("input", "status", "error", "label", "is_unknown", "top1_label",
                 "model_version")
 
 
-def _load_predictor(params: Params, model: str, threshold: float | None):  # noqa: ANN202
-    from meterid.registry import ModelMetadataError, ModelNotFoundError
+def _load_predictor(params: Params, model: str | None, threshold: float | None):  # noqa: ANN202
+    from meterid.registry import ModelMetadataError, ModelNotFoundError, model_uri
     from meterid.scoring.steps import load_predictor
 
+    model = model_uri(model, params.score.model)
     try:
         return load_predictor(params, model, threshold)
     except (ModelNotFoundError, ModelMetadataError, OSError) as error:
@@ -225,7 +227,7 @@ def predict(
 
     params = _params(ctx)
     cfg = params.score
-    predictor = _load_predictor(params, model or cfg.model, threshold)
+    predictor = _load_predictor(params, model, threshold)
     fetcher = Fetcher(cfg.fetch, pool_size=cfg.concurrency)
     scorer = BatchScorer(predictor, fetcher, cfg.quality, params.validate_.max_pixels,
                          cfg.batch_size, cfg.concurrency)
@@ -256,12 +258,13 @@ def score(
         min=1, help="Images per forward pass (default: params score.batch_size).")] = None,
 ) -> None:
     """Score a list of image URLs into Parquet: every row out, resumable after a kill."""
+    from meterid.registry import model_uri
     from meterid.scoring.sources import InputError
     from meterid.scoring.steps import record_run, score_list, with_overrides
 
     params = _params(ctx)
-    cfg = with_overrides(params.score, model=model, concurrency=concurrency,
-                         batch_size=batch_size)
+    cfg = with_overrides(params.score, model=model_uri(model, params.score.model),
+                         concurrency=concurrency, batch_size=batch_size)
     predictor = _load_predictor(params, cfg.model, threshold)
     try:
         outcome = score_list(params, cfg, predictor, input_file, output, column)
@@ -318,7 +321,7 @@ def embed(
 
     params = _params(ctx)
     photos = _photos(params, since, images, scores)
-    predictor = _load_predictor(params, model or params.score.model, None)
+    predictor = _load_predictor(params, model, None)
     vectors = embed_photos(photos, predictor, params.paths.embeddings, params.cluster.batch_size,
                            params.validate_.max_pixels)
     typer.echo(f"{len(vectors)} photos embedded ({vectors.shape[1] if vectors.ndim == 2 else 0}"
@@ -340,7 +343,7 @@ def cluster(
     if photos.empty:
         typer.echo("no photos to cluster (the UNKNOWN store has none in that window)")
         return
-    predictor = _load_predictor(params, model or params.score.model, None)
+    predictor = _load_predictor(params, model, None)
     outcome = cluster_photos(params, predictor, photos, out or default_out_dir(params))
     typer.echo(outcome.summary.drop(columns=["sheet"]).to_string(index=False))
     typer.echo(f"clusters, sheets and map in {outcome.out_dir}")

@@ -288,6 +288,16 @@ def _resolve(uri: str) -> tuple[str, int | None]:
     return f"models:/{name}/{version}", version
 
 
+def model_uri(model: str | None, default: str) -> str:
+    """What a user typed as the model: a bare alias ("champion", "challenger") means that alias
+    of meterid; a URI or an existing folder stays as is; nothing means ``default``."""
+    if model is None:
+        return default
+    if ":" in model or Path(model).exists():
+        return model
+    return f"models:/{MODEL_NAME}@{model}"
+
+
 def resolve_model_uri(uri: str) -> str:
     """An alias pinned to the version it names now (a folder or other URI unchanged), so a run
     that loads the model twice cannot straddle a promotion."""

@@ -49,8 +49,9 @@ def test_predict_prints_one_json_line_per_input_and_fails_on_errors(project, hos
 
 
 def test_predict_with_a_missing_model_says_how_to_work_offline(project):
-    result = CliRunner().invoke(app, ["predict", "x.jpg", "--model", "models:/meterid@champion"])
+    result = CliRunner().invoke(app, ["predict", "x.jpg", "--model", "champion"])
     assert result.exit_code == 2 and "--model models/champion" in result.stderr
+    assert "'models:/meterid@champion'" in result.stderr  # a bare alias means meterid's alias
 
 
 def test_score_writes_every_row_in_order_and_records_the_run(project, hostile_server):

@@ -52,7 +52,7 @@ def test_batch_scoring_flow_scores_records_and_raises_a_drift_alert(
 
 
 def test_model_field_takes_an_alias_or_a_uri():
-    from flows.batch_scoring import model_uri
+    from meterid.registry import model_uri
 
     assert model_uri(None, "models:/meterid@champion") == "models:/meterid@champion"
     assert model_uri("challenger", "x") == "models:/meterid@challenger"
