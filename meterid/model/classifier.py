@@ -80,8 +80,8 @@ def save_checkpoint(model: MeterClassifier, path: Path) -> Path:
     """Weights plus everything that rebuilds the model (tensors and plain values only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "classes": model.classes,
-                "backbone": model.backbone_name, "unfreeze": model.unfreeze, "preprocessing": model.preprocessing.to_dict(),
-                "open_set": model.open_set}, path)
+                "backbone": model.backbone_name, "unfreeze": model.unfreeze,
+                "preprocessing": model.preprocessing.to_dict(), "open_set": model.open_set}, path)
     return path
 
 

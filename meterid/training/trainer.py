@@ -299,7 +299,7 @@ def fit_on_cache(
     frozen = {name: logits_from_activations(model, data[name].activations)[1]
               for name in ("train", "val", "test")}
     start = time.perf_counter()
-    log.info("phase 2: last block unfrozen, lr %.1e", cfg.phase2.lr)
+    log.info("phase 2: %s unfrozen, lr %.1e", cfg.unfreeze.replace("_", " "), cfg.phase2.lr)
     set_phase(model, 2, pretrained)
     _run_phase(_Fit(2, nn.Sequential(model.last_block, model.head),
                     data["train_views"].activations, data["train_views"].targets,
