@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed-stamp
 # dvc stages call `meterid`: the venv's commands come first on PATH for every target
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test test-quick bench lint clean
+.PHONY: install demo dashboard test test-quick bench lint clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: install
 ## test-quick: unit tests only
 test-quick: install
 	$(BIN)/pytest -m "not slow"
+
+## dashboard: Streamlit on http://127.0.0.1:8501 (after `make demo`)
+dashboard: install
+	$(BIN)/meterid dashboard
 
 ## bench: benchmarks/ (data, training, scoring and clustering figures, side by side)
 bench: install

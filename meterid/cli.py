@@ -489,6 +489,25 @@ def flow_cluster(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+@app.command()
+def dashboard(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 8501,
+) -> None:
+    """Open the Streamlit dashboard: identify photos now; model, scoring and cluster reports."""
+    import os
+    import sys
+
+    app_file = Path(__file__).parent / "dashboard" / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app_file),
+               "--server.address", "127.0.0.1", "--server.port", str(port),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--", "--params", str(_params_file(ctx))]
+    typer.echo(f"dashboard on http://127.0.0.1:{port} (Ctrl-C stops it)", err=True)
+    # Become the Streamlit server (no wrapper process): a stop signal reaches it directly.
+    os.execv(sys.executable, command)
+
+
 def main() -> None:
     app()
 

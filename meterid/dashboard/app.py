@@ -1,0 +1,143 @@
+"""The meterid dashboard: identify a meter now, and see the model, the nightly scoring and the
+weekly clusters. Run it with `meterid dashboard` (Streamlit on 127.0.0.1).
+
+Reads the project's outputs through ``meterid.dashboard.data``; the only work done here is
+real-time inference, through the nightly pipeline's own scorer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from meterid.config import Params, load_params
+from meterid.dashboard import data
+from meterid.inference.fetch import Fetcher
+from meterid.inference.predictor import Predictor
+from meterid.registry import LoadedModel, list_versions, load_classifier, model_uri
+from meterid.runtime import use_local_defaults
+from meterid.scoring.pipeline import BatchScorer
+
+
+def _params_file() -> str:
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    parser.add_argument("--params", default="params.yaml")
+    return parser.parse_known_args(sys.argv[1:])[0].params
+
+
+@st.cache_resource(show_spinner="loading the model")
+def _loaded(uri: str) -> LoadedModel:
+    return load_classifier(uri)
+
+
+@st.cache_resource(show_spinner=False)
+def _scorer(params_file: str, uri: str, threshold: float) -> BatchScorer:
+    params = load_params(params_file)
+    cfg = params.score
+    predictor = Predictor(_loaded(uri), threshold, cfg.engine, params.paths.onnx_cache)
+    return BatchScorer(predictor, Fetcher(cfg.fetch, pool_size=cfg.concurrency), cfg.quality,
+                       params.validate_.max_pixels, cfg.batch_size, cfg.concurrency)
+
+
+def _show_prediction(row: dict) -> None:
+    if row["status"] != "ok":
+        st.error(f"{row['url']}: {row['error']}")
+        return
+    note = f" ({row['quality_issue']})" if row.get("quality_issue") else ""
+    st.subheader(f"{row['label']}{note}")
+    st.caption(f"{row['url']} · model v{row['model_version']}")
+    st.bar_chart(data.top3(row), x="label", y="confidence", horizontal=True)
+    st.dataframe(data.top3(row), hide_index=True)
+
+
+def identify_tab(params: Params, params_file: str) -> None:
+    st.write("Top-3 with calibrated confidences; under the threshold the answer is UNKNOWN.")
+    model = st.text_input("Model (alias, URI or exported folder)", params.score.model)
+    threshold = st.slider("UNKNOWN threshold", 0.0, 1.0, params.evaluate.threshold, 0.05)
+    try:
+        scorer = _scorer(params_file, model_uri(model, params.score.model), threshold)
+    except Exception as error:  # noqa: BLE001 - any load failure is shown, the page stays up
+        st.error(f"cannot load model {model!r}: {error}. An exported model works without a "
+                 "registry: models/champion")
+        return
+    upload = st.file_uploader("Photo", type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"])
+    if upload is not None:
+        st.image(upload.getvalue(), width=320)
+        _show_prediction(data.identify_upload(scorer, upload.name, upload.getvalue()))
+    sources = st.text_area("Or image URLs / paths, one per line")
+    lines = [line.strip() for line in sources.splitlines() if line.strip()]
+    if lines and st.button("Identify"):
+        for row in data.identify(scorer, lines):
+            _show_prediction(row)
+
+
+def model_tab(params: Params) -> None:
+    versions = list_versions()
+    if versions:
+        st.dataframe(versions, hide_index=True)
+        st.caption("Promote with `meterid promote VERSION` or in the MLflow UI.")
+    else:
+        st.info("No registered model yet: run `meterid flow train`.")
+    view = data.evaluation(params)
+    if view.metrics is None:
+        st.info("No evaluation report yet: run `meterid evaluate`.")
+        return
+    keys = ("accuracy", "macro_recall", "ece", "selective_accuracy", "coverage", "unknown_auroc")
+    for column, key in zip(st.columns(len(keys)), keys, strict=True):
+        column.metric(key, f"{view.metrics[key]:.3f}")
+    if view.confusion_matrix:
+        st.image(str(view.confusion_matrix), caption="confusion matrix (test split)")
+    if view.per_class is not None:
+        st.dataframe(view.per_class, hide_index=True)
+    if view.class_balance:
+        st.image(str(view.class_balance), caption="class balance and split")
+
+
+def scoring_tab(params: Params) -> None:
+    history = data.scoring_history(params)
+    if history.empty:
+        st.info("No scoring run yet: run `meterid score` or the nightly deployment.")
+        return
+    st.line_chart(history.sort_values("scored"), x="scored",
+                  y=["unknown_share", "mean_confidence"])
+    st.dataframe(history, hide_index=True)
+    output = st.selectbox("Labels of", history["output"])
+    st.bar_chart(data.label_counts(params, output))
+
+
+def clusters_tab(params: Params) -> None:
+    view = data.latest_clusters(params)
+    if view.folder is None:
+        st.info("No clustering run yet: run `meterid cluster` or the weekly deployment.")
+        return
+    st.caption(f"{view.folder}; review with `meterid candidates export|add|reject`")
+    if view.cluster_map:
+        st.image(str(view.cluster_map), caption="clusters (-1: noise)")
+    if view.summary is not None:
+        st.dataframe(view.summary, hide_index=True)
+    if view.sheets:
+        sheet = st.selectbox("Contact sheet", list(view.sheets))
+        st.image(str(view.sheets[sheet]))
+
+
+def main() -> None:
+    st.set_page_config(page_title="meterid", layout="wide")
+    use_local_defaults(Path.cwd())
+    params_file = _params_file()
+    params = load_params(params_file)
+    st.title("meterid")
+    identify, model, scoring, clusters = st.tabs(["Identify", "Model", "Scoring", "Clusters"])
+    with identify:
+        identify_tab(params, params_file)
+    with model:
+        model_tab(params)
+    with scoring:
+        scoring_tab(params)
+    with clusters:
+        clusters_tab(params)
+
+
+main()

@@ -1,0 +1,114 @@
+"""What the dashboard shows, read from the project's own outputs; no Streamlit here, so each
+view's data is testable on its own. Every reader returns None/empty when its step has not run
+yet, and the page says which command produces it."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from meterid.clustering.steps import latest_run
+from meterid.config import Params
+from meterid.scoring.pipeline import BatchScorer
+
+TOP_K = 3
+
+
+def identify(scorer: BatchScorer, sources: list[str]) -> list[dict]:
+    """Score photos given as paths or URLs through the nightly pipeline's own path (fetch
+    safety, quality gate, UNKNOWN rule), one row per source, in order."""
+    return sorted(scorer.score(enumerate(sources)), key=lambda row: row["row"])
+
+
+def identify_upload(scorer: BatchScorer, name: str, data: bytes) -> dict:
+    """An uploaded photo, scored like a listed one (written to a temporary file first)."""
+    with tempfile.TemporaryDirectory(prefix="meterid-upload-") as folder:
+        path = Path(folder) / Path(name).name
+        path.write_bytes(data)
+        row = identify(scorer, [str(path)])[0]
+    return {**row, "url": name}
+
+
+def top3(row: dict) -> pd.DataFrame:
+    """The top-3 labels and calibrated confidences of one scored row (empty on an error)."""
+    labels = [(row.get(f"top{k}_label"), row.get(f"top{k}_conf")) for k in range(1, TOP_K + 1)]
+    return pd.DataFrame([(label, float(conf)) for label, conf in labels if label is not None],
+                        columns=["label", "confidence"])
+
+
+@dataclass
+class EvaluationView:
+    metrics: dict | None = None
+    per_class: pd.DataFrame | None = None
+    confusion_matrix: Path | None = None
+    class_balance: Path | None = None
+
+
+def evaluation(params: Params) -> EvaluationView:
+    """The latest `meterid evaluate` report and the split's class balance picture."""
+    folder = params.paths.evaluation_reports
+    metrics_file, per_class_file = folder / "metrics.json", folder / "per_class.csv"
+    balance = params.paths.split_reports / "class_balance.png"
+    return EvaluationView(
+        json.loads(metrics_file.read_text()) if metrics_file.is_file() else None,
+        pd.read_csv(per_class_file) if per_class_file.is_file() else None,
+        _existing(folder / "confusion_matrix.png"), _existing(balance))
+
+
+SCORING_COLUMNS = ["status", "label", "is_unknown", "top1_conf"]
+
+
+def scoring_history(params: Params, limit: int = 30) -> pd.DataFrame:
+    """One row per scoring output (newest first): rows, errors, UNKNOWN and POOR_QUALITY
+    shares, mean top-1 confidence. Only four columns are read from each Parquet."""
+    files = sorted(params.paths.scoring_reports.glob("*.parquet"),
+                   key=lambda path: path.stat().st_mtime, reverse=True)[:limit]
+    rows = [_scoring_summary(path) for path in files]
+    return pd.DataFrame(rows, columns=["output", "scored", "rows", "errors", "unknown_share",
+                                       "poor_quality_share", "mean_confidence"])
+
+
+def _scoring_summary(path: Path) -> dict:
+    frame = pd.read_parquet(path, columns=SCORING_COLUMNS)
+    ok = frame[frame["status"] == "ok"]
+    return {"output": path.name,
+            "scored": pd.Timestamp(path.stat().st_mtime, unit="s").floor("s"),
+            "rows": len(frame), "errors": int((frame["status"] != "ok").sum()),
+            "unknown_share": float((ok["label"] == "UNKNOWN").mean()) if len(ok) else None,
+            "poor_quality_share": float((ok["label"] == "POOR_QUALITY").mean()) if len(ok)
+            else None,
+            "mean_confidence": float(ok["top1_conf"].mean()) if len(ok) else None}
+
+
+def label_counts(params: Params, output: str) -> pd.Series:
+    """Predicted labels of one scoring output, most frequent first (errors as ERROR)."""
+    frame = pd.read_parquet(params.paths.scoring_reports / output, columns=["status", "label"])
+    return frame["label"].where(frame["status"] == "ok", "ERROR").value_counts()
+
+
+@dataclass
+class ClusterView:
+    folder: Path | None = None
+    summary: pd.DataFrame | None = None
+    cluster_map: Path | None = None
+    sheets: dict[str, Path] = field(default_factory=dict)
+
+
+def latest_clusters(params: Params) -> ClusterView:
+    """The newest weekly clustering run: its summary, map and contact sheets."""
+    try:
+        folder = latest_run(params)
+    except FileNotFoundError:
+        return ClusterView()
+    summary = folder / "summary.csv"
+    return ClusterView(folder, pd.read_csv(summary) if summary.is_file() else None,
+                       _existing(folder / "clusters.png"),
+                       {p.stem: p for p in sorted((folder / "sheets").glob("*.png"))})
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None

@@ -1,0 +1,132 @@
+"""The dashboard: its readers on generated outputs, and the real Streamlit app (AppTest) doing
+real-time inference with a model exported through the real MLflow registry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from meterid.config import Params, load_params
+from meterid.dashboard import data
+from tests.conftest import REPO_ROOT
+
+APP = REPO_ROOT / "meterid" / "dashboard" / "app.py"
+
+
+@pytest.fixture
+def project(project_dir: Path) -> Params:
+    shutil.copy(REPO_ROOT / "params.yaml", project_dir / "params.yaml")
+    return load_params(project_dir / "params.yaml")
+
+
+def _scoring_output(path: Path, labels: list[str | None], conf: list[float | None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"status": ["ok" if label else "error" for label in labels], "label": labels,
+                  "is_unknown": [label == "UNKNOWN" for label in labels],
+                  "top1_conf": conf, "url": [f"u{i}" for i in range(len(labels))]}
+                 ).to_parquet(path)
+
+
+def test_scoring_history_summarises_every_output(project: Params):
+    folder = project.paths.scoring_reports
+    _scoring_output(folder / "monday.parquet", ["a", "UNKNOWN", "POOR_QUALITY", None],
+                    [0.9, 0.3, 0.8, None])
+    _scoring_output(folder / "tuesday.parquet", ["a", "a"], [1.0, 0.8])
+    history = data.scoring_history(project).set_index("output")
+    monday = history.loc["monday.parquet"]
+    assert (monday["rows"], monday["errors"]) == (4, 1)
+    assert monday["unknown_share"] == pytest.approx(1 / 3)
+    assert monday["poor_quality_share"] == pytest.approx(1 / 3)
+    assert history.loc["tuesday.parquet", "mean_confidence"] == pytest.approx(0.9)
+    assert data.label_counts(project, "monday.parquet").to_dict() == {
+        "a": 1, "UNKNOWN": 1, "POOR_QUALITY": 1, "ERROR": 1}
+
+
+def test_readers_are_empty_before_their_steps_ran(project: Params):
+    assert data.scoring_history(project).empty
+    assert data.latest_clusters(project).folder is None
+    view = data.evaluation(project)
+    assert view.metrics is None and view.per_class is None and view.confusion_matrix is None
+
+
+def test_latest_clusters_picks_the_newest_run(project: Params):
+    for day in ("2026-11-16", "2026-11-23"):
+        run = project.paths.cluster_reports / day
+        (run / "sheets").mkdir(parents=True)
+        pd.DataFrame({"cluster_id": [0]}).to_parquet(run / "clusters.parquet")
+        pd.DataFrame({"cluster_id": [0], "size": [9]}).to_csv(run / "summary.csv", index=False)
+        Image.new("RGB", (8, 8)).save(run / "clusters.png")
+        Image.new("RGB", (8, 8)).save(run / "sheets" / "cluster_000.png")
+    view = data.latest_clusters(project)
+    assert view.folder.name == "2026-11-23" and view.summary["size"].tolist() == [9]
+    assert view.cluster_map.is_file() and list(view.sheets) == ["cluster_000"]
+
+
+def test_top3_keeps_the_ranked_labels():
+    row = {"top1_label": "a", "top1_conf": 0.7, "top2_label": "b", "top2_conf": 0.2,
+           "top3_label": "c", "top3_conf": 0.1}
+    assert data.top3(row)["label"].tolist() == ["a", "b", "c"]
+    assert data.top3({"status": "error"}).empty
+
+
+def _photo(path: Path) -> Path:
+    rng = np.random.default_rng(0)  # texture, so the quality gate sees a sharp, lit photo
+    Image.fromarray(rng.integers(40, 220, (96, 72, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_app_identifies_photos_and_says_what_is_missing(project: Params, exported_model: Path,
+                                                        project_dir: Path):
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert not app.exception
+    assert [tab.label for tab in app.tabs] == ["Identify", "Model", "Scoring", "Clusters"]
+    infos = " ".join(info.value for info in app.info)
+    for hint in ("meterid flow train", "meterid evaluate", "meterid score", "meterid cluster"):
+        assert hint in infos
+    # the default model (the registry's champion) does not exist in this empty store
+    assert any("cannot load model" in error.value for error in app.error)
+
+    app.text_input[0].set_value(str(exported_model)).run()
+    photo = _photo(project_dir / "meter.png")
+    app.text_area[0].set_value(f"{photo}\n{project_dir / 'missing.jpg'}").run()
+    app.button[0].click().run()
+    assert not app.exception
+    labels = [header.value for header in app.subheader]
+    assert len(labels) == 1 and labels[0] in {"alpha", "beta", "gamma", "UNKNOWN"}
+    assert any("missing.jpg" in error.value for error in app.error)
+    assert len(app.dataframe) == 1 and len(app.dataframe[0].value) == 3  # the top-3
+
+
+def test_meterid_dashboard_serves_on_localhost(project_dir: Path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    shutil.copy(REPO_ROOT / "params.yaml", project_dir / "params.yaml")
+    with socket.socket() as probe:  # a free port on 127.0.0.1
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "meterid.cli", "dashboard", "--port",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        health = None
+        for _ in range(120):  # at most ~60 s, one request each half second
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        assert health is not None and health.status_code == 200 and health.text == "ok"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
