@@ -80,6 +80,26 @@ def _photo(path: Path) -> Path:
     return path
 
 
+def test_an_upload_is_scored_like_a_listed_photo(tiny_model, params: Params, tmp_path: Path):
+    from meterid.inference.fetch import Fetcher
+    from meterid.inference.predictor import Predictor
+    from meterid.scoring.pipeline import BatchScorer
+
+    def scorer() -> BatchScorer:  # a new one each time: no cached result is reused
+        return BatchScorer(Predictor(tiny_model), Fetcher(params.score.fetch, pool_size=1),
+                           params.score.quality, params.validate_.max_pixels, 4, 1)
+
+    photo = _photo(tmp_path / "meter.png")
+    uploaded = data.identify_upload(scorer(), "field/meter.png", photo.read_bytes())
+    listed = data.identify(scorer(), [str(photo)])[0]
+    assert uploaded["url"] == "field/meter.png" and uploaded["status"] == "ok"
+    for key in ("label", "top1_label", "top2_label", "top3_label", "sha256"):
+        assert uploaded[key] == listed[key]
+    assert uploaded["top1_conf"] == pytest.approx(listed["top1_conf"])
+    broken = data.identify_upload(scorer(), "broken.jpg", b"not an image")
+    assert broken["status"] == "error" and broken["url"] == "broken.jpg"
+
+
 def test_app_identifies_photos_and_says_what_is_missing(project: Params, exported_model: Path,
                                                         project_dir: Path):
     from streamlit.testing.v1 import AppTest
