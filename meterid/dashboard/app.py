@@ -34,10 +34,14 @@ def _loaded(uri: str) -> LoadedModel:
 
 
 @st.cache_resource(show_spinner=False)
-def _scorer(params_file: str, uri: str, threshold: float) -> BatchScorer:
+def _predictor(params_file: str, uri: str, threshold: float) -> Predictor:
     params = load_params(params_file)
+    return Predictor(_loaded(uri), threshold, params.score.engine, params.paths.onnx_cache)
+
+
+def _scorer(params: Params, predictor: Predictor) -> BatchScorer:
+    """A scorer per request: its result caches are not shared between browser sessions."""
     cfg = params.score
-    predictor = Predictor(_loaded(uri), threshold, cfg.engine, params.paths.onnx_cache)
     return BatchScorer(predictor, Fetcher(cfg.fetch, pool_size=cfg.concurrency), cfg.quality,
                        params.validate_.max_pixels, cfg.batch_size, cfg.concurrency)
 
@@ -58,7 +62,7 @@ def identify_tab(params: Params, params_file: str) -> None:
     model = st.text_input("Model (alias, URI or exported folder)", params.score.model)
     threshold = st.slider("UNKNOWN threshold", 0.0, 1.0, params.evaluate.threshold, 0.05)
     try:
-        scorer = _scorer(params_file, model_uri(model, params.score.model), threshold)
+        predictor = _predictor(params_file, model_uri(model, params.score.model), threshold)
     except Exception as error:  # noqa: BLE001 - any load failure is shown, the page stays up
         st.error(f"cannot load model {model!r}: {error}. An exported model works without a "
                  "registry: models/champion")
@@ -66,11 +70,12 @@ def identify_tab(params: Params, params_file: str) -> None:
     upload = st.file_uploader("Photo", type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"])
     if upload is not None:
         st.image(upload.getvalue(), width=320)
-        _show_prediction(data.identify_upload(scorer, upload.name, upload.getvalue()))
+        _show_prediction(data.identify_upload(_scorer(params, predictor), upload.name,
+                                              upload.getvalue()))
     sources = st.text_area("Or image URLs / paths, one per line")
     lines = [line.strip() for line in sources.splitlines() if line.strip()]
     if lines and st.button("Identify"):
-        for row in data.identify(scorer, lines):
+        for row in data.identify(_scorer(params, predictor), lines):
             _show_prediction(row)
 
 
