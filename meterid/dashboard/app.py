@@ -145,4 +145,7 @@ def main() -> None:
         clusters_tab(params)
 
 
-main()
+# Streamlit runs this file as __main__; a worker process that re-imports it (spawn,
+# forkserver) sees __mp_main__ and must not start the app.
+if __name__ == "__main__":
+    main()
