@@ -81,7 +81,7 @@ def _parts(project: Path) -> list[Path]:
 
 
 def test_a_killed_run_resumes_without_rescoring_or_losing_rows(project, hostile_server):
-    n = 40
+    n = 80  # >= 8 s of slow photos: room to see two checkpoints before the run ends
     urls = [f"{hostile_server}/slow-ok/{i}.jpg" for i in range(n)]
     (project / "list.txt").write_text("\n".join(urls) + "\n")
     command = [sys.executable, "-m", "meterid.cli", "score", "--input", "list.txt",
