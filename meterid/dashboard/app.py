@@ -17,7 +17,13 @@ from meterid.config import Params, load_params
 from meterid.dashboard import data
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
-from meterid.registry import LoadedModel, list_versions, load_classifier, model_uri
+from meterid.registry import (
+    LoadedModel,
+    list_versions,
+    load_classifier,
+    model_uri,
+    resolve_model_uri,
+)
 from meterid.runtime import use_local_defaults
 from meterid.scoring.pipeline import BatchScorer
 
@@ -52,7 +58,8 @@ def _show_prediction(row: dict) -> None:
         return
     note = f" ({row['quality_issue']})" if row.get("quality_issue") else ""
     st.subheader(f"{row['label']}{note}")
-    st.caption(f"{row['url']} · model v{row['model_version']}")
+    version = row.get("model_version")
+    st.caption(f"{row['url']} · " + (f"model v{version}" if version else "exported model"))
     st.bar_chart(data.top3(row), x="label", y="confidence", horizontal=True)
     st.dataframe(data.top3(row), hide_index=True)
 
@@ -62,7 +69,9 @@ def identify_tab(params: Params, params_file: str) -> None:
     model = st.text_input("Model (alias, URI or exported folder)", params.score.model)
     threshold = st.slider("UNKNOWN threshold", 0.0, 1.0, params.evaluate.threshold, 0.05)
     try:
-        predictor = _predictor(params_file, model_uri(model, params.score.model), threshold)
+        # The alias is read on every rerun (a promotion shows at once); a version loads once.
+        pinned = resolve_model_uri(model_uri(model, params.score.model))
+        predictor = _predictor(params_file, pinned, threshold)
     except Exception as error:  # noqa: BLE001 - any load failure is shown, the page stays up
         st.error(f"cannot load model {model!r}: {error}. An exported model works without a "
                  "registry: models/champion")
