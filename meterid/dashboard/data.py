@@ -59,12 +59,12 @@ def evaluation(params: Params) -> EvaluationView:
         _existing(folder / "confusion_matrix.png"), _existing(balance))
 
 
-SCORING_COLUMNS = ["status", "label", "is_unknown", "top1_conf"]
+SCORING_COLUMNS = ["status", "label", "top1_conf"]
 
 
 def scoring_history(params: Params, limit: int = 30) -> pd.DataFrame:
     """One row per scoring output (newest first): rows, errors, UNKNOWN and POOR_QUALITY
-    shares, mean top-1 confidence. Only four columns are read from each Parquet."""
+    shares, mean top-1 confidence. Only three columns are read from each Parquet."""
     files = sorted(params.paths.scoring_reports.glob("*.parquet"),
                    key=lambda path: path.stat().st_mtime, reverse=True)[:limit]
     rows = [_scoring_summary(path) for path in files]
@@ -75,12 +75,14 @@ def scoring_history(params: Params, limit: int = 30) -> pd.DataFrame:
 def _scoring_summary(path: Path) -> dict:
     frame = pd.read_parquet(path, columns=SCORING_COLUMNS)
     ok = frame[frame["status"] == "ok"]
+
+    def share(label: str) -> float | None:  # of the scored rows; None when none was scored
+        return float((ok["label"] == label).mean()) if len(ok) else None
+
     return {"output": path.name,
             "scored": pd.Timestamp(path.stat().st_mtime, unit="s").floor("s"),
-            "rows": len(frame), "errors": int((frame["status"] != "ok").sum()),
-            "unknown_share": float((ok["label"] == "UNKNOWN").mean()) if len(ok) else None,
-            "poor_quality_share": float((ok["label"] == "POOR_QUALITY").mean()) if len(ok)
-            else None,
+            "rows": len(frame), "errors": len(frame) - len(ok),
+            "unknown_share": share("UNKNOWN"), "poor_quality_share": share("POOR_QUALITY"),
             "mean_confidence": float(ok["top1_conf"].mean()) if len(ok) else None}
 
 
