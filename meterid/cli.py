@@ -231,7 +231,7 @@ def predict(
     fetcher = Fetcher(cfg.fetch, pool_size=cfg.concurrency)
     scorer = BatchScorer(predictor, fetcher, cfg.quality, params.validate_.max_pixels,
                          cfg.batch_size, cfg.concurrency)
-    rows = sorted(scorer.score(enumerate(inputs)), key=lambda row: row["row"])
+    rows = scorer.score_in_order(inputs)
     for row in rows:
         row["input"] = row["url"]
         row = {key: row.get(key) for key in PREDICT_KEYS}

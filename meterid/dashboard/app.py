@@ -8,9 +8,12 @@ real-time inference, through the nightly pipeline's own scorer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from meterid.config import Params, load_params
@@ -40,16 +43,28 @@ def _loaded(uri: str) -> LoadedModel:
 
 
 @st.cache_resource(show_spinner=False)
-def _predictor(params_file: str, uri: str, threshold: float) -> Predictor:
+def _predictor(params_file: str, uri: str) -> Predictor:
     params = load_params(params_file)
-    return Predictor(_loaded(uri), threshold, params.score.engine, params.paths.onnx_cache)
+    return Predictor(_loaded(uri), None, params.score.engine, params.paths.onnx_cache)
 
 
-def _scorer(params: Params, predictor: Predictor) -> BatchScorer:
-    """A scorer per request: its result caches are not shared between browser sessions."""
+@contextlib.contextmanager
+def _scorer(params: Params, predictor: Predictor) -> Iterator[BatchScorer]:
+    """A scorer per request (its result caches are not shared between browser sessions);
+    its download session is closed afterwards."""
     cfg = params.score
-    return BatchScorer(predictor, Fetcher(cfg.fetch, pool_size=cfg.concurrency), cfg.quality,
-                       params.validate_.max_pixels, cfg.batch_size, cfg.concurrency)
+    fetcher = Fetcher(cfg.fetch, pool_size=cfg.concurrency)
+    try:
+        yield BatchScorer(predictor, fetcher, cfg.quality, params.validate_.max_pixels,
+                          cfg.batch_size, cfg.concurrency)
+    finally:
+        fetcher.close()
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _scoring_history(params_file: str) -> pd.DataFrame:
+    """Re-read at most once a minute: every widget click reruns the whole page."""
+    return data.scoring_history(load_params(params_file))
 
 
 def _show_prediction(row: dict) -> None:
@@ -71,7 +86,7 @@ def identify_tab(params: Params, params_file: str) -> None:
     try:
         # The alias is read on every rerun (a promotion shows at once); a version loads once.
         pinned = resolve_model_uri(model_uri(model, params.score.model))
-        predictor = _predictor(params_file, pinned, threshold)
+        predictor = _predictor(params_file, pinned).with_threshold(threshold)
     except Exception as error:  # noqa: BLE001 - any load failure is shown, the page stays up
         st.error(f"cannot load model {model!r}: {error}. An exported model works without a "
                  "registry: models/champion")
@@ -79,12 +94,14 @@ def identify_tab(params: Params, params_file: str) -> None:
     upload = st.file_uploader("Photo", type=["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"])
     if upload is not None:
         st.image(upload.getvalue(), width=320)
-        _show_prediction(data.identify_upload(_scorer(params, predictor), upload.name,
-                                              upload.getvalue()))
+        with _scorer(params, predictor) as scorer:
+            _show_prediction(data.identify_upload(scorer, upload.name, upload.getvalue()))
     sources = st.text_area("Or image URLs / paths, one per line")
     lines = [line.strip() for line in sources.splitlines() if line.strip()]
     if lines and st.button("Identify"):
-        for row in data.identify(_scorer(params, predictor), lines):
+        with _scorer(params, predictor) as scorer:
+            rows = scorer.score_in_order(lines)
+        for row in rows:
             _show_prediction(row)
 
 
@@ -110,8 +127,8 @@ def model_tab(params: Params) -> None:
         st.image(str(view.class_balance), caption="class balance and split")
 
 
-def scoring_tab(params: Params) -> None:
-    history = data.scoring_history(params)
+def scoring_tab(params: Params, params_file: str) -> None:
+    history = _scoring_history(params_file)
     if history.empty:
         st.info("No scoring run yet: run `meterid score` or the nightly deployment.")
         return
@@ -149,7 +166,7 @@ def main() -> None:
     with model:
         model_tab(params)
     with scoring:
-        scoring_tab(params)
+        scoring_tab(params, params_file)
     with clusters:
         clusters_tab(params)
 

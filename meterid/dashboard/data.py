@@ -18,18 +18,13 @@ from meterid.scoring.pipeline import BatchScorer
 TOP_K = 3
 
 
-def identify(scorer: BatchScorer, sources: list[str]) -> list[dict]:
-    """Score photos given as paths or URLs through the nightly pipeline's own path (fetch
-    safety, quality gate, UNKNOWN rule), one row per source, in order."""
-    return sorted(scorer.score(enumerate(sources)), key=lambda row: row["row"])
-
-
 def identify_upload(scorer: BatchScorer, name: str, data: bytes) -> dict:
-    """An uploaded photo, scored like a listed one (written to a temporary file first)."""
+    """An uploaded photo, scored like a listed one (written to a temporary file first, so it
+    takes the scorer's own path: fetch checks, decode, quality gate, UNKNOWN rule)."""
     with tempfile.TemporaryDirectory(prefix="meterid-upload-") as folder:
         path = Path(folder) / Path(name).name
         path.write_bytes(data)
-        row = identify(scorer, [str(path)])[0]
+        row = scorer.score_in_order([str(path)])[0]
     return {**row, "url": name}
 
 

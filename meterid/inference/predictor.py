@@ -1,5 +1,5 @@
 """Batched inference with the product's UNKNOWN rule: the one code path behind ``meterid
-predict``, batch scoring and the clustering embeddings.
+predict``, batch scoring, the dashboard and the clustering embeddings.
 
 A prediction always keeps the top-3 labels and calibrated confidences; ``label`` is the top-1
 class, or ``UNKNOWN`` when the model's open-set rule says so (by default: calibrated top-1
@@ -9,6 +9,7 @@ image).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,13 @@ class Predictor:
         self.reference = loaded.model.reference_embeddings.float().numpy()
         self.engine = build_engine(self.model, engine, onnx_cache or Path("models/onnx"),
                                    pre.image_size)
+
+    def with_threshold(self, threshold: float | None) -> Predictor:
+        """The same model and engine under another UNKNOWN threshold (a shallow copy: cheap,
+        and the original is left as it was for whoever else holds it)."""
+        other = copy.copy(self)
+        other.rule = open_set_rule(self.loaded, threshold)
+        return other
 
     @property
     def version(self) -> int | None:

@@ -122,6 +122,10 @@ class BatchScorer:
                 yield from self._take(*window.popleft(), pending)
             yield from self._infer(pending)
 
+    def score_in_order(self, sources: list[str]) -> list[dict]:
+        """A short list (``meterid predict``, the dashboard): one row per source, in order."""
+        return sorted(self.score(enumerate(sources)), key=lambda row: row["row"])
+
     def _submit(self, pool: ThreadPoolExecutor, source: str) -> Future:
         if source in self._finished:
             done: Future = Future()

@@ -91,7 +91,7 @@ def test_an_upload_is_scored_like_a_listed_photo(tiny_model, params: Params, tmp
 
     photo = _photo(tmp_path / "meter.png")
     uploaded = data.identify_upload(scorer(), "field/meter.png", photo.read_bytes())
-    listed = data.identify(scorer(), [str(photo)])[0]
+    listed = scorer().score_in_order([str(photo)])[0]
     assert uploaded["url"] == "field/meter.png" and uploaded["status"] == "ok"
     for key in ("label", "top1_label", "top2_label", "top3_label", "sha256"):
         assert uploaded[key] == listed[key]
@@ -150,3 +150,30 @@ def test_meterid_dashboard_serves_on_localhost(project_dir: Path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_app_follows_a_promotion_without_a_restart(project: Params, tiny_model, project_dir: Path):
+    import mlflow
+    from streamlit.testing.v1 import AppTest
+
+    from meterid import registry
+
+    mlflow.set_experiment("dashboard")
+    versions = []
+    for _ in range(2):
+        with mlflow.start_run() as run:
+            info = registry.log_model(tiny_model.model, 0.5, tiny_model.open_set)
+        versions.append(registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5}))
+    registry.promote(versions[0])
+    photo = _photo(project_dir / "meter.png")
+
+    def identified_by(app: AppTest) -> str:
+        app.text_area[0].set_value(str(photo)).run()
+        app.button[0].click().run()
+        assert not app.exception
+        return " ".join(caption.value for caption in app.caption)
+
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert f"model v{versions[0]}" in identified_by(app)
+    registry.promote(versions[1])  # e.g. in the MLflow UI, while the page is open
+    assert f"model v{versions[1]}" in identified_by(app)

@@ -32,6 +32,16 @@ def test_unknown_below_threshold_keeps_the_top3(tiny_model):
     assert columns["top1_label"] == "alpha" and columns["top3_conf"] == 0.2
 
 
+def test_with_threshold_shares_the_engine_and_leaves_the_original_alone(tiny_model):
+    probabilities = np.array([[0.7, 0.2, 0.1]])
+    embeddings = np.zeros((1, tiny_model.model.embedding_dim), dtype=np.float32)
+    default = Predictor(tiny_model)
+    stricter = default.with_threshold(0.8)
+    assert stricter.predictions(probabilities, embeddings)[0].label == "UNKNOWN"
+    assert default.predictions(probabilities, embeddings)[0].label == "alpha"
+    assert stricter.engine is default.engine
+
+
 def test_threshold_override_and_knn_rule(tiny_model):
     probabilities = np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
     dim = tiny_model.model.embedding_dim
