@@ -6,14 +6,15 @@ import logging
 import sys
 from pathlib import Path
 
-from meterid.runtime import use_local_defaults
+from meterid.config import load_params
+from meterid.stores import configure_stores
 
 BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput",
               "backbone_probe", "training", "scoring", "clustering")
 
 
 def main(names: list[str]) -> None:
-    use_local_defaults(Path.cwd())
+    configure_stores(load_params().stores, Path.cwd(), check=False)
     logging.basicConfig(level=logging.WARNING)
     for name in names or BENCHMARKS:
         module = __import__(f"benchmarks.{name}", fromlist=["run"])

@@ -137,11 +137,11 @@ def peak_rss_of_run(urls: list[str]) -> dict:
 
 
 def _rss_child(url_file: Path, out_dir: Path) -> None:
-    from meterid.runtime import use_local_defaults
     from meterid.scoring.steps import score_list
+    from meterid.stores import configure_stores
 
-    use_local_defaults(Path.cwd())
     params = load_params()
+    configure_stores(params.stores, Path.cwd(), check=False)
     paths = params.paths.model_copy(update={"scoring_reports": out_dir})
     params = params.model_copy(update={"paths": paths})
     cfg = params.score.model_copy(update={"store_unknown": False})

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from prefect import flow
 
-from meterid.config import load_params
 from meterid.registry import model_uri
 from meterid.scoring.steps import with_overrides
+from meterid.stores import open_project
 from tasks.scoring import record_and_check_drift, resolve_model, score_images
 
 
@@ -25,7 +25,7 @@ def batch_scoring(
 ) -> dict:
     """Score a list of image URLs (CSV, Excel or text) into Parquet, keeping UNKNOWN photos.
     Empty fields take their params.yaml values; ``model`` takes an alias or a model URI."""
-    params = load_params(params_file)
+    params = open_project(params_file)
     cfg = with_overrides(params.score, model=model_uri(model, params.score.model),
                          concurrency=concurrency, batch_size=batch_size)
     cfg = cfg.model_copy(update={"model": resolve_model(cfg.model)})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from meterid.config import load_params
 from meterid.data.steps import folder_is_empty
+from meterid.stores import open_project
 from tasks.data import (
     build_image_manifest,
     generate_demo_data,
@@ -21,7 +21,7 @@ class DataValidationError(RuntimeError):
 @flow(name="data_preparation")
 def data_preparation(params_file: str = "params.yaml", demo_if_missing: bool = True) -> dict:
     """Prepare the image dataset for training; fails when validation fails."""
-    params = load_params(params_file)
+    params = open_project(params_file)
     paths = params.paths
     if demo_if_missing and folder_is_empty(paths.raw_dir):
         generate_demo_data(params.demo, paths.raw_dir, paths.unknown_dir)

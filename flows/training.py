@@ -7,7 +7,8 @@ from pathlib import Path
 from prefect import flow
 
 from flows.data_preparation import data_preparation
-from meterid.config import Params, load_params
+from meterid.config import Params
+from meterid.stores import open_project
 from tasks.training import evaluate_and_register, train_model
 
 
@@ -38,7 +39,7 @@ def training(
     auto_promote: bool | None = None,
 ) -> dict:
     """Prepare the data, train, evaluate and register a model version."""
-    params = with_overrides(load_params(params_file), backbone, phase1_epochs, phase2_epochs,
+    params = with_overrides(open_project(params_file), backbone, phase1_epochs, phase2_epochs,
                             auto_promote)
     data_summary = data_preparation(params_file=params_file, demo_if_missing=True)
     trained = train_model(params, Path.cwd())

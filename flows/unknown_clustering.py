@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow
 
 from meterid.clustering.steps import default_out_dir
-from meterid.config import load_params
+from meterid.stores import open_project
 from tasks.clustering import collect_photos, embed_and_cluster, publish
 
 
@@ -20,7 +20,7 @@ def unknown_clustering(
 ) -> dict:
     """Cluster the UNKNOWN photos of the last ``since_days`` days (or every image under
     ``images_dir``) into candidate new meter types, with contact sheets for review."""
-    params = load_params(params_file)
+    params = open_project(params_file)
     photos = collect_photos(params, since_days, images_dir)
     if photos.empty:
         return {"photos": 0, "clusters": 0, "out_dir": None}

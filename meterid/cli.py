@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from meterid.config import ConfigError, Params, load_params
-from meterid.runtime import quiet_chatty_loggers, use_local_defaults
+from meterid.runtime import quiet_chatty_loggers
+from meterid.stores import TrackingStoreError, configure_stores, project_root
 
 app = typer.Typer(help="Identify electricity meters from photos: data, training, scoring.",
                   no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,19 +35,31 @@ ManifestFile = Annotated[Path | None, typer.Option(
     "(default: params paths.manifest).")]
 
 
+# Commands that never touch MLflow skip the store check; `serve` starts the stores itself.
+_NO_STORE_CHECK = frozenset({"data", "validate", "split", "predict", "dashboard"})
+_OWN_STORES = frozenset({"serve"})
+
+
 def _params(ctx: typer.Context) -> Params:
     return ctx.obj
 
 
 @app.callback()
 def _root(ctx: typer.Context, params: ParamsOption = Path("params.yaml")) -> None:
-    use_local_defaults()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_chatty_loggers()
     try:
         ctx.obj = load_params(params)
     except ConfigError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    if ctx.invoked_subcommand in _OWN_STORES:
+        return
+    try:  # before Prefect is imported: it reads PREFECT_HOME once
+        configure_stores(ctx.obj.stores, project_root(params),
+                         check=ctx.invoked_subcommand not in _NO_STORE_CHECK)
+    except TrackingStoreError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
 

@@ -37,6 +37,26 @@ class PathsConfig(_Strict):
     onnx_cache: Path
 
 
+class StoresConfig(_Strict):
+    """Where MLflow and Prefect keep their state (see meterid/stores.py)."""
+
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: Path
+    prefect_home: Path
+
+
+class ServeConfig(_Strict):
+    """``meterid serve``: the whole stack on one machine (see meterid/serve/)."""
+
+    host: str
+    prefect_port: int = Field(ge=1, le=65535)
+    mlflow_port: int = Field(ge=1, le=65535)
+    state_dir: Path
+    work_pool: str
+    postgres_url: str | None
+    startup_timeout_s: float = Field(gt=0)
+
+
 class NuisanceConfig(_Strict):
     """Capture nuisances applied to every demo photo; each range is sampled per image."""
 
@@ -212,6 +232,8 @@ class ClusterConfig(_Strict):
 
 class Params(_Strict):
     paths: PathsConfig
+    stores: StoresConfig
+    serve: ServeConfig
     demo: DemoConfig
     validate_: ValidateConfig = Field(alias="validate")
     split: SplitConfig

@@ -34,6 +34,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
 from meterid.model.classifier import MeterClassifier, Preprocessing
+from meterid.stores import describe_tracking_store
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,8 @@ def _get_version(client: MlflowClient, version: int, name: str = MODEL_NAME) -> 
     except MlflowException as error:
         if error.error_code != _NOT_FOUND:
             raise
-        raise ModelNotFoundError(f"model {name!r} has no version {version}") from error
+        raise ModelNotFoundError(f"model {name!r} has no version {version} in "
+                                 f"{describe_tracking_store()}") from error
 
 
 def _alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME) -> ModelVersion | None:
@@ -280,8 +282,9 @@ def _resolve(uri: str) -> tuple[str, int | None]:
     if match["alias"]:
         found = _alias_version(client, match["alias"], name)
         if found is None:
-            raise ModelNotFoundError(f"model {name!r} has no alias {match['alias']!r}: register a "
-                                     "model and promote a version first")
+            raise ModelNotFoundError(f"model {name!r} has no alias {match['alias']!r} in "
+                                     f"{describe_tracking_store()}: register a model and "
+                                     "promote a version there first")
         version = int(found.version)
     else:
         version = int(_get_version(client, int(match["version"]), name).version)

@@ -94,17 +94,22 @@ def log_epoch_history(history: list[dict]) -> None:
 
 
 def use_experiment(name: str) -> str:
-    """Select (creating if needed) an experiment. With the embedded SQLite store, artifacts go
-    to ``artifacts/`` beside the database rather than to ``./mlruns`` of whatever the cwd is."""
+    """Select (creating if needed) an experiment, its artifacts under the configured root: on a
+    database store ``stores.mlflow_artifact_root``, on a tracking server the server's own
+    (``--artifacts-destination``); never ``./mlruns`` of whatever the working folder is."""
     from mlflow.tracking import MlflowClient, get_tracking_uri
     from mlflow.tracking.fluent import set_experiment
+
+    from meterid.stores import current_stores
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        uri = get_tracking_uri()
+        stores, uri = current_stores(), get_tracking_uri()
         location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+        if not uri.startswith(("http://", "https://")):
+            root = (stores.artifact_root if stores is not None and stores.tracking_uri == uri
+                    else Path(uri.removeprefix("sqlite:///")).parent / "artifacts")
+            location = root.resolve().as_uri()
         client.create_experiment(name, artifact_location=location)
     return set_experiment(name).experiment_id

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from meterid.runtime import TELEMETRY_OFF
+from meterid.stores import TELEMETRY_OFF
 
 # Before any test module imports Prefect, MLflow, DVC or Great Expectations.
 os.environ.update(TELEMETRY_OFF)

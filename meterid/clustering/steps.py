@@ -150,8 +150,10 @@ def record_clustering(outcome: ClusterOutcome, experiment: str) -> str:
     """Log the run's figures and pictures to MLflow; returns the MLflow run id."""
     import mlflow
 
+    from meterid.tracking import use_experiment
+
     run = json.loads((outcome.out_dir / "run.json").read_text())
-    mlflow.set_experiment(experiment)
+    use_experiment(experiment)
     with mlflow.start_run(run_name=f"clusters-{outcome.out_dir.name}") as active:
         mlflow.log_params({"model_key": outcome.model_key, "out_dir": str(outcome.out_dir)})
         mlflow.log_metrics({"photos": run["photos"], "clusters": run["clusters"],

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -27,8 +26,8 @@ from meterid.registry import (
     model_uri,
     resolve_model_uri,
 )
-from meterid.runtime import use_local_defaults
 from meterid.scoring.pipeline import BatchScorer
+from meterid.stores import configure_stores, project_root
 
 
 def _params_file() -> str:
@@ -156,9 +155,11 @@ def clusters_tab(params: Params) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="meterid", layout="wide")
-    use_local_defaults(Path.cwd())
     params_file = _params_file()
     params = load_params(params_file)
+    # MLFLOW_TRACKING_URI (a server) when set, else params.yaml's store; not checked here: a
+    # tab without a store still shows what it can.
+    configure_stores(params.stores, project_root(params_file), check=False)
     st.title("meterid")
     identify, model, scoring, clusters = st.tabs(["Identify", "Model", "Scoring", "Clusters"])
     with identify:

@@ -25,7 +25,12 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 from urllib3.util.retry import Retry
 
 from meterid.config import FetchConfig
@@ -167,8 +172,8 @@ class Fetcher:
             return self.session.get(
                 url, stream=True, allow_redirects=False,
                 timeout=(self.cfg.connect_timeout_s, self.cfg.read_timeout_s))
-        except requests.exceptions.ConnectTimeout as error:
-            raise FetchError(f"connect timeout after {self.cfg.connect_timeout_s} s") from error
+        except requests.exceptions.ConnectTimeout as error:  # a refused connection lands here too
+            raise FetchError(self._connection_reason(error)) from error
         except requests.exceptions.ReadTimeout as error:
             raise FetchError(f"read timeout after {self.cfg.read_timeout_s} s") from error
         except requests.exceptions.RetryError as error:
@@ -179,8 +184,16 @@ class Fetcher:
             raise FetchError(f"request failed: {error}") from error
 
     def _connection_reason(self, error: requests.exceptions.ConnectionError) -> str:
-        """Retries wrap a timeout in MaxRetryError: name the timeout, not "connection failed"."""
+        """What really happened, from the urllib3 reason inside requests' error. Retries wrap a
+        timeout in MaxRetryError: name the timeout, not "connection failed". urllib3's
+        NewConnectionError (refused, unreachable) subclasses ConnectTimeoutError, so it is told
+        apart first: a refusal is not a timeout."""
         reason = getattr(error.args[0], "reason", None) if error.args else None
+        retries = f"({self.cfg.retries} retries)"
+        if isinstance(reason, NameResolutionError):
+            return f"cannot resolve host: {_root_cause(error)} {retries}"
+        if isinstance(reason, NewConnectionError):
+            return f"connection failed: {_root_cause(error)} {retries}"
         if isinstance(reason, ReadTimeoutError):
             return f"read timeout after {self.cfg.read_timeout_s} s ({self.cfg.retries} retries)"
         if isinstance(reason, ConnectTimeoutError):

@@ -26,6 +26,7 @@ from meterid.scoring.monitoring import SUMMARY_METRICS, drift_alerts, summarize
 from meterid.scoring.pipeline import BatchScorer
 from meterid.scoring.sources import ROW, SOURCE, read_sources
 from meterid.scoring.store import UnknownStore
+from meterid.tracking import use_experiment
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def record_run(outcome: ScoringOutcome, cfg: MonitorConfig) -> list[str]:
     """Log the run's summary to the scoring experiment; returns drift alerts (also logged)."""
     trailing = _trailing_summaries(cfg)
     alerts = drift_alerts(outcome.summary, trailing, cfg)
-    mlflow.set_experiment(cfg.experiment)
+    use_experiment(cfg.experiment)
     with mlflow.start_run(run_name=f"scoring-{outcome.run_id[:8]}"):
         mlflow.log_params({"output": str(outcome.output), "model": outcome.model_source,
                            "scoring_run_id": outcome.run_id})

@@ -82,3 +82,17 @@ def test_allow_list_limits_contacts_to_its_networks():
     with pytest.raises(FetchError, match="not in the allowed networks"):
         policy.check("127.0.0.1")
     AddressPolicy(deny=["169.254.0.0/16"], allow=[]).check("127.0.0.1")  # loopback allowed
+
+
+def test_a_refused_connection_is_named_as_refused_not_as_a_timeout(fast_fetch: FetchConfig):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nobody listening once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    fetcher = Fetcher(fast_fetch.model_copy(update={"retries": 1, "backoff_s": 0}))
+    with pytest.raises(FetchError) as raised:
+        fetcher.fetch(f"http://127.0.0.1:{port}/meter.jpg")
+    reason = str(raised.value)
+    assert reason.startswith("connection failed:") and "refused" in reason.lower()
+    assert "timeout" not in reason and reason.endswith("(1 retries)")
