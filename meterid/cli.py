@@ -521,6 +521,45 @@ def dashboard(
     os.execv(sys.executable, command)
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    postgres: Annotated[str | None, typer.Option(
+        "--postgres", help="postgresql://user:password@host:port/DB: the Prefect server's state "
+        "in DB_prefect and MLflow's backend store in DB_mlflow (created when missing) instead of "
+        "SQLite (default: params serve.postgres_url).")] = None,
+    prefect_port: Annotated[int | None, typer.Option(
+        min=1, max=65535, help="Prefect server and UI port (default: params serve.prefect_port)."
+    )] = None,
+    mlflow_port: Annotated[int | None, typer.Option(
+        min=1, max=65535, help="MLflow server and UI port (default: params serve.mlflow_port)."
+    )] = None,
+) -> None:
+    """Run the production stack on this machine: Prefect server + UI, MLflow server + UI, a
+    process work pool with a worker, and prefect.yaml's deployments (nightly scoring, weekly
+    clustering, on-demand training). Ctrl-C or SIGTERM stops every process it started."""
+    from meterid.serve.plan import ServeError, StackPlan, plan_stack
+    from meterid.serve.stack import Stack, run_until_stopped
+
+    params = _params(ctx)
+    overrides = {k: v for k, v in {"prefect_port": prefect_port,
+                                   "mlflow_port": mlflow_port}.items() if v is not None}
+    params = params.model_copy(update={"serve": params.serve.model_copy(update=overrides)})
+
+    def ready(plan: StackPlan) -> None:
+        typer.echo(f"Prefect UI: {plan.prefect_ui}\nMLflow UI:  {plan.mlflow_ui}\n"
+                   "Use them from the CLI and the dashboard:\n"
+                   + "".join(f"  export {k}={v}\n" for k, v in plan.client_env.items())
+                   + "Ctrl-C stops the stack; schedules stay active for the next start.")
+
+    try:
+        plan = plan_stack(params, project_root(_params_file(ctx)), postgres)
+        raise typer.Exit(run_until_stopped(Stack(plan), ready))
+    except ServeError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+
+
 def main() -> None:
     app()
 

@@ -68,8 +68,8 @@ def test_prefect_yaml_deployments_point_at_flows_with_valid_parameters():
     assert deployments["nightly"]["schedules"][0]["cron"] == "0 2 * * *"
     assert deployments["weekly"]["schedules"][0]["cron"] == "0 3 * * 1"
     for deployment in deployments.values():
-        path, name = deployment["entrypoint"].split(":")
-        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+        module, name = deployment["entrypoint"].split(":")
+        flow = getattr(importlib.import_module(module), name)
         assert isinstance(flow, Flow)
         flow.validate_parameters(deployment.get("parameters") or {})
         for schedule in deployment.get("schedules") or []:
