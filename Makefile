@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed-stamp
 # dvc stages call `meterid`: the venv's commands come first on PATH for every target
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo dashboard test test-quick bench lint clean
+.PHONY: install demo dashboard serve test test-quick bench lint clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ test-quick: install
 ## dashboard: Streamlit on http://127.0.0.1:8501 (after `make demo`)
 dashboard: install
 	$(BIN)/meterid dashboard
+
+## serve: the production stack on 127.0.0.1: Prefect server + UI (:4200), MLflow server + UI
+## (:5000), a worker and prefect.yaml's deployments; Ctrl-C stops it
+serve: install
+	$(BIN)/meterid serve
 
 ## bench: benchmarks/ (data, training, scoring and clustering figures, side by side)
 bench: install

@@ -55,8 +55,9 @@ def register_two_versions(tiny_model) -> None:  # noqa: ANN001 (a LoadedModel fi
     import mlflow
 
     from meterid import registry
+    from meterid.tracking import use_experiment
 
-    mlflow.set_experiment("tiny-models")
+    use_experiment("tiny-models")  # artifacts under the store's root, not ./mlruns
     for _ in range(2):
         with mlflow.start_run() as run:
             info = registry.log_model(tiny_model.model, 0.5, tiny_model.open_set)
