@@ -112,7 +112,7 @@ def _check_deployments(api: PrefectApi) -> dict[str, dict]:
 
 
 def _exercise(project: Path, params: Params, tiny_model, monkeypatch: pytest.MonkeyPatch,
-              *serve_args: str) -> None:
+              *serve_args: str, screenshots: Path | None = None) -> None:
     from mlflow.tracking import MlflowClient
 
     served = _served(project)
@@ -144,6 +144,15 @@ def _exercise(project: Path, params: Params, tiny_model, monkeypatch: pytest.Mon
             second, _ = _night(api, stack, project, deployments["batch_scoring/nightly"], base,
                                "night-2")
             assert set(second.loc[second["status"] == "ok", "model_version"]) == {2}
+        if screenshots is not None:  # the README's pictures, taken by a real browser
+            from meterid.serve.screenshots import ensure_chromium, take_screenshots
+
+            ensure_chromium()
+            shots = take_screenshots(f"http://127.0.0.1:{served.prefect_port}", mlflow_url,
+                                     screenshots)
+            assert [p.name for p in shots] == ["prefect-deployments.png",
+                                               "prefect-nightly-run.png", "mlflow-model.png"]
+            assert all(p.stat().st_size > 20_000 for p in shots)  # not a blank page
         assert not (project / "mlruns").exists() and not (project / "mlflow.db").exists()
         assert stack.stop() == []
     finally:
@@ -153,7 +162,7 @@ def _exercise(project: Path, params: Params, tiny_model, monkeypatch: pytest.Mon
 def test_serve_on_sqlite_runs_the_nightly_deployment_and_keeps_schedules_across_a_restart(
         tmp_path: Path, params: Params, tiny_model, monkeypatch: pytest.MonkeyPatch):
     project = make_project(tmp_path, params)
-    _exercise(project, params, tiny_model, monkeypatch)
+    _exercise(project, params, tiny_model, monkeypatch, screenshots=tmp_path / "shots")
     assert (project / ".serve" / "prefect.db").is_file()
 
     again = Serve(project)

@@ -1,0 +1,318 @@
+"""The README's screenshots of the production UIs, taken with headless Chromium.
+
+With ``meterid serve`` running (and a nightly run completed), three pages are captured:
+
+- the Prefect UI's deployments list (the three deployments and their schedules);
+- the latest COMPLETED flow run of the ``batch_scoring/nightly`` deployment;
+- the MLflow UI's page of the registered model ``meterid`` (its versions and aliases).
+
+What to show is looked up first through the Prefect and MLflow REST APIs; each page is then
+waited for until what the API said is on it (both UIs are single-page apps: a screenshot taken at
+load time shows an empty frame). Chromium and ChromeDriver are Debian's (``ensure_chromium``
+installs them); selenium drives them, imported only when a browser starts. Only 127.0.0.1 URLs
+are accepted, and Chromium's background networking is off, so nothing leaves the machine.
+
+    python -m meterid.serve.screenshots --prefect-ui http://127.0.0.1:4200 \\
+        --mlflow-ui http://127.0.0.1:5000 --out docs/screenshots
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlparse
+
+import requests
+
+log = logging.getLogger(__name__)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+DEBIAN_PACKAGES = ("chromium", "chromium-driver")
+# Wide enough for the Prefect deployments table to show every schedule tag (at 1400 px the
+# weekly one folds into "+1").
+WINDOW = (1500, 900)
+PAGE_TIMEOUT_S = 60.0
+SETTLE_S = 1.5  # after the awaited content: charts, sparklines and fonts finish drawing
+API_TIMEOUT_S = 30.0
+MODEL_NAME = "meterid"
+NIGHTLY = ("batch_scoring", "nightly")
+FILES = {"deployments": "prefect-deployments.png", "nightly_run": "prefect-nightly-run.png",
+         "model": "mlflow-model.png"}
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    # Nothing but the pages asked for: no update checks, sync, field trials or QUIC probes.
+    "--disable-quic", "--no-first-run", "--no-default-browser-check",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps", "--disable-extensions", "--metrics-recording-only",
+    f"--window-size={WINDOW[0]},{WINDOW[1]}",
+)
+
+
+class ScreenshotError(RuntimeError):
+    """A page could not be captured as it should be; the message names the page and why."""
+
+
+# --- Chromium -----------------------------------------------------------------------------------
+
+def ensure_chromium() -> None:
+    """Install Debian's ``chromium`` and ``chromium-driver`` with apt-get if either binary is
+    missing (needs root); a clear ``ScreenshotError`` otherwise."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if not missing:
+        return
+    packages = " ".join(DEBIAN_PACKAGES)
+    if os.geteuid() != 0:
+        raise ScreenshotError(f"{' and '.join(missing)} missing; installing them needs root: "
+                              f"run `sudo apt-get update && sudo apt-get install -y {packages}`")
+    if shutil.which("apt-get") is None:
+        raise ScreenshotError(f"{' and '.join(missing)} missing and there is no apt-get: "
+                              f"install Chromium and ChromeDriver at {CHROMIUM} and "
+                              f"{CHROMEDRIVER}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", *DEBIAN_PACKAGES]):
+        log.info("running %s", " ".join(command))
+        result = subprocess.run(command, env=env, capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise ScreenshotError(f"`{' '.join(command)}` failed ({result.returncode}):\n"
+                                  f"{(result.stdout + result.stderr)[-3000:]}")
+    still = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if still:
+        raise ScreenshotError(f"apt-get installed {packages} but {' and '.join(still)} "
+                              "is still missing")
+
+
+@contextmanager
+def _browser() -> Iterator[Any]:
+    """Headless Chromium with a throwaway profile, its viewport exactly ``WINDOW``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    with tempfile.TemporaryDirectory(prefix="meterid-chromium-") as profile:
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(CHROMIUM)
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+        try:
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1,
+                "mobile": False})
+            driver.set_page_load_timeout(PAGE_TIMEOUT_S)
+            yield driver
+        finally:
+            driver.quit()
+
+
+# --- what to show, from the REST APIs -----------------------------------------------------------
+
+def _local(url: str, what: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme != "http" or parsed.hostname != "127.0.0.1" or not parsed.port:
+        raise ScreenshotError(f"{what} {url!r}: expected http://127.0.0.1:PORT (screenshots "
+                              "are taken of the local stack only)")
+    return url.rstrip("/")
+
+
+def _call(method: str, url: str, what: str, **kwargs: Any) -> Any:
+    try:
+        response = requests.request(method, url, timeout=API_TIMEOUT_S, **kwargs)
+    except requests.RequestException as error:
+        raise ScreenshotError(f"{what}: {url} did not answer ({error}); is `meterid serve` "
+                              "running?") from error
+    if response.status_code == 404:
+        raise ScreenshotError(f"{what}: not found ({url})")
+    if not response.ok:
+        raise ScreenshotError(f"{what}: {url} answered {response.status_code}: "
+                              f"{response.text[:500]}")
+    return response.json()
+
+
+def _prefect_targets(api: str) -> tuple[list[dict], dict, dict]:
+    """All deployments, the nightly one and its latest COMPLETED flow run."""
+    flow, name = NIGHTLY
+    deployments = _call("POST", f"{api}/deployments/filter", "Prefect deployments",
+                        json={"sort": "NAME_ASC"})
+    nightly = _call("GET", f"{api}/deployments/name/{flow}/{name}",
+                    f"Prefect deployment {flow}/{name}")
+    runs = _call("POST", f"{api}/flow_runs/filter", f"flow runs of {flow}/{name}", json={
+        "deployments": {"id": {"any_": [nightly["id"]]}},
+        "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+        "sort": "END_TIME_DESC", "limit": 1})
+    if not runs:
+        raise ScreenshotError(f"deployment {flow}/{name} has no COMPLETED flow run yet: "
+                              "trigger one (Prefect UI: Run, or the REST API) and wait for it")
+    return deployments, nightly, runs[0]
+
+
+def _mlflow_targets(mlflow_ui: str, model: str) -> tuple[list[str], list[str]]:
+    """The model's version numbers (newest first, the UI's first page) and alias names."""
+    api = f"{mlflow_ui}/api/2.0/mlflow"
+    registered = _call("GET", f"{api}/registered-models/get", f"MLflow registered model "
+                       f"{model!r}", params={"name": model})["registered_model"]
+    found = _call("GET", f"{api}/model-versions/search", f"versions of MLflow model {model!r}",
+                  params={"filter": f"name='{model}'", "max_results": 200})
+    versions = sorted((int(v["version"]) for v in found.get("model_versions", [])),
+                      reverse=True)
+    if not versions:
+        raise ScreenshotError(f"MLflow model {model!r} has no versions to show")
+    aliases = sorted({a["alias"] for a in registered.get("aliases", [])})
+    return [str(v) for v in versions[:25]], aliases
+
+
+# --- waiting for a page -------------------------------------------------------------------------
+
+def _visible_text(driver: Any) -> str:
+    return driver.execute_script("return document.body ? document.body.innerText : ''") or ""
+
+
+def _displayed(driver: Any, css: str) -> bool:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return any(e.is_displayed() and e.text.strip()
+                   for e in driver.find_elements(By.CSS_SELECTOR, css))
+    except StaleElementReferenceException:  # re-rendered while looked at: try again
+        return False
+
+
+def _missing(driver: Any, texts: Sequence[str], selectors: Sequence[str]) -> list[str]:
+    shown = " ".join(_visible_text(driver).split())  # innerText keeps nbsp, newlines
+    shown = shown.replace("\u00a0", " ")
+    gone = [f"text {t!r}" for t in texts if t not in shown]
+    return gone + [f"element {css!r}" for css in selectors if not _displayed(driver, css)]
+
+
+def _open(driver: Any, page: str, url: str, texts: Sequence[str],
+          selectors: Sequence[str] = (), timeout_s: float = PAGE_TIMEOUT_S) -> None:
+    """Load ``url`` and wait until every text is visible and every CSS selector matches a
+    displayed, non-empty element; ``ScreenshotError`` naming the page and what is missing."""
+    from selenium.common.exceptions import TimeoutException, WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        driver.get(url)
+    except WebDriverException as error:
+        raise ScreenshotError(f"{page}: {url} did not load: {error.msg}") from error
+    try:
+        WebDriverWait(driver, timeout_s, poll_frequency=0.5).until(
+            lambda d: not _missing(d, texts, selectors))
+    except TimeoutException as error:
+        missing = ", ".join(_missing(driver, texts, selectors))
+        shown = " ".join(_visible_text(driver).split())[:400]
+        raise ScreenshotError(f"{page} ({url}): still missing after {timeout_s:.0f} s: "
+                              f"{missing}. The page showed: {shown!r}") from error
+    driver.execute_script("return document.fonts ? document.fonts.ready.then(() => true) : true")
+    time.sleep(SETTLE_S)
+
+
+def _save(driver: Any, path: Path) -> Path:
+    """The viewport as an optimised PNG."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.open(BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    image.save(path, format="PNG", optimize=True)
+    log.info("wrote %s (%d KB)", path, path.stat().st_size // 1024)
+    return path
+
+
+def _close_mlflow_assistant(driver: Any) -> bool:
+    """MLflow 3 opens its assistant panel on a first visit; close it (best effort) so the model
+    page gets the width. Whether it was closed."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    close = ("//*[normalize-space(text())='MLflow Assistant']"
+             "/ancestor::*[.//button[@aria-label='Close']][1]//button[@aria-label='Close']")
+    try:
+        buttons = [b for b in driver.find_elements(By.XPATH, close) if b.is_displayed()]
+        for button in buttons:
+            button.click()
+        return bool(buttons)
+    except WebDriverException as error:
+        log.warning("could not close the MLflow assistant panel: %s", error.msg)
+        return False
+
+
+# --- the three screenshots ----------------------------------------------------------------------
+
+def take_screenshots(prefect_ui: str, mlflow_ui: str, out_dir: Path,
+                     model: str = MODEL_NAME) -> list[Path]:
+    """Screenshots of the running stack into ``out_dir``: the Prefect deployments list, the
+    latest completed nightly flow run and the MLflow page of ``model``. Returns the PNG paths
+    (``FILES``' names, in that order)."""
+    prefect_ui = _local(prefect_ui, "Prefect UI")
+    mlflow_ui = _local(mlflow_ui, "MLflow UI")
+    out_dir = Path(out_dir)
+    deployments, nightly, run = _prefect_targets(f"{prefect_ui}/api")
+    versions, aliases = _mlflow_targets(mlflow_ui, model)
+    flow, name = NIGHTLY
+    shots: list[Path] = []
+    with _browser() as driver:
+        # A deployment list row per deployment; a schedule tag proves the schedules column.
+        _open(driver, "Prefect deployments list", f"{prefect_ui}/deployments",
+              [d["name"] for d in deployments],
+              [".deployment-schedule-tags__tag"]
+              if any(d.get("schedules") for d in deployments) else [])
+        shots.append(_save(driver, out_dir / FILES["deployments"]))
+
+        _open(driver, f"Prefect flow run {run['name']} of {flow}/{name}",
+              f"{prefect_ui}/runs/flow-run/{run['id']}",
+              [run["name"], "Completed", name, flow],
+              [".state-badge", ".log-row"])
+        driver.execute_script("window.scrollTo(0, 0)")
+        shots.append(_save(driver, out_dir / FILES["nightly_run"]))
+
+        model_page = f"MLflow registered model {model!r}"
+        model_url = f"{mlflow_ui}/#/models/{quote(model)}"
+        wanted = [*(f"Version {v}" for v in versions), *(f"@ {a}" for a in aliases)]
+        _open(driver, model_page, model_url, wanted)
+        if _close_mlflow_assistant(driver):
+            time.sleep(SETTLE_S)  # the versions table takes the freed width
+        shots.append(_save(driver, out_dir / FILES["model"]))
+    return shots
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m meterid.serve.screenshots",
+        description="Screenshots of the Prefect and MLflow UIs of a running `meterid serve` "
+                    "(the README's images): deployments, the latest completed nightly run, "
+                    "the meterid model's versions and aliases.")
+    parser.add_argument("--prefect-ui", default="http://127.0.0.1:4200",
+                        help="the Prefect UI (default %(default)s)")
+    parser.add_argument("--mlflow-ui", default="http://127.0.0.1:5000",
+                        help="the MLflow UI (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"),
+                        help="folder for the PNGs (default %(default)s)")
+    parser.add_argument("--model", default=MODEL_NAME,
+                        help="registered model to show (default %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        ensure_chromium()
+        paths = take_screenshots(args.prefect_ui, args.mlflow_ui, args.out, args.model)
+    except ScreenshotError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 1
+    sys.stdout.write("".join(f"{path}\n" for path in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
