@@ -1,0 +1,68 @@
+"""Store resolution: the environment first, then params.yaml, relative paths the project's, and
+errors that name the store and where its address came from."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from meterid.config import Params
+from meterid.stores import (
+    TrackingStoreError,
+    absolute_tracking_uri,
+    check_tracking_store,
+    configure_stores,
+    resolve_stores,
+)
+
+
+def test_params_yaml_store_is_the_projects_not_the_working_folders(params: Params, tmp_path):
+    stores = resolve_stores(params.stores, tmp_path, environ={})
+    assert stores.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlflow/mlflow.db"
+    assert stores.tracking_from == "params.yaml stores.mlflow_tracking_uri"
+    assert stores.artifact_root == tmp_path / "mlflow" / "artifacts"
+    assert stores.prefect_api_url is None
+
+
+def test_the_environment_wins_and_is_named(params: Params, tmp_path):
+    environ = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5999",
+               "PREFECT_API_URL": "http://127.0.0.1:4999/api"}
+    stores = resolve_stores(params.stores, tmp_path, environ=environ)
+    assert (stores.tracking_uri, stores.tracking_from) == ("http://127.0.0.1:5999",
+                                                           "MLFLOW_TRACKING_URI")
+    assert stores.is_server and stores.prefect_api_url == "http://127.0.0.1:4999/api"
+
+
+def test_only_relative_sqlite_paths_are_rebased(tmp_path: Path):
+    assert absolute_tracking_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
+    assert absolute_tracking_uri("postgresql://u@h/db", tmp_path) == "postgresql://u@h/db"
+    assert absolute_tracking_uri("sqlite:///a/m.db", tmp_path) == f"sqlite:///{tmp_path}/a/m.db"
+
+
+def test_an_unreachable_tracking_server_names_itself_and_its_source(
+        params: Params, tmp_path, monkeypatch: pytest.MonkeyPatch):
+    with socket.socket() as probe:  # a loopback port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    stores = resolve_stores(params.stores, tmp_path)
+    with pytest.raises(TrackingStoreError, match=rf"cannot reach the MLflow tracking store "
+                       rf"http://127.0.0.1:{port} \(from MLFLOW_TRACKING_URI\)"):
+        check_tracking_store(stores)
+
+
+def test_a_missing_alias_names_the_store_it_looked_in(
+        params: Params, tmp_path, monkeypatch: pytest.MonkeyPatch):
+    from meterid.registry import ModelNotFoundError, resolve_model_uri
+
+    # setenv first, so that monkeypatch restores what configure_stores sets
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    configure_stores(params.stores, tmp_path)  # creates the project's empty store, checks it
+    with pytest.raises(ModelNotFoundError, match=rf"no alias 'champion' in the MLflow tracking "
+                       rf"store sqlite:///{tmp_path}/mlflow/mlflow.db \(from params.yaml"):
+        resolve_model_uri("models:/meterid@champion")
+    assert not (Path.cwd() / "mlflow.db").exists()
