@@ -453,12 +453,23 @@ def flow_score(
     output: Annotated[Path | None, typer.Option("--output", help="Parquet file.")] = None,
     model: Annotated[str | None, typer.Option(
         help="Alias (champion, challenger) or model URI (default: params score.model).")] = None,
+    scale_out: Annotated[str, typer.Option(
+        "--scale-out", help="threads (one process), dask or dask:N (a local Dask cluster of "
+        "N worker processes, default params score.dask_workers) or a Dask scheduler address "
+        "tcp://host:8786.")] = "threads",
 ) -> None:
     """Run the batch_scoring flow (what the nightly deployment runs) on one list."""
+    from meterid.scoring.shards import ScaleOutError, parse_scale_out
+
+    try:  # before Prefect and Dask start
+        parse_scale_out(scale_out, _params(ctx).score.dask_workers)
+    except ScaleOutError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
     from flows.batch_scoring import batch_scoring
 
     result = batch_scoring(input=str(input_file), output=str(output) if output else None,
-                           model=model, params_file=str(_params_file(ctx)))
+                           model=model, scale_out=scale_out, params_file=str(_params_file(ctx)))
     typer.echo(json.dumps(result, indent=2, default=str))
 
 

@@ -209,6 +209,10 @@ class ScoreConfig(_Strict):
     batch_size: int = Field(ge=1)
     concurrency: int = Field(ge=1)
     checkpoint_rows: int = Field(ge=1)
+    # Scaled out (batch_scoring's scale_out "dask..."): one Dask task per shard of this many rows,
+    # a few hundred; one task per image would swamp Prefect with thousands of tiny task runs.
+    shard_rows: int = Field(ge=1)
+    dask_workers: int = Field(ge=1)  # scale_out "dask": local worker processes (1 thread each)
     write_csv: bool
     store_unknown: bool
     fetch: FetchConfig

@@ -13,4 +13,18 @@ def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any other failure is final
         return False
+
+
+def retry_unless_model_missing(task: Any, task_run: Any, state: Any) -> bool:
+    """A tracking server that blinked may answer next time; a registry without the alias or
+    version will not (the error names the store: repeating it only delays it)."""
+    from meterid.registry import ModelMetadataError, ModelNotFoundError
+
+    try:
+        state.result()
+    except (ModelNotFoundError, ModelMetadataError):
+        return False
+    except Exception:  # noqa: BLE001 - connection and server errors are worth a second try
+        return True
+    return False
     return False

@@ -4,7 +4,9 @@ A run's work folder is keyed by what decides its results (the list's bytes, the 
 resolved model version, the threshold and quality limits), so starting the same run again after
 a crash or ``kill -9`` finds the parts, skips their rows and scores only the rest; a different
 list or model starts afresh. Each part is written to a temporary name and renamed, so a kill
-mid-write leaves no half part. ``assemble`` checks that every input row is there exactly once.
+mid-write leaves no half part. Shards scored by other processes (``shards.py``) write their
+parts into the same folder under names of their own, so either path resumes the other's run.
+``assemble`` checks that every input row is there exactly once.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ class Checkpoint:
             done.update(pd.read_parquet(part, columns=["row"])["row"].tolist())
         return done
 
-    def write(self, rows: list[dict]) -> Path:
-        index = len(self.parts())
-        path = self.work_dir / f"part-{index:06d}.parquet"
-        tmp = path.with_suffix(".tmp")
+    def write(self, rows: list[dict], name: str | None = None) -> Path:
+        """A new part of ``rows``: the next number, or ``name`` (a shard's, matching
+        ``PART_GLOB``); the temporary name is this process's, so writers never collide."""
+        path = self.work_dir / (name or f"part-{len(self.parts()):06d}.parquet")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         pd.DataFrame(rows).to_parquet(tmp, index=False)
         os.replace(tmp, path)
         return path

@@ -8,6 +8,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from meterid.config import MonitorConfig, Params, ScoreConfig
 from meterid.data.images import file_sha256
+from meterid.evaluation.openset import OpenSetRule
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
 from meterid.registry import load_classifier
@@ -78,13 +80,32 @@ def _progress(results: Iterator[dict], total: int, done_before: int) -> Iterator
     bar.close()
 
 
-def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_path: Path,
-               output: Path | None = None, column: str | None = None) -> ScoringOutcome:
-    """Score every row of ``input_path``; a killed run started again resumes where it stopped."""
+@dataclass(frozen=True)
+class ScoringRun:
+    """One run of a list: its sources, checkpoint folder (keyed by what decides the results, so
+    a restart on either path, one process or shards, finds the same parts), id and output."""
+
+    sources: pd.DataFrame
+    checkpoint: Checkpoint
+    run_id: str
+    output: Path
+    done: frozenset[int]  # rows already in checkpoint parts
+    model_source: str
+
+    def todo(self) -> Iterator[tuple[int, str]]:
+        """(row, url) of the rows still to score, in input order."""
+        return ((row, url) for row, url in zip(self.sources[ROW], self.sources[SOURCE],
+                                                strict=True) if row not in self.done)
+
+
+def open_run(params: Params, cfg: ScoreConfig, model_source: str, rule: OpenSetRule,
+             input_path: Path, output: Path | None = None,
+             column: str | None = None) -> ScoringRun:
+    """Read the list and find (or start) its run; ``model_source`` is pinned to a version."""
     input_path = Path(input_path)
     sources = read_sources(input_path, column, reserved=frozenset(OUTPUT_COLUMNS))
-    key = run_key(input=file_sha256(input_path), column=column, model=predictor.loaded.source,
-                  rule=predictor.rule.to_dict(), quality=cfg.quality.model_dump())
+    key = run_key(input=file_sha256(input_path), column=column, model=model_source,
+                  rule=rule.to_dict(), quality=cfg.quality.model_dump())
     checkpoint = Checkpoint(params.paths.scoring_reports / ".work" / key)
     meta = checkpoint.run_meta({"input": str(input_path),
                                 "output": str(output or _default_output(params, input_path))})
@@ -92,28 +113,46 @@ def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_pat
     if done:
         log.info("resuming run %s: %d of %d rows already scored", meta["run_id"], len(done),
                  len(sources))
-    store = UnknownStore(params.paths.unknown_store) if cfg.store_unknown else None
-    fetcher = Fetcher(cfg.fetch, pool_size=cfg.concurrency)
-    scorer = BatchScorer(
-        predictor, fetcher, cfg.quality, params.validate_.max_pixels, cfg.batch_size,
-        cfg.concurrency,
-        on_unknown=(lambda data, row: store.add(data, {**row, "run_id": meta["run_id"]}))
-        if store else None)
-    todo = ((row, url) for row, url in zip(sources[ROW], sources[SOURCE], strict=True)
-            if row not in done)
-    try:
-        rescored = _score_into(checkpoint, scorer, todo, meta["run_id"], cfg.checkpoint_rows,
-                               total=len(sources), done_before=len(done))
-    finally:
-        fetcher.close()
-    table = _output_table(checkpoint.assemble(len(sources)), sources)
-    out_path = atomic_write_parquet(table, Path(meta["output"]))
+    return ScoringRun(sources, checkpoint, meta["run_id"], Path(meta["output"]),
+                      frozenset(done), model_source)
+
+
+def finish_run(run: ScoringRun, cfg: ScoreConfig, rescored: int) -> ScoringOutcome:
+    """Every checkpoint part into the output file (one row per input row, in input order)."""
+    table = _output_table(run.checkpoint.assemble(len(run.sources)), run.sources)
+    out_path = atomic_write_parquet(table, run.output)
     if cfg.write_csv:
         table.to_csv(out_path.with_suffix(".csv"), index=False)
-    checkpoint.remove()
+    run.checkpoint.remove()
     log.info("wrote %d rows to %s", len(table), out_path)
-    return ScoringOutcome(out_path, meta["run_id"], summarize(table), rescored,
-                          predictor.loaded.source)
+    return ScoringOutcome(out_path, run.run_id, summarize(table), rescored, run.model_source)
+
+
+@contextmanager
+def open_scorer(predictor: Predictor, cfg: ScoreConfig, max_pixels: int,
+                store: UnknownStore | None, run_id: str) -> Iterator[BatchScorer]:
+    """A scorer with its own downloads pool (closed after), keeping UNKNOWN photos in ``store``."""
+    fetcher = Fetcher(cfg.fetch, pool_size=cfg.concurrency)
+    try:
+        yield BatchScorer(
+            predictor, fetcher, cfg.quality, max_pixels, cfg.batch_size, cfg.concurrency,
+            on_unknown=(lambda data, row: store.add(data, {**row, "run_id": run_id}))
+            if store else None)
+    finally:
+        fetcher.close()
+
+
+def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_path: Path,
+               output: Path | None = None, column: str | None = None) -> ScoringOutcome:
+    """Score every row of ``input_path``; a killed run started again resumes where it stopped."""
+    run = open_run(params, cfg, predictor.loaded.source, predictor.rule, input_path, output,
+                   column)
+    store = UnknownStore(params.paths.unknown_store) if cfg.store_unknown else None
+    with open_scorer(predictor, cfg, params.validate_.max_pixels, store, run.run_id) as scorer:
+        rescored = _score_into(run.checkpoint, scorer, run.todo(), run.run_id,
+                               cfg.checkpoint_rows, total=len(run.sources),
+                               done_before=len(run.done))
+    return finish_run(run, cfg, rescored)
 
 
 def _score_into(checkpoint: Checkpoint, scorer: BatchScorer, todo: Iterator[tuple[int, str]],

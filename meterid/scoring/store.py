@@ -3,7 +3,9 @@
 Content-addressed (``images/ab/<sha256>.<ext>`` beside ``records/ab/<sha256>.json``), so the same
 photo seen in many runs or under many URLs is stored once; its record keeps when it was first
 and last seen, from which URLs, and the latest top-3. Writes are atomic renames, so a killed run
-leaves no half files, and a local folder today can be a mounted bucket tomorrow.
+leaves no half files, and a local folder today can be a mounted bucket tomorrow. Each record is
+updated under a lock file beside it (``<sha256>.json.lock``), so processes scoring at the same
+time (Dask workers) never lose each other's URLs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
 
+LOCK_TIMEOUT_S = 60  # a record is held for milliseconds; a minute means something is stuck
 MAX_URLS = 20  # per record: enough to trace a photo back, bounded for photos seen nightly
 TOP_COLUMNS = ("top1_label", "top1_conf", "top2_label", "top2_conf", "top3_label", "top3_conf")
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif",
@@ -36,13 +40,22 @@ class UnknownStore:
         return self.root / "records" / sha256[:2] / f"{sha256}.json"
 
     def add(self, data: bytes, row: dict) -> Path:
-        """Store one UNKNOWN photo with its scoring row; returns the image path."""
+        """Store one UNKNOWN photo with its scoring row; returns the image path. Safe across
+        processes (Dask workers scoring shards): the record's read-modify-write holds a lock
+        of its own, so two adds of one photo under two URLs keep both URLs."""
         sha256 = str(row["sha256"])
         extension = _EXTENSIONS.get(str(row.get("image_format")), "img")
         image = self.root / "images" / sha256[:2] / f"{sha256}.{extension}"
-        if not image.exists():
-            _atomic_write(image, data)
         record_path = self._record_path(sha256)
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(record_path.with_name(f"{record_path.name}.lock"), timeout=LOCK_TIMEOUT_S):
+            if not image.exists():
+                _atomic_write(image, data)
+            self._update_record(record_path, image, row)
+        return image
+
+    def _update_record(self, record_path: Path, image: Path, row: dict) -> None:
+        sha256 = str(row["sha256"])
         record = json.loads(record_path.read_text()) if record_path.is_file() else {
             "sha256": sha256, "image": str(image.relative_to(self.root)),
             "first_seen": row["scored_at"], "urls": []}
@@ -52,7 +65,6 @@ class UnknownStore:
                       last_seen=row["scored_at"], run_id=row.get("run_id"),
                       model_version=row.get("model_version"))
         _atomic_write(record_path, json.dumps(record, indent=1).encode())
-        return image
 
     def records(self, since: datetime | None = None) -> pd.DataFrame:
         """One row per stored photo (``path`` absolute), last seen at or after ``since``."""
