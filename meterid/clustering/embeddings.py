@@ -2,14 +2,14 @@
 
 The embedding is the classifier's penultimate layer (pooled backbone features), computed with
 the same eval preprocessing as inference. Each model gets its own cache folder
-(``<root>/<model key>/embeddings.npy`` + ``index.parquet``), so embeddings of two model versions
-are never mixed: a new champion starts an empty cache and its first weekly run re-embeds. The
-weekly run only embeds photos the cache lacks. ``.npy`` + Parquet, never pickles.
+(``<root>/<model key>/embeddings.npy`` + ``index.parquet``, the key a hash of the weights), so
+embeddings of two models are never mixed: a new champion starts an empty cache and its first
+weekly run re-embeds. The weekly run only embeds photos the cache lacks. ``.npy`` + Parquet,
+never pickles.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -20,16 +20,19 @@ import torch
 from tqdm import tqdm
 
 from meterid.data.images import ImageError, load_rgb
+from meterid.inference.engines import weights_digest
 from meterid.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 
 def model_key(predictor: Predictor) -> str:
-    """The cache folder name: the registry version, else a hash of the weights' source."""
-    if predictor.version is not None:
-        return f"v{predictor.version}"
-    return "src-" + hashlib.sha256(predictor.loaded.source.encode()).hexdigest()[:12]
+    """The cache folder name: a hash of the weights and input size, after the registry version
+    for people to read. A version number alone is not an identity: two registries (a laptop's
+    SQLite store, the team's server) each have a "version 1", with other weights."""
+    digest = weights_digest(predictor.model)
+    version = f"v{predictor.version}-" if predictor.version is not None else ""
+    return f"{version}{digest}-{predictor.image_size}px"
 
 
 class EmbeddingCache:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from meterid.clustering.cluster import (
@@ -17,7 +19,7 @@ from meterid.clustering.cluster import (
     cluster_embeddings,
     stable_ids,
 )
-from meterid.clustering.embeddings import embed_photos
+from meterid.clustering.embeddings import embed_photos, model_key
 from meterid.clustering.state import ClusterState
 from meterid.data.images import file_sha256
 from meterid.inference.predictor import Predictor
@@ -115,9 +117,18 @@ def test_embedding_cache_embeds_new_photos_only_and_never_mixes_models(tiny_mode
 
     v2 = Predictor(dataclasses.replace(tiny_model, version=2))
     embed_photos(photos, v2, cache, 8, 10**7)
-    assert sorted(p.name for p in cache.iterdir()) == ["v1", "v2"]
-    assert len(pd.read_parquet(cache / "v1" / "index.parquet")) == 5
-    assert len(np.load(cache / "v2" / "embeddings.npy")) == 5
+    # Another registry's "version 1" (a fresh clone, a server): other weights, its own cache.
+    other_weights = copy.deepcopy(tiny_model.model)
+    with torch.no_grad():
+        next(other_weights.parameters()).add_(0.5)
+    elsewhere_v1 = Predictor(dataclasses.replace(tiny_model, model=other_weights))
+    theirs = embed_photos(photos, elsewhere_v1, cache, 8, 10**7)
+    folders = sorted(p.name for p in cache.iterdir())
+    assert len(folders) == 3 and [f.split("-")[0] for f in folders] == ["v1", "v1", "v2"]
+    assert model_key(v1) != model_key(elsewhere_v1)
+    assert not np.allclose(theirs, again, atol=1e-4)
+    for folder in folders:
+        assert len(pd.read_parquet(cache / folder / "index.parquet")) == 5
 
 
 def test_cluster_command_on_a_folder_and_candidate_errors(tiny_model, exported_model, params,
@@ -135,7 +146,8 @@ def test_cluster_command_on_a_folder_and_candidate_errors(tiny_model, exported_m
     runner = CliRunner()
     embedded = runner.invoke(app, ["embed", "--images", "pile"])
     assert embedded.exit_code == 0 and "6 photos embedded (512-d)" in embedded.output
-    assert len(np.load(tmp_path / "data/embeddings/v1/embeddings.npy")) == 6
+    caches = list((tmp_path / "data/embeddings").glob("v1-*/embeddings.npy"))
+    assert len(caches) == 1 and len(np.load(caches[0])) == 6
     result = runner.invoke(app, ["cluster", "--images", "pile", "--out", "out"])
     assert result.exit_code == 0, result.output
     clusters = pd.read_parquet(tmp_path / "out" / "clusters.parquet")
