@@ -21,6 +21,7 @@ from meterid import registry, tracking
 from meterid.config import Params
 from meterid.evaluation.evaluate import evaluate, write_reports
 from meterid.model.classifier import MeterClassifier, load_checkpoint, save_checkpoint
+from meterid.training.calibration import Calibration
 from meterid.training.trainer import (
     CachedSplit,
     cache_folder,
@@ -88,6 +89,7 @@ def train_candidate(params: Params, repo: Path) -> dict:
                                  params.validate_.max_pixels)
         tracking.log_epoch_history(result.history)
         mlflow.log_metrics({f"time_{k}": v for k, v in result.timings.items()})
+        _log_calibration(result.calibration)
         model = result.model
         model.reference_embeddings = logits_from_activations(
             model, result.cached["train"].activations)[1]
@@ -100,10 +102,21 @@ def train_candidate(params: Params, repo: Path) -> dict:
         summary = {"run_id": run.info.run_id, "timings": result.timings,
                    "epochs": {f"phase{p}": sum(r["phase"] == p for r in result.history)
                               for p in (1, 2)},
-                   "temperature": float(model.temperature), "classes": list(model.classes)}
+                   "temperature": float(model.temperature),
+                   "calibration": result.calibration.to_dict(), "classes": list(model.classes)}
         files.run_info.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("candidate model in %s (MLflow run %s)", files.folder, summary["run_id"])
     return summary
+
+
+def _log_calibration(calibration: Calibration) -> None:
+    import mlflow
+
+    mlflow.set_tags({"calibration_method": calibration.method,
+                     "calibration_reason": calibration.reason})
+    mlflow.log_metrics({key: value for key, value in (
+        ("calibration_cv_nll_uncalibrated", calibration.cv_nll_uncalibrated),
+        ("calibration_cv_nll_calibrated", calibration.cv_nll_calibrated)) if not np.isnan(value)})
 
 
 def _test_split(model: MeterClassifier, splits: pd.DataFrame, params: Params) -> CachedSplit:

@@ -27,7 +27,7 @@ from meterid.model.backbones import build_backbone
 from meterid.model.classifier import MeterClassifier, Preprocessing, set_phase
 from meterid.model.presets import eval_preset, train_preset
 from meterid.training.activations import ViewDataset, ViewItem, stem_activations
-from meterid.training.calibration import fit_temperature
+from meterid.training.calibration import Calibration, calibrate
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class TrainResult:
     # Embeddings of train/val/test from the backbone before phase 2 changed it (for CV)
     frozen_embeddings: dict[str, torch.Tensor]
     timings: dict[str, float]
+    calibration: Calibration
 
 
 def choose_device(name: str) -> torch.device:
@@ -282,7 +283,7 @@ def fit_on_cache(
     loss_weights: torch.Tensor, history: list[dict], timings: dict[str, float],
 ) -> TrainResult:
     """Phase 1 (head, when pretrained) and phase 2 (last block + head) on cached activations,
-    then the temperature on validation logits."""
+    then the temperature on validation logits (kept at 1 when it would not help)."""
     pretrained = cfg.weights != "none"
     n_classes = len(model.classes)
     if pretrained:
@@ -307,12 +308,13 @@ def fit_on_cache(
                cfg.phase2, cfg, n_classes, loss_weights, history)
     timings["phase2_s"] = time.perf_counter() - start
     val_logits, _ = logits_from_activations(model, data["val"].activations)
-    model.temperature.fill_(fit_temperature(val_logits, data["val"].targets))
-    log.info("temperature %.3f fitted on %d validation images", float(model.temperature),
-             len(data["val"].targets))
+    calibration = calibrate(val_logits, data["val"].targets, seed=cfg.seed)
+    model.temperature.fill_(calibration.temperature)
+    log.info("temperature %.3f (%s): %s", calibration.temperature, calibration.method,
+             calibration.reason)
     for parameter in model.parameters():
         parameter.requires_grad = False
-    return TrainResult(model.eval(), history, data, frozen, timings)
+    return TrainResult(model.eval(), history, data, frozen, timings, calibration)
 
 
 def cache_images(model: MeterClassifier, paths: list[Path], targets: list[int], cfg: TrainConfig,

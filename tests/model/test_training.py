@@ -20,7 +20,7 @@ from meterid.model.classifier import (
 )
 from meterid.model.presets import eval_preset, train_preset
 from meterid.training.activations import ViewDataset, ViewItem, stem_activations
-from meterid.training.calibration import expected_calibration_error, fit_temperature
+from meterid.training.calibration import calibrate, expected_calibration_error, fit_temperature
 from meterid.training.trainer import logits_from_activations, train_two_phase
 from tests.conftest import REPO_ROOT
 
@@ -220,3 +220,46 @@ def test_rare_classes_get_more_augmented_views(params):
     assert sum(item.target == 1 for item in items) == 60 and len(items) == 40 * 4 + 60
     off = augmented_views(splits, cfg.model_copy(update={"min_views_per_class": 0}))
     assert set(off.values()) == {4}
+
+
+def _calibrated_sample(n: int, seed: int, sharpness: float = 1.0):
+    """Logits of a calibrated 3-class model (labels drawn from its softmax), made
+    ``sharpness`` times too confident."""
+    generator = torch.Generator().manual_seed(seed)
+    true_logits = torch.randn(n, 3, generator=generator) * 2
+    targets = torch.distributions.Categorical(logits=true_logits).sample()
+    return true_logits * sharpness, targets
+
+
+def test_calibration_fits_a_temperature_where_it_lowers_held_out_nll():
+    logits, targets = _calibrated_sample(400, seed=1, sharpness=3.0)
+    calibration = calibrate(logits, targets)
+    assert calibration.method == "temperature"
+    assert calibration.temperature == pytest.approx(3.0, rel=0.25)
+    assert calibration.cv_nll_calibrated < calibration.cv_nll_uncalibrated
+
+
+def test_a_tiny_validation_split_keeps_t_1_and_says_why():
+    logits, targets = _calibrated_sample(18, seed=2, sharpness=0.3)  # 18 photos, as in the field
+    calibration = calibrate(logits, targets)
+    assert (calibration.temperature, calibration.method) == (1.0, "none")
+    assert "18 validation images of 3 classes" in calibration.reason
+    one_class = calibrate(torch.randn(40, 3), torch.zeros(40, dtype=torch.long))
+    assert one_class.method == "none"
+
+
+def test_calibration_rarely_harms_an_already_calibrated_model():
+    """On 40 validation images of a calibrated model, a fitted temperature is pure noise: the
+    check keeps T = 1 in most splits, where fitting always would have moved it."""
+    held_out_logits, held_out_targets = _calibrated_sample(20_000, seed=99)
+    baseline = expected_calibration_error(torch.softmax(held_out_logits, 1).numpy(),
+                                          held_out_targets.numpy())
+    kept, harmed = 0, 0
+    for seed in range(20):
+        calibration = calibrate(*_calibrated_sample(40, seed))
+        kept += calibration.method == "none"
+        shipped = expected_calibration_error(
+            torch.softmax(held_out_logits / calibration.temperature, 1).numpy(),
+            held_out_targets.numpy())
+        harmed += shipped > baseline + 0.005
+    assert kept >= 14 and harmed <= 6
