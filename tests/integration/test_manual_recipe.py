@@ -83,10 +83,14 @@ def test_the_readme_recipe_runs_the_nightly_deployment_on_its_worker(
             run_id = api.run(api.deployments()["batch_scoring/nightly"], {"input": str(night)})
             run = api.wait(run_id)
         assert run["state_type"] == "COMPLETED", api.logs(run_id)
-    finally:
-        for process in background:
+    finally:  # the worker first: without its server it would retry the API while stopping
+        for process in reversed(background):
             os.killpg(process.pid, signal.SIGTERM)
-            process.wait(60)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(60)
 
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name(params.score.monitor.experiment)
