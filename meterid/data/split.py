@@ -237,6 +237,13 @@ def write_splits(splits: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def read_splits(path: Path) -> pd.DataFrame:
+    """The splits CSV with every column as written: text, never a guessed missing value, so a
+    class folder named ``NaN``, ``NA``, ``None``, ``null`` or ``001`` keeps its spelling."""
+    text = {"path": str, "label": str, "split": str, "class_regime": str}
+    return pd.read_csv(path, dtype=text, keep_default_na=False)
+
+
 def plot_class_balance(splits: pd.DataFrame, out_png: Path) -> Path:
     """Horizontal stacked bars of images per class by split, largest class on top."""
     table = split_table(splits).drop(index="total")

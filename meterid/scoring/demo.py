@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from meterid.data.split import read_splits
+
 
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib signature)
@@ -45,7 +47,7 @@ def url_for(base: str, root: Path, path: Path) -> str:
 
 def demo_test_photos(splits_file: Path, raw_dir: Path) -> list[Path]:
     """The known-class photos the model never trained on: the test split."""
-    splits = pd.read_csv(splits_file)
+    splits = read_splits(splits_file)
     return [Path(raw_dir) / path for path in splits.loc[splits["split"] == "test", "path"]]
 
 

@@ -19,6 +19,7 @@ import torch
 
 from meterid import registry, tracking
 from meterid.config import Params
+from meterid.data.split import read_splits
 from meterid.evaluation.evaluate import evaluate, write_reports
 from meterid.model.classifier import MeterClassifier, load_checkpoint, save_checkpoint
 from meterid.training.calibration import Calibration
@@ -78,7 +79,7 @@ def train_candidate(params: Params, repo: Path) -> dict:
     """Train the two-phase model on the split and save the candidate; tracked in MLflow."""
     import mlflow
 
-    splits = pd.read_csv(params.paths.splits)
+    splits = read_splits(params.paths.splits)
     files = candidate_files(params)
     tracking.use_experiment(TRAINING_EXPERIMENT)
     with mlflow.start_run(run_name=f"train-{params.train.backbone}") as run:
@@ -141,7 +142,7 @@ def evaluate_candidate(params: Params) -> dict:
 
     files = candidate_files(params)
     model = load_checkpoint(files.checkpoint)
-    splits = pd.read_csv(params.paths.splits)
+    splits = read_splits(params.paths.splits)
     frozen = np.load(files.frozen_embeddings)
     evaluation = evaluate(model, _test_split(model, splits, params), _unknown_images(model, params),
                           frozen["embeddings"], frozen["labels"], params.evaluate,

@@ -17,6 +17,7 @@ from meterid.data.split import (
     assign_splits,
     format_split_table,
     plot_class_balance,
+    read_splits,
     split_table,
     split_targets,
     write_splits,
@@ -280,8 +281,16 @@ def test_write_splits_round_trip(tmp_path: Path):
     splits = assign_splits(_manifest({"a": 5, "b": 40}), CFG)
     path = write_splits(splits, tmp_path / "nested" / "splits.csv")
     assert path.is_file()
-    pd.testing.assert_frame_equal(pd.read_csv(path, dtype={"path": str, "label": str}).astype(
-        splits.dtypes.to_dict()), splits, check_dtype=False)
+    pd.testing.assert_frame_equal(read_splits(path).astype(splits.dtypes.to_dict()), splits,
+                                  check_dtype=False)
+
+
+def test_labels_that_look_like_missing_values_or_numbers_keep_their_spelling(tmp_path: Path):
+    labels = ["NaN", "NA", "None", "null", "001"]
+    splits = assign_splits(_manifest({label: 12 for label in labels}), CFG)
+    back = read_splits(write_splits(splits, tmp_path / "splits.csv"))
+    assert sorted(back["label"].unique()) == sorted(labels)
+    assert back["label"].map(type).eq(str).all()
 
 
 def test_class_balance_png_is_written(tmp_path: Path):
