@@ -4,6 +4,7 @@ and nothing left running after SIGTERM; once on SQLite (with a restart), once on
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -101,6 +102,16 @@ def _night(api: PrefectApi, stack: Serve, project: Path, deployment: dict, base:
     return pd.read_parquet(output), api.artifacts(run_id)
 
 
+def _check_cli_follows(project: Path, mlflow_url: str) -> None:
+    """The CLI, given the server in MLFLOW_TRACKING_URI, reads the registry the runs used."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_url}
+    listed = subprocess.run([sys.executable, "-m", "meterid.cli", "models", "--json"],
+                            cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    versions = {v["version"]: v["aliases"] for v in json.loads(listed.stdout)}
+    assert versions == {2: ["champion"], 1: []}
+
+
 def _check_deployments(api: PrefectApi) -> dict[str, dict]:
     deployments = api.deployments()
     assert set(DEPLOYMENTS) <= set(deployments)
@@ -144,6 +155,7 @@ def _exercise(project: Path, params: Params, tiny_model, monkeypatch: pytest.Mon
             second, _ = _night(api, stack, project, deployments["batch_scoring/nightly"], base,
                                "night-2")
             assert set(second.loc[second["status"] == "ok", "model_version"]) == {2}
+        _check_cli_follows(project, mlflow_url)
         if screenshots is not None:  # the README's pictures, taken by a real browser
             from meterid.serve.screenshots import ensure_chromium, take_screenshots
 
