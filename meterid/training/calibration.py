@@ -65,8 +65,8 @@ def _cross_validated_nll(logits: torch.Tensor, targets: torch.Tensor, folds: int
                          seed: int) -> tuple[float, float]:
     """Mean NLL of each held-out fold with T = 1 and with T fitted on the other folds: what
     fitting does to images it did not see. NLL, not ECE: binned ECE on folds of a few images
-    is mostly noise (on 40 images of a calibrated model, an ECE check let 8 of 12 harmful
-    temperatures through; this NLL check 6 of 40)."""
+    is mostly noise. On 40 draws of 40 images of a calibrated model, fitting always raised the
+    held-out ECE in 33, an ECE check in 20, this NLL check in 11 (T = 1 kept in 29)."""
     identity, fitted = 0.0, 0.0
     for fit_rows, held_rows in KFold(folds, shuffle=True, random_state=seed).split(targets):
         temperature = fit_temperature(logits[fit_rows], targets[fit_rows])

@@ -225,9 +225,9 @@ def test_rare_classes_get_more_augmented_views(params):
 def _calibrated_sample(n: int, seed: int, sharpness: float = 1.0):
     """Logits of a calibrated 3-class model (labels drawn from its softmax), made
     ``sharpness`` times too confident."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # the labels too: no global RNG state
     true_logits = torch.randn(n, 3, generator=generator) * 2
-    targets = torch.distributions.Categorical(logits=true_logits).sample()
+    targets = torch.multinomial(torch.softmax(true_logits, 1), 1, generator=generator)[:, 0]
     return true_logits * sharpness, targets
 
 
@@ -249,17 +249,22 @@ def test_a_tiny_validation_split_keeps_t_1_and_says_why():
 
 
 def test_calibration_rarely_harms_an_already_calibrated_model():
-    """On 40 validation images of a calibrated model, a fitted temperature is pure noise: the
-    check keeps T = 1 in most splits, where fitting always would have moved it."""
+    """On 40 validation images of a calibrated model a fitted temperature is noise: always
+    fitting raises held-out ECE in most of 40 draws (33 when measured); the check keeps T = 1
+    in most of them and harms far fewer (11)."""
     held_out_logits, held_out_targets = _calibrated_sample(20_000, seed=99)
-    baseline = expected_calibration_error(torch.softmax(held_out_logits, 1).numpy(),
-                                          held_out_targets.numpy())
-    kept, harmed = 0, 0
-    for seed in range(20):
-        calibration = calibrate(*_calibrated_sample(40, seed))
+
+    def harms(temperature: float) -> bool:
+        ece = expected_calibration_error(torch.softmax(held_out_logits / temperature, 1).numpy(),
+                                         held_out_targets.numpy())
+        return ece > expected_calibration_error(torch.softmax(held_out_logits, 1).numpy(),
+                                                held_out_targets.numpy()) + 0.005
+
+    kept = harmed = harmed_by_always_fitting = 0
+    for seed in range(40):
+        logits, targets = _calibrated_sample(40, seed)
+        calibration = calibrate(logits, targets)
         kept += calibration.method == "none"
-        shipped = expected_calibration_error(
-            torch.softmax(held_out_logits / calibration.temperature, 1).numpy(),
-            held_out_targets.numpy())
-        harmed += shipped > baseline + 0.005
-    assert kept >= 14 and harmed <= 6
+        harmed += harms(calibration.temperature)
+        harmed_by_always_fitting += harms(fit_temperature(logits, targets))
+    assert kept >= 25 and harmed <= 15 and harmed_by_always_fitting >= 25
