@@ -152,7 +152,7 @@ class Stack:
                 _signal_group(process, signal.SIGKILL)
                 process.wait(_STOP_GRACE_S)
             log.info("stopped %s", name)
-        survivors = [p for p in self._seen.values() if _alive(p)]
+        survivors = [p for p in self._seen.values() if is_alive(p)]
         for process in survivors:
             process.kill()
         psutil.wait_procs(survivors, timeout=_STOP_GRACE_S)
@@ -181,7 +181,8 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         pass
 
 
-def _alive(process: psutil.Process) -> bool:
+def is_alive(process: psutil.Process) -> bool:
+    """Running and not a zombie (psutil checks the start time: a reused pid is not it)."""
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

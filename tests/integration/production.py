@@ -4,7 +4,6 @@ Prefect REST API as the UI uses it (deployments, flow runs, artifacts, logs), bo
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +14,9 @@ from PIL import Image
 
 from meterid.config import Params
 from tests.conftest import REPO_ROOT, write_params
+from tests.postgres import free_port
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def make_project(folder: Path, params: Params, **serve: object) -> Path:

@@ -20,12 +20,12 @@ from meterid.scoring.demo import serve_folder
 from tests.conftest import REPO_ROOT
 from tests.integration.production import (
     PrefectApi,
-    free_port,
     make_project,
     register_two_versions,
     wait_healthy,
     write_night_list,
 )
+from tests.postgres import free_port
 
 pytestmark = pytest.mark.slow
 

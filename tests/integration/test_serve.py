@@ -18,6 +18,7 @@ import pytest
 
 from meterid.config import Params, ServeConfig, load_params
 from meterid.scoring.demo import serve_folder
+from meterid.serve.stack import is_alive
 from tests.integration.production import (
     PrefectApi,
     make_project,
@@ -68,22 +69,15 @@ class Serve:
         self.record_tree()
         self.process.send_signal(signal.SIGTERM)
         assert self.process.wait(180) == 0, self.text()[-4000:]
-        alive = [p for p in self.seen.values() if _alive(p)]
+        alive = [p for p in self.seen.values() if is_alive(p)]
         return [" ".join(p.cmdline()[:4]) for p in alive]
 
     def kill(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
         for member in self.seen.values():
-            if _alive(member):
+            if is_alive(member):
                 member.kill()
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _served(project: Path) -> ServeConfig:
