@@ -70,8 +70,10 @@ def run() -> dict:
         ok = value >= target if higher else value <= target
         print(f"  {key:20s} {value:.4f}  target {'>=' if higher else '<='} {target}  "
               f"{'PASS' if ok else 'MISS'}")
-    print(f"  unknown AUROC: max-softmax {metrics['unknown_auroc_msp']:.4f} vs "
-          f"kNN {metrics['unknown_auroc_knn']:.4f} -> rule {outcome['rule']['name']}")
+    print(f"  open-set rule {outcome['decision']['open_set']['score']}: flags "
+          f"{metrics['unknown_flagged_share_report']:.1%} of report-brand photos (AUROC "
+          f"{metrics['unknown_auroc_report']:.4f}), {metrics['known_flagged_share']:.1%} of "
+          f"known test photos")
     print(f"  ECE before/after temperature scaling: {metrics['ece_uncalibrated']:.4f} / "
           f"{metrics['ece']:.4f} (T = {metrics['temperature']:.2f})")
     print(f"feature cache: {timings['feature_cache_s']:.0f} s for {n_views} augmented views "

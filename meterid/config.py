@@ -157,9 +157,14 @@ class TrainConfig(_Strict):
 
 class EvaluateConfig(_Strict):
     threshold: float = Field(ge=0, le=1)
-    open_set_rule: Literal["auto", "msp", "knn"]
+    operating_point: Literal["known_accept_share", "fixed_confidence"]
+    open_set_rule: Literal["auto", "msp", "energy", "knn", "mahalanobis"]
     knn_k: int = Field(ge=1)
     known_accept_share: float = Field(gt=0, le=1)
+    max_accept_error: float = Field(gt=0, lt=1)
+    accept_confidence: float = Field(gt=0, lt=1)   # 1 - delta of the certified bound
+    prediction_set_alpha: float = Field(gt=0, lt=1)
+    non_meter_scenes: int = Field(ge=0)
     cv_folds: int = Field(ge=2)
 
 

@@ -33,6 +33,7 @@ from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
+from meterid.evaluation.decision import DecisionPolicy
 from meterid.model.classifier import MeterClassifier, Preprocessing
 from meterid.stores import describe_tracking_store
 
@@ -47,7 +48,7 @@ PROMOTION_TAG = "promotion"
 # Written by export_model into the exported copy's metadata, so a folder knows its version.
 EXPORTED_VERSION_KEY = "registry_version"
 EXPORTED_SOURCE_KEY = "exported_from"
-METADATA_KEYS = ("classes", "temperature", "threshold", "preprocessing", "backbone", "open_set")
+METADATA_KEYS = ("classes", "temperature", "threshold", "preprocessing", "backbone", "decision")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]{32})$")
 _NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
@@ -71,7 +72,7 @@ class LoadedModel:
     threshold: float
     preprocessing: Preprocessing
     version: int | None  # registry version; None for a run or logged-model URI
-    open_set: dict
+    policy: DecisionPolicy  # UNKNOWN, auto-accept and prediction-set rules, as evaluated
     source: str  # the URI (or folder) actually loaded, an alias already resolved
 
 
@@ -101,14 +102,14 @@ def _pip_requirements(model: torch.nn.Module) -> list[str]:
     return sorted(f"{dist}=={importlib.metadata.version(dist)}" for dist in dists)
 
 
-def _metadata(model: MeterClassifier, threshold: float, open_set: dict) -> dict:
+def _metadata(model: MeterClassifier, threshold: float) -> dict:
     return {
         "classes": list(model.classes),
         "temperature": float(model.temperature),
         "threshold": float(threshold),
         "preprocessing": model.preprocessing.to_dict(),
         "backbone": model.backbone_name,
-        "open_set": _plain(open_set),
+        "decision": _plain(model.decision),
     }
 
 
@@ -118,7 +119,7 @@ def _plain(value: dict) -> dict:
                                  else str(v)))
 
 
-def log_model(model: MeterClassifier, threshold: float, open_set: dict) -> ModelInfo:
+def log_model(model: MeterClassifier, threshold: float) -> ModelInfo:
     """Log the classifier to the active run (pytorch flavour, pickled so any batch size loads;
     ``torch.export`` would freeze the example's batch size)."""
     if mlflow.active_run() is None:
@@ -130,7 +131,7 @@ def log_model(model: MeterClassifier, threshold: float, open_set: dict) -> Model
         name="model",
         signature=_signature(cpu_model, example),
         input_example=example,
-        metadata=_metadata(cpu_model, threshold, open_set),
+        metadata=_metadata(cpu_model, threshold),
         pip_requirements=_pip_requirements(cpu_model),
         serialization_format="pickle",
     )
@@ -336,7 +337,7 @@ def _load_local(path: str, source: str, version: int | None) -> LoadedModel:
         threshold=float(metadata["threshold"]),
         preprocessing=preprocessing,
         version=version if version is not None else metadata.get(EXPORTED_VERSION_KEY),
-        open_set=dict(metadata["open_set"]),
+        policy=DecisionPolicy.from_dict(metadata["decision"]),
         source=source,
     )
 

@@ -84,6 +84,7 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def tiny_model():
     """A real (untrained) classifier at 64 px: scoring logic does not need a good model."""
+    from meterid.evaluation.decision import DecisionPolicy
     from meterid.model.backbones import build_backbone
     from meterid.model.classifier import MeterClassifier, Preprocessing
     from meterid.registry import LoadedModel
@@ -94,7 +95,7 @@ def tiny_model():
     model.eval()
     return LoadedModel(model=model, classes=model.classes, temperature=1.0, threshold=0.5,
                        preprocessing=model.preprocessing, version=1,
-                       open_set={"name": "msp", "threshold": 0.5}, source="memory")
+                       policy=DecisionPolicy.untested(0.5), source="memory")
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +111,7 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path
     try:
         mlflow.set_experiment("tiny-model")  # the active experiment may be in another store
         with mlflow.start_run() as run:
-            info = registry.log_model(tiny_model.model, 0.5, tiny_model.open_set)
+            info = registry.log_model(tiny_model.model, 0.5)
         version = registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5})
         registry.promote(version)
         return registry.export_model(f"models:/{registry.MODEL_NAME}@champion", root / "champion")

@@ -1,6 +1,8 @@
 """Evaluate a trained model on its test split, its unknown-brand behaviour, and every class.
 
-Writes ``metrics.json`` (flat keys), ``per_class.csv``, ``confusion_matrix.png`` and ``audit.csv``.
+Writes ``metrics.json`` (flat keys), ``per_class.csv``, ``confusion_matrix.png``, ``audit.csv``,
+``decision.json`` (the policy stored with the model), ``open_set.csv`` (every open-set candidate
+at the operating point) and ``open_set.png`` (the chosen score's distributions and threshold).
 Classes without a test split are measured by stratified k-fold cross-validation of a linear head
 on the frozen-backbone embeddings of all their images, so no class goes unmeasured.
 """
@@ -19,13 +21,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from meterid.config import EvaluateConfig
-from meterid.evaluation import openset
+from meterid.evaluation import conformal
+from meterid.evaluation.conformal import AcceptRule, PredictionSetRule
+from meterid.evaluation.decision import DecisionPolicy
 from meterid.evaluation.metrics import (
     audit_table,
     headline_metrics,
     per_class_table,
     plot_confusion_matrix,
+    plot_open_set,
 )
+from meterid.evaluation.openset import ModelOutputs, OpenSetRule, Reference
+from meterid.evaluation.operating_point import HeldOut, OpenSetChoice, choice_metrics, choose_rule
 from meterid.model.classifier import MeterClassifier
 from meterid.training.calibration import expected_calibration_error
 from meterid.training.trainer import CachedSplit, logits_from_activations
@@ -33,46 +40,104 @@ from meterid.training.trainer import CachedSplit, logits_from_activations
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EvaluationData:
+    """The model's outputs on every set evaluation needs. ``val`` sets the thresholds (known
+    photos not trained on), ``test`` measures them; ``held_out`` is the unseen brands, split
+    in two by ``operating_point``; ``non_meter`` is generated scenes with the quality gate's
+    verdict."""
+
+    val: ModelOutputs
+    val_targets: np.ndarray
+    test: ModelOutputs
+    test_targets: np.ndarray
+    test_paths: list[str]
+    held_out: HeldOut | None
+    non_meter: ModelOutputs | None = None
+    non_meter_poor_quality: np.ndarray | None = None
+
+
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
     per_class: pd.DataFrame
     audit: pd.DataFrame
-    rule: openset.OpenSetRule
+    policy: DecisionPolicy
+    open_set_table: pd.DataFrame
+    open_set_choice: OpenSetChoice
+    open_set_scores: dict[str, np.ndarray]  # the chosen score per group, for the plot
 
 
-def _scores(model: MeterClassifier, split: CachedSplit
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(raw logits, calibrated probabilities, embeddings) of a cached split."""
+def model_outputs(model: MeterClassifier, split: CachedSplit) -> ModelOutputs:
     logits, embeddings = logits_from_activations(model, split.activations)
-    probabilities = model.calibrated_probabilities(logits)
-    return logits.numpy(), probabilities.numpy(), embeddings.numpy()
+    return ModelOutputs(logits.numpy(), model.calibrated_probabilities(logits).numpy(),
+                        embeddings.numpy(), float(model.temperature))
 
 
-def choose_open_set_rule(
-    reference: np.ndarray, known: tuple[np.ndarray, np.ndarray],
-    unknown: tuple[np.ndarray, np.ndarray] | None, cfg: EvaluateConfig,
-) -> tuple[openset.OpenSetRule, dict[str, float]]:
-    """Compare max-softmax with kNN distance on known test vs held-out images; keep the better.
+def brands_of(split: CachedSplit) -> np.ndarray:
+    """A held-out photo's brand is its folder under the held-out directory."""
+    return np.array([Path(p).parts[0] if len(Path(p).parts) > 1 else "unnamed"
+                     for p in split.paths])
 
-    ``known``/``unknown`` are (probabilities, embeddings). The kNN threshold accepts
-    ``known_accept_share`` of the training images (leave-one-out), so it is set without
-    looking at unknown images.
-    """
-    loo = openset.knn_score(reference, reference, cfg.knn_k, exclude_self=True)
-    knn_threshold = openset.threshold_for_known_acceptance(loo, cfg.known_accept_share)
-    auroc = {"msp": float("nan"), "knn": float("nan")}
-    if unknown is not None and len(unknown[0]):
-        auroc["msp"] = openset.known_vs_unknown_auroc(openset.msp_score(known[0]),
-                                                      openset.msp_score(unknown[0]))
-        auroc["knn"] = openset.known_vs_unknown_auroc(
-            openset.knn_score(reference, known[1], cfg.knn_k),
-            openset.knn_score(reference, unknown[1], cfg.knn_k))
-    name = cfg.open_set_rule
-    if name == "auto":
-        name = "knn" if np.nan_to_num(auroc["knn"]) > np.nan_to_num(auroc["msp"]) else "msp"
-    rule = openset.OpenSetRule(name, cfg.threshold, cfg.knn_k, knn_threshold)
-    return rule, auroc
+
+def _accept_and_sets(policy_rule: OpenSetRule, data: EvaluationData, reference: Reference,
+                     cfg: EvaluateConfig) -> tuple[AcceptRule, PredictionSetRule]:
+    """The certified auto-accept threshold and the conformal sets, both set on validation."""
+    confidence = data.val.probabilities.max(axis=1)
+    correct = data.val.probabilities.argmax(axis=1) == data.val_targets
+    kept = ~policy_rule.flags(data.val, reference)
+    accept = conformal.certify_accept_threshold(confidence, correct, kept, cfg.max_accept_error,
+                                                1 - cfg.accept_confidence)
+    sets = conformal.fit_prediction_sets(data.val.probabilities, data.val_targets,
+                                         cfg.prediction_set_alpha)
+    return accept, sets
+
+
+def _guarantee_metrics(policy: DecisionPolicy, data: EvaluationData,
+                       reference: Reference) -> dict[str, float]:
+    """What the accept rule and the sets promise (set on validation) and do on test photos."""
+    test = policy.decide(data.test, reference)
+    correct = data.test.probabilities.argmax(axis=1) == data.test_targets
+    accepted = test.auto_accepted
+    coverage, size = conformal.set_coverage(test.prediction_sets, data.test_targets)
+    accept = policy.accept
+    metrics = {
+        "auto_accept_target_error": accept.max_error,
+        "auto_accept_certified": float(accept.certified),
+        "auto_accept_threshold": accept.threshold,
+        "auto_accept_certifiable_error": accept.best_bound,
+        "auto_accept_share": float(accepted.mean()),
+        "auto_accept_error": float((~correct[accepted]).mean()) if accepted.any() else np.nan,
+        "prediction_set_alpha": policy.prediction_sets.alpha,
+        "prediction_set_coverage": coverage,
+        "prediction_set_mean_size": size,
+    }
+    if data.held_out is not None:
+        unseen = policy.decide(data.held_out.outputs, reference)
+        metrics["auto_accept_share_unknown_brands"] = float(unseen.auto_accepted.mean())
+    return metrics
+
+
+def _scores_by_group(choice: OpenSetChoice, data: EvaluationData, reference: Reference
+                     ) -> dict[str, np.ndarray]:
+    groups = {"known test photos": data.test}
+    if data.held_out is not None and choice.brand_sets is not None:
+        groups["selection brands"] = data.held_out.of(choice.brand_sets.selection)
+        groups["report brands"] = data.held_out.of(choice.brand_sets.report)
+    if data.non_meter is not None:
+        groups["non-meter scenes"] = data.non_meter
+    return {name: choice.rule.scores(outputs, reference) for name, outputs in groups.items()}
+
+
+def _non_meter_metrics(rule: OpenSetRule, data: EvaluationData, reference: Reference
+                       ) -> dict[str, float]:
+    if data.non_meter is None or not len(data.non_meter):
+        return {}
+    unknown = rule.flags(data.non_meter, reference)
+    poor = data.non_meter_poor_quality
+    return {"non_meter_flagged_share": float((unknown | poor).mean()),
+            "non_meter_poor_quality_share": float(poor.mean()),
+            "non_meter_unknown_share": float((unknown & ~poor).mean())}
 
 
 def cross_validated_recall(embeddings: np.ndarray, labels: np.ndarray, folds: int,
@@ -92,45 +157,62 @@ def cross_validated_recall(embeddings: np.ndarray, labels: np.ndarray, folds: in
     return frame.groupby("label")["correct"].mean()
 
 
-def evaluate(
-    model: MeterClassifier, test: CachedSplit, unknown: CachedSplit | None,
-    cv_embeddings: np.ndarray, cv_labels: np.ndarray, cfg: EvaluateConfig, seed: int,
-) -> Evaluation:
-    """Test metrics, open-set behaviour on ``unknown`` and per-class CV on frozen embeddings."""
+def evaluate(model: MeterClassifier, data: EvaluationData, cv_embeddings: np.ndarray,
+             cv_labels: np.ndarray, cfg: EvaluateConfig, seed: int) -> Evaluation:
+    """Test metrics; the open-set rule chosen and reported on disjoint brand sets; the accept
+    bound and prediction sets; non-meter scenes; per-class CV on frozen embeddings."""
     classes = model.classes
-    logits, probabilities, embeddings = _scores(model, test)
-    reference = model.reference_embeddings.numpy()
-    targets = test.targets.numpy()
-    unknown_scores = _scores(model, unknown)[1:] if unknown is not None else None
-    rule, auroc = choose_open_set_rule(reference, (probabilities, embeddings), unknown_scores, cfg)
-    flagged = rule.flags(probabilities, embeddings, reference)
+    reference = Reference(model.reference_embeddings.numpy(), model.reference_labels.numpy())
+    choice = choose_rule(data.val, data.test, data.held_out, reference, cfg)
+    policy = DecisionPolicy(choice.rule, *_accept_and_sets(choice.rule, data, reference, cfg))
+    probabilities, targets = data.test.probabilities, data.test_targets
+    flagged = choice.rule.flags(data.test, reference)
     metrics = headline_metrics(targets, probabilities, len(classes))
-    raw = torch.softmax(torch.as_tensor(logits), dim=1).numpy()
+    raw = torch.softmax(torch.as_tensor(data.test.logits), dim=1).numpy()
     accepted = ~flagged
-    has_unknown = unknown_scores is not None and len(unknown_scores[0]) > 0
     metrics.update({
         "ece_uncalibrated": expected_calibration_error(raw, targets),
         "temperature": float(model.temperature),
-        "unknown_auroc_msp": auroc["msp"],
-        "unknown_auroc_knn": auroc["knn"],
-        "unknown_auroc": auroc[rule.name],
-        "unknown_flagged_share": (float(rule.flags(*unknown_scores, reference).mean())
-                                  if has_unknown else float("nan")),
-        "known_flagged_share": float(flagged.mean()) if len(flagged) else float("nan"),
+        "unknown_auroc": choice.table.loc[choice.table["chosen"], "auroc_report"].iloc[0],
+        "unknown_flagged_share": (float(choice.rule.flags(data.held_out.outputs,
+                                                          reference).mean())
+                                  if data.held_out is not None else float("nan")),
         "coverage": float(accepted.mean()) if len(flagged) else float("nan"),
         "selective_accuracy": (float((probabilities.argmax(1) == targets)[accepted].mean())
                                if accepted.any() else float("nan")),
         "test_images": len(targets),
+        "validation_images": len(data.val_targets),
         "test_classes": int(len(np.unique(targets))),
         "classes": len(classes),
+        **choice_metrics(choice),
+        **_guarantee_metrics(policy, data, reference),
+        **_non_meter_metrics(choice.rule, data, reference),
     })
     per_class = per_class_table(targets, probabilities.argmax(1), classes)
     per_class["cv_recall"] = cross_validated_recall(cv_embeddings, cv_labels, cfg.cv_folds,
                                                     seed).reindex(per_class.index)
     per_class["measured_by"] = np.where(per_class["support"] > 0, "test", "cross-validation")
     metrics["cv_macro_recall"] = float(per_class["cv_recall"].mean())
-    audit = audit_table(test.paths, targets, probabilities, classes, flagged)
-    return Evaluation(metrics, per_class, audit, rule)
+    audit = audit_table(data.test_paths, targets, probabilities, classes, flagged)
+    log.info("open-set rule %s (%s), threshold %.4f: flags %.1f%% of report-brand photos, "
+             "%.1f%% of known test photos", choice.rule.label, choice.selected_by,
+             choice.rule.threshold, 100 * metrics["unknown_flagged_share_report"],
+             100 * metrics["known_flagged_share"])
+    return Evaluation(metrics, per_class, audit, policy, choice.table, choice,
+                      _scores_by_group(choice, data, reference))
+
+
+def _finite(value: object) -> object:
+    """JSON without Infinity/NaN (which strict readers refuse): "inf" and null instead."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _json_value(value: object) -> object:
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def write_reports(evaluation: Evaluation, classes: list[str], out_dir: Path) -> dict[str, Path]:
@@ -140,10 +222,21 @@ def write_reports(evaluation: Evaluation, classes: list[str], out_dir: Path) -> 
         "per_class": out_dir / "per_class.csv",
         "audit": out_dir / "audit.csv",
         "confusion_matrix": out_dir / "confusion_matrix.png",
+        "decision": out_dir / "decision.json",
+        "open_set": out_dir / "open_set.csv",
+        "open_set_plot": out_dir / "open_set.png",
     }
-    clean = {k: (None if isinstance(v, float) and np.isnan(v) else v)
-             for k, v in evaluation.metrics.items()}
+    clean = {k: (v if np.isfinite(v) else None) for k, v in evaluation.metrics.items()}
     paths["metrics"].write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
+    choice = evaluation.open_set_choice
+    sets = choice.brand_sets
+    paths["decision"].write_text(json.dumps({
+        "policy": _finite(evaluation.policy.to_dict()), "open_set_selected_by": choice.selected_by,
+        "selection_brands": list(sets.selection) if sets else [],
+        "report_brands": list(sets.report) if sets else []},
+        indent=2, default=_json_value) + "\n")
+    evaluation.open_set_table.to_csv(paths["open_set"], index=False)
+    plot_open_set(evaluation.open_set_scores, evaluation.policy.open_set, paths["open_set_plot"])
     evaluation.per_class.to_csv(paths["per_class"])
     evaluation.audit.to_csv(paths["audit"], index=False)
     index = {c: i for i, c in enumerate(classes)}

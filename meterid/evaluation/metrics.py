@@ -18,6 +18,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from meterid.evaluation.openset import OpenSetRule
 from meterid.training.calibration import expected_calibration_error
 
 UNKNOWN = "UNKNOWN"
@@ -115,3 +116,26 @@ def audit_table(
                                         else np.nan) if len(paths) else []
     table["correct"] = table["predicted_label"] == table["true_label"]
     return table
+
+
+def plot_open_set(scores: dict[str, np.ndarray], rule: OpenSetRule, path: Path) -> Path:
+    """Histograms of the open-set score per group, with the UNKNOWN threshold: what share of
+    each group falls under it is the operating point."""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    finite = np.concatenate([v[np.isfinite(v)] for v in scores.values() if len(v)])
+    bins = np.linspace(finite.min(), finite.max(), 40) if len(finite) else 10
+    for name, values in scores.items():
+        if len(values):
+            under = float((values < rule.threshold).mean())
+            ax.hist(values, bins=bins, alpha=0.5, density=True,
+                    label=f"{name} (n={len(values)}, {under:.0%} UNKNOWN)")
+    ax.axvline(rule.threshold, color="black", linestyle="--",
+               label=f"threshold {rule.threshold:.3g}")
+    ax.set_xlabel(f"open-set score: {rule.label} (lower is less like the training classes)")
+    ax.set_ylabel("density")
+    ax.set_title(f"UNKNOWN rule: {rule.operating_point}")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    return path

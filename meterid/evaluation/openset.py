@@ -1,16 +1,33 @@
-"""Open-set scores: how "known" an image looks. Higher means more like the training classes.
+"""Open-set scores (how "known" an image looks; higher is more like the training classes) and
+the rule that turns one of them into UNKNOWN at a stated operating point.
 
-Compared on the demo's held-out brands: the plain max-softmax probability (MSP), the energy score,
-and the cosine distance to the k-th nearest training embedding (kNN, as in OpenOOD's KNN baseline).
+Scores compared on held-out brands: max-softmax probability (MSP) of the calibrated softmax, the
+energy score (log-sum-exp of the logits), the cosine similarity to the k-th nearest training
+embedding (kNN, OpenOOD's KNN baseline) and a Mahalanobis score (class means with one shared,
+Ledoit-Wolf-shrunk covariance of the normalised embeddings; Lee et al. 2018).
+
+An operating point is what users live with, not an AUROC: the threshold is the score that accepts
+a stated share of known photos the model was not trained on (``threshold_for_known_acceptance``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Literal
 
 import numpy as np
 import torch
+from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
+
+ScoreName = Literal["msp", "energy", "knn", "mahalanobis"]
+SCORES: tuple[ScoreName, ...] = ("msp", "energy", "knn", "mahalanobis")
+
+
+def normalize(embeddings: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return (embeddings / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def msp_score(probabilities: np.ndarray) -> np.ndarray:
@@ -21,26 +38,84 @@ def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return temperature * torch.logsumexp(torch.as_tensor(logits) / temperature, dim=1).numpy()
 
 
-def _normalize(embeddings: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    return embeddings / np.maximum(norms, 1e-12)
-
-
 def knn_score(
     reference: np.ndarray, queries: np.ndarray, k: int, exclude_self: bool = False
 ) -> np.ndarray:
-    """Negative cosine distance to the k-th nearest reference embedding.
+    """Cosine similarity to the k-th nearest reference embedding, minus 1 (0 is identical).
 
-    ``exclude_self`` scores the reference set against itself leave-one-out (to set thresholds
-    on known images without a held-out set).
+    ``exclude_self`` scores the reference set against itself leave-one-out.
     """
-    ref = torch.as_tensor(_normalize(reference), dtype=torch.float32)
+    ref = torch.as_tensor(normalize(reference))
     out = []
-    for chunk in torch.as_tensor(_normalize(queries), dtype=torch.float32).split(1024):
+    for chunk in torch.as_tensor(normalize(queries)).split(1024):
         similarity = chunk @ ref.T
         kth = min(k + int(exclude_self), ref.shape[0])
         out.append(similarity.topk(kth, dim=1).values[:, -1])
     return (torch.cat(out).numpy() - 1.0) if out else np.empty(0)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The training images' eval-view embeddings and labels, what the embedding scores compare
+    against (they travel with the model: ``MeterClassifier.reference_embeddings``/``_labels``)."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    @cached_property
+    def _whitened(self) -> tuple[np.ndarray, np.ndarray]:
+        """(whitening matrix L with L L^T = precision, whitened class means), fitted once."""
+        unit = normalize(self.embeddings)
+        classes = np.unique(self.labels)
+        means = np.stack([unit[self.labels == c].mean(axis=0) for c in classes])
+        centred = unit - means[np.searchsorted(classes, self.labels)]
+        precision = LedoitWolf(assume_centered=True).fit(centred).precision_
+        whitening = np.linalg.cholesky(precision).astype(np.float32)
+        return whitening, means @ whitening
+
+    def mahalanobis_score(self, queries: np.ndarray) -> np.ndarray:
+        """Minus the smallest squared Mahalanobis distance to a class mean."""
+        whitening, means = self._whitened
+        z = normalize(queries) @ whitening
+        squared = ((z ** 2).sum(1, keepdims=True) - 2 * z @ means.T
+                   + (means ** 2).sum(1)[None, :])
+        return -squared.min(axis=1)
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """What one forward pass gives a batch: raw logits, calibrated probabilities, embeddings."""
+
+    logits: np.ndarray
+    probabilities: np.ndarray
+    embeddings: np.ndarray
+    temperature: float = 1.0
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def subset(self, mask: np.ndarray) -> ModelOutputs:
+        return ModelOutputs(self.logits[mask], self.probabilities[mask], self.embeddings[mask],
+                            self.temperature)
+
+
+def open_set_score(score: ScoreName, outputs: ModelOutputs, reference: Reference,
+                   knn_k: int = 5) -> np.ndarray:
+    if score == "msp":
+        return msp_score(outputs.probabilities)
+    if score == "energy":
+        return energy_score(outputs.logits, outputs.temperature)
+    if len(reference) == 0:
+        raise ValueError(f"the {score} open-set score needs the model's reference embeddings, "
+                         "and this model has none")
+    if score == "knn":
+        return knn_score(reference.embeddings, outputs.embeddings, knn_k)
+    if score == "mahalanobis":
+        return reference.mahalanobis_score(outputs.embeddings)
+    raise ValueError(f"unknown open-set score {score!r}; one of {SCORES}")
 
 
 def known_vs_unknown_auroc(known: np.ndarray, unknown: np.ndarray) -> float:
@@ -52,26 +127,37 @@ def known_vs_unknown_auroc(known: np.ndarray, unknown: np.ndarray) -> float:
 
 
 def threshold_for_known_acceptance(known_scores: np.ndarray, accept_share: float) -> float:
-    """The score threshold that accepts ``accept_share`` of known images."""
-    return float(np.quantile(known_scores, 1 - accept_share)) if len(known_scores) else -np.inf
+    """The score threshold at which ``accept_share`` of the known images score at or above it
+    (the lower quantile; ties never push a known image under it)."""
+    if len(known_scores) == 0:
+        raise ValueError("no known images to set the open-set threshold on")
+    return float(np.quantile(known_scores, 1 - accept_share, method="lower"))
 
 
 @dataclass(frozen=True)
 class OpenSetRule:
-    """When a prediction becomes UNKNOWN. ``msp``: calibrated top-1 below ``threshold``.
-    ``knn``: that, or an embedding farther from the training images than ``knn_threshold``."""
+    """A photo is UNKNOWN when its ``score`` is under ``threshold``. ``operating_point`` says how
+    the threshold was set (a target on known photos, or the design's fixed confidence)."""
 
-    name: str
+    score: ScoreName
     threshold: float
-    knn_k: int = 10
-    knn_threshold: float = -np.inf
+    knn_k: int = 5
+    operating_point: str = ""
 
-    def flags(self, probabilities: np.ndarray, embeddings: np.ndarray,
-              reference: np.ndarray) -> np.ndarray:
-        unknown = msp_score(probabilities) < self.threshold
-        if self.name == "knn" and len(reference):
-            unknown |= knn_score(reference, embeddings, self.knn_k) < self.knn_threshold
-        return unknown
+    @property
+    def label(self) -> str:
+        return f"knn(k={self.knn_k})" if self.score == "knn" else self.score
+
+    def scores(self, outputs: ModelOutputs, reference: Reference) -> np.ndarray:
+        return open_set_score(self.score, outputs, reference, self.knn_k)
+
+    def flags(self, outputs: ModelOutputs, reference: Reference) -> np.ndarray:
+        return self.scores(outputs, reference) < self.threshold
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def fixed_confidence(cls, threshold: float) -> OpenSetRule:
+        """The design's rule: calibrated top-1 confidence under ``threshold``."""
+        return cls("msp", float(threshold), operating_point=f"fixed top-1 confidence {threshold}")

@@ -2,15 +2,14 @@
 predict``, batch scoring, the dashboard and the clustering embeddings.
 
 A prediction always keeps the top-3 labels and calibrated confidences; ``label`` is the top-1
-class, or ``UNKNOWN`` when the model's open-set rule says so (by default: calibrated top-1
-confidence under the threshold; with the kNN rule also an embedding far from every training
-image).
+class, or ``UNKNOWN`` when the model's open-set rule says so (its score under the threshold set
+at evaluation, see ``evaluation.decision``); ``auto_accepted`` and ``prediction_set`` come from
+the certified accept rule and the conformal sets of the same policy.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from meterid.evaluation.decision import DecisionPolicy
 from meterid.evaluation.metrics import UNKNOWN
-from meterid.evaluation.openset import OpenSetRule
+from meterid.evaluation.openset import ModelOutputs, Reference
 from meterid.inference.engines import build_engine
+from meterid.model.classifier import MeterClassifier
 from meterid.model.presets import BatchNormalizer, eval_resize
 from meterid.registry import LoadedModel
 
@@ -33,21 +34,32 @@ class Prediction:
     is_unknown: bool
     top_labels: tuple[str, ...]
     top_confidences: tuple[float, ...]
+    open_set_score: float = float("nan")  # the open-set rule's score (UNKNOWN under threshold)
+    auto_accepted: bool = False           # trusted without review (the certified rule)
+    prediction_set: tuple[str, ...] = ()  # conformal candidates, most probable first
 
     def columns(self) -> dict[str, object]:
-        """Flat output columns: label, is_unknown, top1_label, top1_conf, ..., top3_conf."""
+        """Flat output columns: label, is_unknown, top1_label, top1_conf, ..., top3_conf,
+        open_set_score, auto_accepted, prediction_set (a list of labels)."""
         row: dict[str, object] = {"label": self.label, "is_unknown": self.is_unknown}
         for rank in range(TOP_K):
             has = rank < len(self.top_labels)
             row[f"top{rank + 1}_label"] = self.top_labels[rank] if has else None
             row[f"top{rank + 1}_conf"] = self.top_confidences[rank] if has else None
+        row.update(open_set_score=self.open_set_score, auto_accepted=self.auto_accepted,
+                   prediction_set=list(self.prediction_set))
         return row
 
 
-def open_set_rule(loaded: LoadedModel, threshold: float | None = None) -> OpenSetRule:
-    """The model's stored rule; ``threshold`` overrides its calibrated-confidence threshold."""
-    rule = OpenSetRule(**loaded.open_set)
-    return rule if threshold is None else dataclasses.replace(rule, threshold=float(threshold))
+def decision_policy(loaded: LoadedModel, threshold: float | None = None) -> DecisionPolicy:
+    """The model's evaluated policy; ``threshold`` replaces its open-set rule by the design's
+    fixed calibrated-confidence rule at that threshold."""
+    return loaded.policy.with_fixed_confidence(threshold)
+
+
+def reference_of(model: MeterClassifier) -> Reference:
+    return Reference(model.reference_embeddings.float().numpy(),
+                     model.reference_labels.numpy())
 
 
 class Predictor:
@@ -58,12 +70,12 @@ class Predictor:
                  engine: str = "torch", onnx_cache: Path | None = None):
         self.loaded = loaded
         self.model = loaded.model.eval()
-        self.rule = open_set_rule(loaded, threshold)
+        self.policy = decision_policy(loaded, threshold)
         pre = loaded.preprocessing
         self.image_size = pre.image_size
         self.transform = eval_resize(pre.image_size)  # per image, in worker threads
         self.normalize = BatchNormalizer(pre.mean, pre.std)  # per batch
-        self.reference = loaded.model.reference_embeddings.float().numpy()
+        self.reference = reference_of(loaded.model)
         self.engine = build_engine(self.model, engine, onnx_cache or Path("models/onnx"),
                                    pre.image_size)
 
@@ -71,7 +83,7 @@ class Predictor:
         """The same model and engine under another UNKNOWN threshold (a shallow copy: cheap,
         and the original is left as it was for whoever else holds it)."""
         other = copy.copy(self)
-        other.rule = open_set_rule(self.loaded, threshold)
+        other.policy = decision_policy(self.loaded, threshold)
         return other
 
     @property
@@ -85,23 +97,30 @@ class Predictor:
     def _run(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         return self.engine(self.normalize(batch).contiguous())
 
-    def predict(self, batch: torch.Tensor) -> list[Prediction]:
-        logits, embeddings = self._run(batch)
+    def outputs(self, logits: np.ndarray, embeddings: np.ndarray) -> ModelOutputs:
         temperature = float(self.model.temperature)
         probabilities = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
-        return self.predictions(probabilities, embeddings)
+        return ModelOutputs(logits, probabilities, embeddings, temperature)
 
-    def predictions(self, probabilities: np.ndarray, embeddings: np.ndarray) -> list[Prediction]:
-        unknown = self.rule.flags(probabilities, embeddings, self.reference)
+    def predict(self, batch: torch.Tensor) -> list[Prediction]:
+        return self.predictions(self.outputs(*self._run(batch)))
+
+    def predictions(self, outputs: ModelOutputs) -> list[Prediction]:
+        decided = self.policy.decide(outputs, self.reference)
+        probabilities = outputs.probabilities
         k = min(TOP_K, probabilities.shape[1])
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         classes = self.loaded.classes
         out = []
-        for row, flagged, top in zip(probabilities, unknown, order, strict=True):
-            labels = tuple(classes[i] for i in top)
-            out.append(Prediction(label=UNKNOWN if flagged else labels[0],
-                                  is_unknown=bool(flagged), top_labels=labels,
-                                  top_confidences=tuple(round(float(row[i]), 6) for i in top)))
+        for i, (row, top) in enumerate(zip(probabilities, order, strict=True)):
+            labels = tuple(classes[j] for j in top)
+            flagged = bool(decided.unknown[i])
+            out.append(Prediction(
+                label=UNKNOWN if flagged else labels[0], is_unknown=flagged, top_labels=labels,
+                top_confidences=tuple(round(float(row[j]), 6) for j in top),
+                open_set_score=round(float(decided.open_set_scores[i]), 6),
+                auto_accepted=bool(decided.auto_accepted[i]),
+                prediction_set=tuple(classes[j] for j in decided.prediction_sets[i])))
         return out
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:

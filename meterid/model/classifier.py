@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from meterid.evaluation.decision import DecisionPolicy
 from meterid.model.backbones import Backbone, build_backbone
 
 
@@ -37,9 +38,12 @@ class MeterClassifier(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.dim, len(classes)))
         self.preprocessing = Preprocessing(224, backbone.mean, backbone.std)
         self.register_buffer("temperature", torch.ones(()))
-        # Eval-view embeddings of the training images, for the kNN open-set rule at inference.
+        # Eval-view embeddings of the training images and their class indices, for the
+        # embedding-based open-set scores (kNN, Mahalanobis) at inference.
         self.register_buffer("reference_embeddings", torch.empty(0, backbone.dim))
-        self.open_set: dict = {"name": "msp", "threshold": 0.5}
+        self.register_buffer("reference_labels", torch.empty(0, dtype=torch.long))
+        # The evaluated DecisionPolicy as plain values (it travels in checkpoints and MLmodel).
+        self.decision: dict = DecisionPolicy.untested().to_dict()
 
     @property
     def embedding_dim(self) -> int:
@@ -81,7 +85,7 @@ def save_checkpoint(model: MeterClassifier, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "classes": model.classes,
                 "backbone": model.backbone_name, "unfreeze": model.unfreeze,
-                "preprocessing": model.preprocessing.to_dict(), "open_set": model.open_set}, path)
+                "preprocessing": model.preprocessing.to_dict(), "decision": model.decision}, path)
     return path
 
 
@@ -91,10 +95,11 @@ def load_checkpoint(path: Path) -> MeterClassifier:
     backbone = build_backbone(checkpoint["backbone"], "none",
                               checkpoint.get("unfreeze", "last_block"))
     model = MeterClassifier(backbone, checkpoint["classes"])
-    model.reference_embeddings = torch.empty_like(checkpoint["state_dict"]["reference_embeddings"])
+    for name in ("reference_embeddings", "reference_labels"):
+        setattr(model, name, torch.empty_like(checkpoint["state_dict"][name]))
     model.load_state_dict(checkpoint["state_dict"])
     pre = checkpoint["preprocessing"]
     model.preprocessing = Preprocessing(pre["image_size"], tuple(pre["mean"]), tuple(pre["std"]),
                                         pre["resize"])
-    model.open_set = dict(checkpoint["open_set"])
+    model.decision = dict(checkpoint["decision"])
     return model.eval()

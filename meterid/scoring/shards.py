@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from meterid.config import Params, ScoreConfig
-from meterid.inference.predictor import Predictor, open_set_rule
+from meterid.inference.predictor import Predictor, decision_policy
 from meterid.registry import load_classifier
 from meterid.scoring.checkpoint import Checkpoint
 from meterid.scoring.sources import SOURCE
@@ -134,7 +134,7 @@ def plan_run(params: Params, cfg: ScoreConfig, threshold: float | None, input_pa
     """Open the run as a single-process run would (same key, same parts) and cut what is left
     into shards. Loads the classifier once here for its UNKNOWN rule (part of the run's key)."""
     loaded = load_classifier(cfg.model)
-    run = open_run(params, cfg, loaded.source, open_set_rule(loaded, threshold), input_path,
+    run = open_run(params, cfg, loaded.source, decision_policy(loaded, threshold), input_path,
                    output, column)
     folder = Path(loaded.source)  # a model folder (the key keeps it as given)
     source = str(folder.resolve()) if folder.is_dir() else loaded.source

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from meterid.config import MonitorConfig, Params, ScoreConfig
 from meterid.data.images import file_sha256
-from meterid.evaluation.openset import OpenSetRule
+from meterid.evaluation.decision import DecisionPolicy
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
 from meterid.registry import load_classifier
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = (
     ROW, SOURCE, "status", "error", "label", "is_unknown",
     "top1_label", "top1_conf", "top2_label", "top2_conf", "top3_label", "top3_conf",
+    "open_set_score", "auto_accepted", "prediction_set",
     "quality_issue", "brightness", "contrast", "sharpness", "glare",
     "sha256", "bytes", "image_format", "model_version", "scored_at", "run_id",
 )
@@ -98,14 +99,14 @@ class ScoringRun:
                                                 strict=True) if row not in self.done)
 
 
-def open_run(params: Params, cfg: ScoreConfig, model_source: str, rule: OpenSetRule,
+def open_run(params: Params, cfg: ScoreConfig, model_source: str, policy: DecisionPolicy,
              input_path: Path, output: Path | None = None,
              column: str | None = None) -> ScoringRun:
     """Read the list and find (or start) its run; ``model_source`` is pinned to a version."""
     input_path = Path(input_path)
     sources = read_sources(input_path, column, reserved=frozenset(OUTPUT_COLUMNS))
     key = run_key(input=file_sha256(input_path), column=column, model=model_source,
-                  rule=rule.to_dict(), quality=cfg.quality.model_dump())
+                  policy=policy.to_dict(), quality=cfg.quality.model_dump())
     checkpoint = Checkpoint(params.paths.scoring_reports / ".work" / key)
     meta = checkpoint.run_meta({"input": str(input_path),
                                 "output": str(output or _default_output(params, input_path))})
@@ -145,7 +146,7 @@ def open_scorer(predictor: Predictor, cfg: ScoreConfig, max_pixels: int,
 def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_path: Path,
                output: Path | None = None, column: str | None = None) -> ScoringOutcome:
     """Score every row of ``input_path``; a killed run started again resumes where it stopped."""
-    run = open_run(params, cfg, predictor.loaded.source, predictor.rule, input_path, output,
+    run = open_run(params, cfg, predictor.loaded.source, predictor.policy, input_path, output,
                    column)
     store = UnknownStore(params.paths.unknown_store) if cfg.store_unknown else None
     with open_scorer(predictor, cfg, params.validate_.max_pixels, store, run.run_id) as scorer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,18 @@ import torch
 
 from meterid import registry, tracking
 from meterid.config import Params
+from meterid.data.demo.scenes import non_meter_scenes
 from meterid.data.split import read_splits
-from meterid.evaluation.evaluate import evaluate, write_reports
+from meterid.evaluation.evaluate import (
+    EvaluationData,
+    brands_of,
+    evaluate,
+    model_outputs,
+    write_reports,
+)
+from meterid.evaluation.openset import ModelOutputs
+from meterid.evaluation.operating_point import HeldOut
+from meterid.inference.quality import measure_quality, quality_issues
 from meterid.model.classifier import MeterClassifier, load_checkpoint, save_checkpoint
 from meterid.training.calibration import Calibration
 from meterid.training.trainer import (
@@ -94,6 +105,7 @@ def train_candidate(params: Params, repo: Path) -> dict:
         model = result.model
         model.reference_embeddings = logits_from_activations(
             model, result.cached["train"].activations)[1]
+        model.reference_labels = result.cached["train"].targets.clone()
         save_checkpoint(model, files.checkpoint)
         np.savez_compressed(
             files.frozen_embeddings,
@@ -120,20 +132,52 @@ def _log_calibration(calibration: Calibration) -> None:
         ("calibration_cv_nll_calibrated", calibration.cv_nll_calibrated)) if not np.isnan(value)})
 
 
-def _test_split(model: MeterClassifier, splits: pd.DataFrame, params: Params) -> CachedSplit:
-    rows = splits[splits["split"] == "test"]
+def _split(model: MeterClassifier, splits: pd.DataFrame, params: Params, name: str
+           ) -> CachedSplit:
+    rows = splits[splits["split"] == name]
     index = {c: i for i, c in enumerate(model.classes)}
     paths = [params.paths.raw_dir / p for p in rows["path"]]
     return cache_images(model, paths, [index[c] for c in rows["label"]], params.train,
-                        params.validate_.max_pixels, params.paths.raw_dir, "test images")
+                        params.validate_.max_pixels, params.paths.raw_dir, f"{name} images")
 
 
-def _unknown_images(model: MeterClassifier, params: Params) -> CachedSplit | None:
+def _held_out(model: MeterClassifier, params: Params) -> HeldOut | None:
     folder = params.paths.unknown_dir
-    if not folder.is_dir() or not any(folder.rglob("*.jpg")):
-        log.warning("no held-out images in %s: unknown-detection metrics will be empty", folder)
+    if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
+        log.warning("no held-out brands in %s: the open-set rule cannot be chosen or measured "
+                    "on unseen brands", folder)
         return None
-    return cache_folder(model, folder, params.train, params.validate_.max_pixels)
+    cached = cache_folder(model, folder, params.train, params.validate_.max_pixels)
+    return HeldOut(model_outputs(model, cached), brands_of(cached))
+
+
+def _non_meter(model: MeterClassifier, params: Params) -> tuple[ModelOutputs, np.ndarray]:
+    """Generated non-meter scenes, JPEG-encoded as field photos are: the model's outputs and
+    whether the quality gate already stops each one."""
+    with tempfile.TemporaryDirectory(prefix="meterid-scenes-") as tmp:
+        paths, poor = [], []
+        for i, (kind, image) in enumerate(non_meter_scenes(params.evaluate.non_meter_scenes,
+                                                           params.train.seed)):
+            poor.append(bool(quality_issues(measure_quality(image), params.score.quality)))
+            paths.append(Path(tmp) / f"{i:03d}-{kind}.jpg")
+            image.save(paths[-1], quality=85)
+        cached = cache_images(model, paths, [-1] * len(paths), params.train,
+                              params.validate_.max_pixels, Path(tmp), "non-meter scenes")
+    return model_outputs(model, cached), np.array(poor, dtype=bool)
+
+
+def evaluation_data(model: MeterClassifier, splits: pd.DataFrame, params: Params
+                    ) -> EvaluationData:
+    val, test = (_split(model, splits, params, name) for name in ("val", "test"))
+    if not len(val.targets):
+        raise ValueError("no validation photos: the open-set threshold, the auto-accept bound "
+                         "and the prediction sets are set on them (every class under "
+                         f"split.high={params.split.high} photos has none)")
+    non_meter, poor = (_non_meter(model, params) if params.evaluate.non_meter_scenes
+                       else (None, None))
+    return EvaluationData(model_outputs(model, val), val.targets.numpy(),
+                          model_outputs(model, test), test.targets.numpy(), test.paths,
+                          _held_out(model, params), non_meter, poor)
 
 
 def evaluate_candidate(params: Params) -> dict:
@@ -144,17 +188,24 @@ def evaluate_candidate(params: Params) -> dict:
     model = load_checkpoint(files.checkpoint)
     splits = read_splits(params.paths.splits)
     frozen = np.load(files.frozen_embeddings)
-    evaluation = evaluate(model, _test_split(model, splits, params), _unknown_images(model, params),
-                          frozen["embeddings"], frozen["labels"], params.evaluate,
-                          params.train.seed)
+    evaluation = evaluate(model, evaluation_data(model, splits, params), frozen["embeddings"],
+                          frozen["labels"], params.evaluate, params.train.seed)
     reports = write_reports(evaluation, model.classes, params.paths.evaluation_reports)
-    model.open_set = evaluation.rule.to_dict()
+    model.decision = evaluation.policy.to_dict()
     run_id = json.loads(files.run_info.read_text())["run_id"]
     tracking.use_experiment(TRAINING_EXPERIMENT)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({k: v for k, v in evaluation.metrics.items() if np.isfinite(v)})
+        choice = evaluation.open_set_choice
+        mlflow.set_tags({"open_set_rule": choice.rule.label,
+                         "open_set_operating_point": choice.rule.operating_point,
+                         "open_set_selected_by": choice.selected_by,
+                         "open_set_selection_brands": ",".join(choice.brand_sets.selection)
+                         if choice.brand_sets else "",
+                         "open_set_report_brands": ",".join(choice.brand_sets.report)
+                         if choice.brand_sets else ""})
         mlflow.log_artifacts(str(params.paths.evaluation_reports), artifact_path="evaluation")
-        info = registry.log_model(model, params.evaluate.threshold, model.open_set)
+        info = registry.log_model(model, params.evaluate.threshold)
         version = registry.register(info.model_uri, run_id, evaluation.metrics,
                                     test_split_id=test_split_id(splits))
     cfg = params.register_
@@ -163,7 +214,7 @@ def evaluate_candidate(params: Params) -> dict:
                                             test_split_id(splits))
     export_champion(params)  # the champion may be this version or an earlier one
     return {"version": version, "aliases": aliases, "metrics": evaluation.metrics,
-            "rule": model.open_set, "reports": {k: str(v) for k, v in reports.items()}}
+            "decision": model.decision, "reports": {k: str(v) for k, v in reports.items()}}
 
 
 def export_champion(params: Params) -> Path:

@@ -15,6 +15,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from meterid import registry
+from meterid.evaluation.conformal import AcceptRule, PredictionSetRule
+from meterid.evaluation.decision import DecisionPolicy
+from meterid.evaluation.openset import OpenSetRule
 from meterid.model.backbones import build_backbone
 from meterid.model.classifier import MeterClassifier, Preprocessing
 from meterid.registry import (
@@ -32,7 +35,10 @@ from meterid.tracking import dvc_data_version, flatten_params, git_commit, log_e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["acme-a1", "beta-b2", "gamma-g3"]
-OPEN_SET = {"rule": "knn", "k": 5, "threshold": -0.25}
+# A certified accept rule and real sets, with an infinity the MLmodel YAML must carry.
+POLICY = DecisionPolicy(OpenSetRule("knn", -0.25, 5, "accepts 97% of 40 known photos"),
+                        AcceptRule(0.95, 0.02, 0.1, True, 0.019, 0.95, 257),
+                        PredictionSetRule(0.01, math.inf, 40))
 SIZE = 32  # EfficientNet's 32x downsampling leaves 1x1: the smallest image that runs
 
 
@@ -64,6 +70,7 @@ def tiny_model(seed: int, temperature: float) -> MeterClassifier:
     model = MeterClassifier(build_backbone("efficientnet_lite0", "none"), CLASSES)
     model.preprocessing = Preprocessing(SIZE, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     model.temperature.fill_(temperature)
+    model.decision = POLICY.to_dict()
     return model.eval()
 
 
@@ -80,7 +87,7 @@ def model_b() -> MeterClassifier:
 def log_and_register(model: MeterClassifier, experiment: str, accuracy: float,
                      split: str | None = "split-1") -> int:
     with mlflow.start_run(experiment_id=experiment) as run:
-        info = registry.log_model(model, threshold=0.4, open_set=OPEN_SET)
+        info = registry.log_model(model, threshold=0.4)
     return register(info.model_uri, run.info.run_id, {"accuracy": accuracy, "macro_f1": 0.5},
                     test_split_id=split)
 
@@ -174,7 +181,7 @@ def test_log_epoch_history_one_curve_per_phase_without_nan(experiment: str) -> N
 
 def test_log_model_needs_an_active_run(experiment: str, model_a: MeterClassifier) -> None:
     with pytest.raises(RuntimeError, match="active MLflow run"):
-        registry.log_model(model_a, threshold=0.4, open_set=OPEN_SET)
+        registry.log_model(model_a, threshold=0.4)
 
 
 def test_first_version_is_champion_and_a_worse_one_only_challenger(
@@ -250,7 +257,7 @@ def test_load_resolves_the_alias_at_call_time_and_keeps_logits(
 
     loaded = load_classifier("models:/meterid@champion")
     assert (loaded.version, loaded.classes, loaded.temperature) == (v1, CLASSES, 1.5)
-    assert (loaded.threshold, loaded.open_set) == (0.4, OPEN_SET)
+    assert (loaded.threshold, loaded.policy) == (0.4, POLICY)
     assert loaded.preprocessing == model_a.preprocessing == loaded.model.preprocessing
     assert loaded.source == f"models:/meterid/{v1}" and not loaded.model.training
     assert_same_logits(model_a, loaded.model)
@@ -266,7 +273,7 @@ def test_load_resolves_the_alias_at_call_time_and_keeps_logits(
 
 def test_load_from_a_run_uri(experiment: str, model_a: MeterClassifier) -> None:
     with mlflow.start_run(experiment_id=experiment) as run:
-        registry.log_model(model_a, threshold=0.4, open_set=OPEN_SET)
+        registry.log_model(model_a, threshold=0.4)
     loaded = load_classifier(f"runs:/{run.info.run_id}/model")
     assert loaded.version is None and loaded.classes == CLASSES
     assert_same_logits(model_a, loaded.model)
@@ -315,7 +322,7 @@ def test_logging_leaves_the_callers_model_alone(
         experiment: str, model_a: MeterClassifier) -> None:
     model = copy.deepcopy(model_a).train()
     with mlflow.start_run(experiment_id=experiment):
-        info = registry.log_model(model, threshold=0.4, open_set=OPEN_SET)
+        info = registry.log_model(model, threshold=0.4)
     assert model.training
     assert info.metadata["backbone"] == "efficientnet_lite0"
     assert info.signature.inputs.inputs[0].shape == (-1, 3, SIZE, SIZE)

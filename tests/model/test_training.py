@@ -107,15 +107,18 @@ def test_augmented_views_are_deterministic_and_distinct(
 def test_checkpoint_round_trip(tiny_model: MeterClassifier, tmp_path: Path):
     tiny_model.temperature.fill_(1.7)
     tiny_model.reference_embeddings = torch.randn(5, tiny_model.embedding_dim)
-    tiny_model.open_set = {"name": "knn", "threshold": 0.5, "knn_k": 3, "knn_threshold": -0.2}
+    tiny_model.reference_labels = torch.tensor([0, 1, 2, 0, 1])
+    tiny_model.decision = {**tiny_model.decision, "open_set": {
+        "score": "knn", "threshold": -0.2, "knn_k": 3, "operating_point": "test"}}
     loaded = load_checkpoint(save_checkpoint(tiny_model, tmp_path / "model.pt"))
     images = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         assert torch.allclose(loaded(images), tiny_model(images), atol=1e-6)
     assert loaded.classes == ["a", "b", "c"] and float(loaded.temperature) == pytest.approx(1.7)
-    assert loaded.open_set == tiny_model.open_set
+    assert loaded.decision == tiny_model.decision
     assert loaded.preprocessing == tiny_model.preprocessing
     assert torch.equal(loaded.reference_embeddings, tiny_model.reference_embeddings)
+    assert torch.equal(loaded.reference_labels, tiny_model.reference_labels)
 
 
 def test_weights_from_a_local_file(tmp_path: Path):

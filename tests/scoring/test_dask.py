@@ -174,7 +174,7 @@ def test_either_path_resumes_the_others_parts(project: Path, hostile_server: str
     urls = _mixed_list(hostile_server)[:7]
     (project / "list.txt").write_text("\n".join(urls) + "\n")
     predictor = load_predictor(params, params.score.model, None)
-    run = open_run(params, params.score, predictor.loaded.source, predictor.rule,
+    run = open_run(params, params.score, predictor.loaded.source, predictor.policy,
                    project / "list.txt")
     with open_scorer(predictor, params.score, params.validate_.max_pixels, None,
                      run.run_id) as scorer:  # the single-process run, "killed" after 4 rows

@@ -100,8 +100,10 @@ def test_unknown_photos_are_stored_content_addressed(tiny_model, params, fast_fe
                                                      hostile_server, tmp_path: Path, one_thread):
     import dataclasses
 
+    from meterid.evaluation.decision import DecisionPolicy
+
     store = UnknownStore(tmp_path / "store")
-    strict = dataclasses.replace(tiny_model, open_set={"name": "msp", "threshold": 0.99})
+    strict = dataclasses.replace(tiny_model, policy=DecisionPolicy.untested(0.99))
     scorer = _scorer(strict, params, fast_fetch,
                      on_unknown=lambda data, row: store.add(data, {**row, "run_id": "r1"}))
     rows = list(scorer.score(enumerate([hostile_server + "/ok.jpg",

@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from meterid.evaluation.conformal import AcceptRule, PredictionSetRule
+from meterid.evaluation.decision import DecisionPolicy
+from meterid.evaluation.openset import ModelOutputs, OpenSetRule, Reference
 from meterid.inference.predictor import Predictor
 from meterid.inference.quality import Quality, quality_issues
 from meterid.scoring.monitoring import drift_alerts, summarize
@@ -18,11 +21,15 @@ from meterid.scoring.sources import InputError, read_sources
 RESERVED = frozenset({"row", "url", "label", "status"})
 
 
+def _outputs(probabilities: np.ndarray, embeddings: np.ndarray) -> ModelOutputs:
+    return ModelOutputs(np.log(probabilities), probabilities, embeddings)
+
+
 def test_unknown_below_threshold_keeps_the_top3(tiny_model):
     predictor = Predictor(tiny_model)
     probabilities = np.array([[0.45, 0.35, 0.20], [0.10, 0.85, 0.05], [0.50, 0.30, 0.20]])
     embeddings = np.zeros((3, tiny_model.model.embedding_dim), dtype=np.float32)
-    unsure, sure, edge = predictor.predictions(probabilities, embeddings)
+    unsure, sure, edge = predictor.predictions(_outputs(probabilities, embeddings))
     assert unsure.label == "UNKNOWN" and unsure.is_unknown
     assert unsure.top_labels == ("alpha", "beta", "gamma")
     assert unsure.top_confidences == (0.45, 0.35, 0.2)
@@ -30,32 +37,48 @@ def test_unknown_below_threshold_keeps_the_top3(tiny_model):
     assert edge.label == "alpha"  # at the threshold is not under it
     columns = unsure.columns()
     assert columns["top1_label"] == "alpha" and columns["top3_conf"] == 0.2
+    # an untested model auto-accepts nothing and offers every label to the reviewer
+    assert not any(p.auto_accepted for p in (unsure, sure, edge))
+    assert columns["prediction_set"] == ["alpha", "beta", "gamma"]
+    assert columns["open_set_score"] == 0.45
 
 
 def test_with_threshold_shares_the_engine_and_leaves_the_original_alone(tiny_model):
-    probabilities = np.array([[0.7, 0.2, 0.1]])
-    embeddings = np.zeros((1, tiny_model.model.embedding_dim), dtype=np.float32)
+    outputs = _outputs(np.array([[0.7, 0.2, 0.1]]),
+                       np.zeros((1, tiny_model.model.embedding_dim), dtype=np.float32))
     default = Predictor(tiny_model)
     stricter = default.with_threshold(0.8)
-    assert stricter.predictions(probabilities, embeddings)[0].label == "UNKNOWN"
-    assert default.predictions(probabilities, embeddings)[0].label == "alpha"
+    assert stricter.predictions(outputs)[0].label == "UNKNOWN"
+    assert default.predictions(outputs)[0].label == "alpha"
     assert stricter.engine is default.engine
 
 
-def test_threshold_override_and_knn_rule(tiny_model):
-    probabilities = np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
+def _policy(open_set: OpenSetRule, accept_threshold: float, quantile: float) -> DecisionPolicy:
+    return DecisionPolicy(open_set, AcceptRule(accept_threshold, 0.02, 0.1, True, 0.02,
+                                               accept_threshold, 100),
+                          PredictionSetRule(0.05, quantile, 100))
+
+
+def test_knn_rule_accept_rule_and_sets_from_the_stored_policy(tiny_model):
     dim = tiny_model.model.embedding_dim
-    stricter = Predictor(tiny_model, threshold=0.8)
-    assert [p.label for p in stricter.predictions(probabilities, np.ones((2, dim)))] == [
-        "UNKNOWN", "UNKNOWN"]
     reference = np.eye(dim, dtype=np.float32)[:4]
-    knn_model = dataclasses.replace(tiny_model, open_set={
-        "name": "knn", "threshold": 0.5, "knn_k": 1, "knn_threshold": -0.5})
-    predictor = Predictor(knn_model)
-    predictor.reference = reference
-    near, far = reference[0], -reference[0]  # cosine distance 0 and 2 to the nearest
-    labels = [p.label for p in predictor.predictions(probabilities, np.stack([near, far]))]
-    assert labels == ["alpha", "UNKNOWN"]
+    policy = _policy(OpenSetRule("knn", -0.5, 1), accept_threshold=0.9, quantile=0.75)
+    predictor = Predictor(dataclasses.replace(tiny_model, policy=policy))
+    predictor.reference = Reference(reference, np.array([0, 1, 2, 0]))
+    near, far = reference[0], -reference[0]  # nearest similarity 1 and 0 (orthogonal to e1..e3)
+    probabilities = np.array([[0.95, 0.03, 0.02], [0.6, 0.3, 0.1], [0.95, 0.03, 0.02]])
+    sure, unsure, stranger = predictor.predictions(
+        _outputs(probabilities, np.stack([near, near, far])))
+    assert (sure.label, sure.auto_accepted, sure.prediction_set) == ("alpha", True, ("alpha",))
+    # kept but under the accept threshold: a reviewer picks from the labels with p >= 0.25
+    assert (unsure.label, unsure.auto_accepted) == ("alpha", False)
+    assert unsure.prediction_set == ("alpha", "beta")
+    # confident, but far from every training image: UNKNOWN, never auto-accepted
+    assert (stranger.label, stranger.auto_accepted) == ("UNKNOWN", False)
+    assert stranger.open_set_score == pytest.approx(-1.0)
+    # --threshold replaces the evaluated rule by the design's fixed confidence
+    assert predictor.with_threshold(0.5).predictions(
+        _outputs(probabilities[2:], far[None]))[0].label == "alpha"
 
 
 def test_quality_reasons_name_value_and_limit(params):

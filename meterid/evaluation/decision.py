@@ -1,0 +1,64 @@
+"""What the product answers for each photo, as one typed policy stored with the model.
+
+``DecisionPolicy`` bundles the open-set rule (UNKNOWN or not), the auto-accept rule (trusted
+without review) and the conformal prediction sets (the candidates a reviewer picks from). It is
+set by ``meterid evaluate`` on held-out data and read back by every consumer of the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from meterid.evaluation.conformal import NEVER, AcceptRule, PredictionSetRule
+from meterid.evaluation.openset import ModelOutputs, OpenSetRule, Reference
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Per photo: the open-set score, UNKNOWN or not, auto-accepted or not, the prediction set
+    (class indices, most probable first)."""
+
+    open_set_scores: np.ndarray
+    unknown: np.ndarray
+    auto_accepted: np.ndarray
+    prediction_sets: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    open_set: OpenSetRule
+    accept: AcceptRule
+    prediction_sets: PredictionSetRule
+
+    def decide(self, outputs: ModelOutputs, reference: Reference) -> Decisions:
+        scores = self.open_set.scores(outputs, reference)
+        unknown = scores < self.open_set.threshold
+        confidence = outputs.probabilities.max(axis=1)
+        return Decisions(scores, unknown, self.accept.accepts(confidence, unknown),
+                         self.prediction_sets.sets(outputs.probabilities))
+
+    def with_fixed_confidence(self, threshold: float | None) -> DecisionPolicy:
+        """The design's rule at ``threshold`` in place of the evaluated open-set rule."""
+        if threshold is None:
+            return self
+        return replace(self, open_set=OpenSetRule.fixed_confidence(threshold))
+
+    def to_dict(self) -> dict:
+        return {"open_set": self.open_set.to_dict(), "accept": self.accept.to_dict(),
+                "prediction_sets": self.prediction_sets.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DecisionPolicy:
+        return cls(OpenSetRule(**data["open_set"]), AcceptRule(**data["accept"]),
+                   PredictionSetRule(**data["prediction_sets"]))
+
+    @classmethod
+    def untested(cls, threshold: float = 0.5) -> DecisionPolicy:
+        """Before evaluation: the design's fixed confidence, nothing auto-accepted, every label
+        in the set (nothing has been measured, so nothing is promised)."""
+        return cls(OpenSetRule.fixed_confidence(threshold),
+                   AcceptRule(NEVER, 0.0, 0.0, False, 1.0, NEVER, 0),
+                   PredictionSetRule(0.0, math.inf, 0))  # every label: covers with p = 1

@@ -1,0 +1,152 @@
+"""Choosing the open-set rule on one set of held-out brands and measuring it on another.
+
+Every candidate score gets its threshold from the same stated target: the share of known
+validation photos it accepts (``evaluate.known_accept_share``). The candidate that flags the most
+photos of the *selection* brands at that operating point wins (AUROC breaks ties); the figures
+users can trust are those on the *report* brands, which took no part in the choice, and on the
+known test photos, which set no threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from meterid.config import EvaluateConfig
+from meterid.evaluation.openset import (
+    ModelOutputs,
+    OpenSetRule,
+    Reference,
+    known_vs_unknown_auroc,
+    open_set_score,
+    threshold_for_known_acceptance,
+)
+
+KNN_KS = (1, 3, 5, 10, 20)
+FIXED = "msp_fixed"
+CANDIDATES: tuple[tuple[str, int], ...] = (
+    ("msp", 0), ("energy", 0), *(("knn", k) for k in KNN_KS), ("mahalanobis", 0))
+
+
+@dataclass(frozen=True)
+class BrandSets:
+    """Held-out brands cut in two: one to choose the rule on, one to report it on."""
+
+    selection: tuple[str, ...]
+    report: tuple[str, ...]
+
+    @property
+    def disjoint(self) -> bool:
+        return not set(self.selection) & set(self.report)
+
+
+def split_brand_sets(brands: list[str] | np.ndarray) -> BrandSets:
+    """Alternate the sorted brands between the two sets (deterministic, balanced in count). One
+    brand cannot be split: it is both sets, and ``disjoint`` says so."""
+    names = sorted(set(map(str, brands)))
+    if len(names) < 2:
+        return BrandSets(tuple(names), tuple(names))
+    return BrandSets(tuple(names[0::2]), tuple(names[1::2]))
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Model outputs of the held-out-brand photos with each photo's brand."""
+
+    outputs: ModelOutputs
+    brands: np.ndarray
+
+    def of(self, names: tuple[str, ...]) -> ModelOutputs:
+        return self.outputs.subset(np.isin(self.brands, names))
+
+
+@dataclass(frozen=True)
+class OpenSetChoice:
+    rule: OpenSetRule
+    table: pd.DataFrame          # one row per candidate, the chosen one marked
+    brand_sets: BrandSets | None  # None without held-out brands
+    selected_by: str
+
+
+def _groups(known_val: ModelOutputs, known_test: ModelOutputs, held_out: HeldOut | None,
+            sets: BrandSets | None) -> dict[str, ModelOutputs]:
+    none = known_test.subset(np.zeros(len(known_test), dtype=bool))
+    return {"known_val": known_val, "known_test": known_test,
+            "selection": held_out.of(sets.selection) if held_out and sets else none,
+            "report": held_out.of(sets.report) if held_out and sets else none}
+
+
+def candidate_rules(known_val: ModelOutputs, reference: Reference, share: float
+                    ) -> dict[str, OpenSetRule]:
+    """Each candidate score with the threshold that accepts ``share`` of ``known_val``."""
+    rules = {}
+    for score, k in CANDIDATES:
+        if score in ("knn", "mahalanobis") and len(reference) == 0:
+            continue
+        values = open_set_score(score, known_val, reference, k or 5)  # type: ignore[arg-type]
+        rule = OpenSetRule(score, threshold_for_known_acceptance(values, share), k or 5,  # type: ignore[arg-type]
+                           f"accepts {share:.0%} of {len(values)} known validation photos")
+        rules[rule.label] = rule
+    return rules
+
+
+def _row(name: str, rule: OpenSetRule, groups: dict[str, ModelOutputs],
+         reference: Reference) -> dict[str, object]:
+    scored = {group: rule.scores(outputs, reference) for group, outputs in groups.items()}
+    row: dict[str, object] = {"candidate": name, "threshold": rule.threshold}
+    for group, values in scored.items():
+        row[f"flagged_{group}"] = float((values < rule.threshold).mean()) if len(values) else np.nan
+    for group in ("selection", "report"):
+        row[f"auroc_{group}"] = known_vs_unknown_auroc(scored["known_test"], scored[group])
+    return row
+
+
+def choose_rule(known_val: ModelOutputs, known_test: ModelOutputs, held_out: HeldOut | None,
+                reference: Reference, cfg: EvaluateConfig) -> OpenSetChoice:
+    """Every candidate at the operating point on known photos and both brand sets, and the
+    rule ``cfg`` asks for: ``auto`` is the best candidate on the selection brands."""
+    sets = split_brand_sets(held_out.brands) if held_out is not None else None
+    groups = _groups(known_val, known_test, held_out, sets)
+    rules = candidate_rules(known_val, reference, cfg.known_accept_share)
+    rules[FIXED] = OpenSetRule.fixed_confidence(cfg.threshold)
+    table = pd.DataFrame([_row(name, rule, groups, reference) for name, rule in rules.items()])
+    eligible = table["candidate"] != FIXED
+    if cfg.operating_point == "fixed_confidence":
+        name, how = FIXED, "the design's fixed confidence (evaluate.operating_point)"
+    elif cfg.open_set_rule != "auto":
+        name = f"knn(k={cfg.knn_k})" if cfg.open_set_rule == "knn" else cfg.open_set_rule
+        how = "evaluate.open_set_rule"
+        if name not in rules:
+            raise ValueError(f"evaluate.open_set_rule {name} is not available for this model "
+                             f"(available: {sorted(rules)})")
+    elif not len(groups["selection"]):
+        name, how = f"knn(k={cfg.knn_k})", "no held-out brands to choose on: knn by default"
+    else:
+        ranked = table[eligible].sort_values(["flagged_selection", "auroc_selection"],
+                                             ascending=False, kind="stable")
+        name, how = ranked["candidate"].iloc[0], "most selection-brand photos flagged"
+    table["chosen"] = table["candidate"] == name
+    return OpenSetChoice(rules[name], table, sets, how)
+
+
+def choice_metrics(choice: OpenSetChoice) -> dict[str, float]:
+    """Flat metrics: the chosen rule's figures and every candidate's AUROC and flagged share."""
+    chosen = choice.table[choice.table["chosen"]].iloc[0]
+    metrics = {
+        "open_set_threshold": float(chosen["threshold"]),
+        "known_flagged_share_val": float(chosen["flagged_known_val"]),
+        "known_flagged_share": float(chosen["flagged_known_test"]),
+        "unknown_flagged_share_selection": float(chosen["flagged_selection"]),
+        "unknown_flagged_share_report": float(chosen["flagged_report"]),
+        "unknown_auroc_selection": float(chosen["auroc_selection"]),
+        "unknown_auroc_report": float(chosen["auroc_report"]),
+        "brand_sets_disjoint": float(choice.brand_sets.disjoint) if choice.brand_sets else np.nan,
+    }
+    for row in choice.table.itertuples():
+        key = str(row.candidate).replace("(k=", "").replace(")", "")
+        metrics[f"openset_{key}_auroc_report"] = float(row.auroc_report)
+        metrics[f"openset_{key}_flagged_report"] = float(row.flagged_report)
+        metrics[f"openset_{key}_flagged_selection"] = float(row.flagged_selection)
+    return metrics

@@ -1,0 +1,154 @@
+"""The decision policy's pure logic: an operating point from a stated target, the open-set rule
+chosen on one brand set and reported on another, the certified accept bound and the conformal
+sets on synthetic scores with known error rates, and non-meter scenes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from meterid.config import EvaluateConfig
+from meterid.data.demo.scenes import KINDS, non_meter_scenes
+from meterid.evaluation.conformal import (
+    NEVER,
+    certify_accept_threshold,
+    fit_prediction_sets,
+    set_coverage,
+)
+from meterid.evaluation.openset import (
+    ModelOutputs,
+    Reference,
+    knn_score,
+    threshold_for_known_acceptance,
+)
+from meterid.evaluation.operating_point import HeldOut, choose_rule, split_brand_sets
+from meterid.inference.quality import measure_quality, quality_issues
+
+DIM, CLASSES = 16, 4
+
+
+def _cfg(**overrides: object) -> EvaluateConfig:
+    values = {"operating_point": "known_accept_share", "open_set_rule": "auto", "knn_k": 5,
+              "known_accept_share": 0.95, "threshold": 0.5, "max_accept_error": 0.02,
+              "accept_confidence": 0.9, "prediction_set_alpha": 0.05, "non_meter_scenes": 0,
+              "cv_folds": 5}
+    return EvaluateConfig(**{**values, **overrides})
+
+
+@pytest.mark.parametrize("share", [0.8, 0.95, 0.99])
+def test_the_threshold_accepts_the_stated_share_of_known_photos(share: float):
+    scores = np.random.default_rng(0).normal(size=2000)
+    threshold = threshold_for_known_acceptance(scores, share)
+    assert (scores >= threshold).mean() == pytest.approx(share, abs=1e-3)
+    # ties at the threshold are accepted, never pushed under it
+    assert (np.r_[np.zeros(10), np.ones(10)] >= threshold_for_known_acceptance(
+        np.r_[np.zeros(10), np.ones(10)], 0.95)).all()
+
+
+def test_brand_sets_are_disjoint_and_say_when_they_cannot_be():
+    sets = split_brand_sets(["d", "a", "c", "b", "a"])
+    assert (sets.selection, sets.report, sets.disjoint) == (("a", "c"), ("b", "d"), True)
+    assert not split_brand_sets(["only"]).disjoint
+
+
+def _world(rng: np.random.Generator, n: int, centres: np.ndarray, spread: float
+           ) -> tuple[ModelOutputs, np.ndarray]:
+    labels = rng.integers(len(centres), size=n)
+    embeddings = centres[labels] + spread * rng.normal(size=(n, DIM))
+    logits = embeddings[:, :CLASSES] * 4.0  # the head reads the first CLASSES dimensions
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return ModelOutputs(logits, probabilities, embeddings.astype(np.float32)), labels
+
+
+def test_the_rule_is_chosen_on_the_selection_brands_and_reported_on_the_others():
+    rng = np.random.default_rng(1)
+    known = np.eye(DIM)[:CLASSES] * 3
+    train, train_labels = _world(rng, 400, known, 0.3)
+    val, _ = _world(rng, 200, known, 0.3)
+    test, _ = _world(rng, 200, known, 0.3)
+    # unseen brands: far from the training images in embedding space, but the head (first
+    # CLASSES dimensions) is just as sure of them as of known photos: MSP cannot see them
+    brands = np.eye(DIM)[CLASSES:CLASSES + 4] * 3 + known[[0, 1, 2, 3]]
+    unseen, brand_index = _world(rng, 160, brands, 0.3)
+    held_out = HeldOut(unseen, np.array([f"brand{i}" for i in brand_index]))
+    choice = choose_rule(val, test, held_out, Reference(train.embeddings, train_labels), _cfg())
+    chosen = choice.table[choice.table["chosen"]].iloc[0]
+    assert choice.rule.score in ("knn", "mahalanobis")
+    assert choice.brand_sets.selection == ("brand0", "brand2") and choice.brand_sets.disjoint
+    assert chosen["flagged_known_val"] <= 0.05 + 1e-9
+    assert chosen["flagged_report"] > 0.9 and chosen["flagged_known_test"] < 0.1
+    msp = choice.table.set_index("candidate").loc["msp"]
+    assert msp["flagged_report"] < 0.3  # what the old 0.5-style rule would have missed
+    fixed = _cfg(operating_point="fixed_confidence", threshold=0.4)
+    assert choose_rule(val, test, held_out, Reference(train.embeddings, train_labels),
+                       fixed).rule.threshold == 0.4
+    assert "no held-out brands" in choose_rule(
+        val, test, None, Reference(train.embeddings, train_labels), _cfg()).selected_by
+
+
+def test_knn_score_leave_one_out_and_reference_needed():
+    reference = np.eye(3, dtype=np.float32)
+    assert knn_score(reference, reference, 1).tolist() == [0.0, 0.0, 0.0]
+    assert knn_score(reference, reference, 1, exclude_self=True).tolist() == [-1.0, -1.0, -1.0]
+
+
+def _accept_world(rng: np.random.Generator, n: int, slope: float = 0.3):
+    """Confidences uniform in [0.5, 1), the error rate ``slope * (1 - confidence)``: photos
+    accepted above t err at ``slope * (1 - t) / 2`` (0.3: 2% at t = 0.867)."""
+    confidence = rng.uniform(0.5, 1.0, n)
+    return confidence, rng.random(n) >= slope * (1 - confidence)
+
+
+def test_accept_bound_holds_on_fresh_data_with_the_stated_confidence():
+    rng = np.random.default_rng(2)
+    grid = (0.8, 0.85, 0.9, 0.95)  # 0.85 errs at 2.25%, over the target: must be rare
+    violations, certified = 0, 0
+    for _ in range(200):
+        confidence, correct = _accept_world(rng, 20000)
+        rule = certify_accept_threshold(confidence, correct, np.ones(20000, bool), 0.02, 0.1,
+                                        grid)
+        if rule.certified:
+            certified += 1
+            violations += 0.3 * (1 - rule.threshold) / 2 > 0.02  # the true error, exactly
+    assert certified > 150  # the target is reachable: certified nearly always
+    assert violations / certified <= 0.1
+
+
+def test_an_uncertifiable_target_accepts_nothing_and_names_the_bound_it_can():
+    rng = np.random.default_rng(3)
+    confidence, correct = _accept_world(rng, 250, slope=0.02)
+    rule = certify_accept_threshold(confidence, correct, np.ones(250, bool), 0.005, 0.1)
+    assert not rule.certified and rule.threshold == NEVER
+    assert not rule.accepts(confidence, np.zeros(250, bool)).any()
+    assert 0.005 < rule.best_bound < 0.2
+    # the bound it names is one it could certify
+    assert certify_accept_threshold(confidence, correct, np.ones(250, bool),
+                                    rule.best_bound + 1e-3, 0.1).certified
+
+
+def test_prediction_sets_cover_at_least_one_minus_alpha_and_are_never_empty():
+    rng = np.random.default_rng(4)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        logits = rng.normal(size=(n, 6)) * 2
+        probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        truth = np.array([rng.choice(6, p=p) for p in probabilities])  # calibrated by design
+        return probabilities, truth
+
+    probabilities, truth = draw(1000)
+    rule = fit_prediction_sets(probabilities, truth, alpha=0.1)
+    fresh, fresh_truth = draw(5000)
+    sets = rule.sets(fresh)
+    coverage, size = set_coverage(sets, fresh_truth)
+    assert coverage >= 0.88 and 1 < size < 6
+    assert min(len(s) for s in sets) == 1
+    assert fit_prediction_sets(probabilities[:5], truth[:5], alpha=0.1).quantile == np.inf
+
+
+def test_non_meter_scenes_are_each_kind_and_blank_or_black_fail_the_quality_gate(params):
+    scenes = list(non_meter_scenes(10, seed=0, size=(120, 160)))
+    assert [kind for kind, _ in scenes] == list(KINDS) * 2
+    for kind, image in scenes:
+        assert image.size == (120, 160) and image.mode == "RGB"
+        poor = bool(quality_issues(measure_quality(image), params.score.quality))
+        assert poor == (kind in ("blank", "black")), kind
