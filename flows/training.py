@@ -45,4 +45,5 @@ def training(
     trained = train_model(params, Path.cwd())
     outcome = evaluate_and_register(params)
     return {"data": data_summary, "training": trained, "version": outcome["version"],
-            "aliases": outcome["aliases"], "rule": outcome["rule"], "metrics": outcome["metrics"]}
+            "aliases": outcome["aliases"], "decision": outcome["decision"],
+            "metrics": outcome["metrics"]}

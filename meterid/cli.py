@@ -155,9 +155,10 @@ def evaluate(ctx: typer.Context) -> None:
     outcome = evaluate_candidate(_params(ctx))
     metrics = outcome["metrics"]
     typer.echo(f"registered meterid version {outcome['version']} with aliases "
-               f"{', '.join(outcome['aliases'])}; open-set rule: {outcome['rule']['name']}")
+               f"{', '.join(outcome['aliases'])}; open-set rule: {outcome['open_set_rule']} "
+               f"({outcome['decision']['open_set']['operating_point']})")
     for key in HEADLINE_METRICS:
-        typer.echo(f"  {key:24s} {metrics[key]:.4f}")
+        typer.echo(f"  {key:30s} {metrics.get(key, float('nan')):.4f}")
     typer.echo(f"reports: {outcome['reports']['metrics']} and beside it")
 
 

@@ -231,6 +231,8 @@ class ClusterConfig(_Strict):
     reduction: Literal["pca", "none"]
     pca_components: int = Field(ge=2)
     min_cluster_size: int = Field(ge=2)
+    min_cluster_share: float = Field(ge=0, lt=1)
+    max_min_cluster_size: int = Field(ge=2)
     min_samples: int = Field(ge=1)
     selection_method: Literal["eom", "leaf"]
     match_min_similarity: float = Field(gt=0, le=1)

@@ -45,14 +45,22 @@ def reduce(embeddings: np.ndarray, cfg: ClusterConfig, seed: int = 0) -> np.ndar
     return PCA(components, random_state=seed).fit_transform(embeddings).astype(np.float32)
 
 
+def min_cluster_size(n: int, cfg: ClusterConfig) -> int:
+    """The smallest cluster for a window of ``n`` photos: a share of them, within bounds. A
+    fixed size loses small weeks (8 of 29 photos left 4 brands all noise) and splits big ones."""
+    return int(min(max(cfg.min_cluster_size, round(cfg.min_cluster_share * n)),
+                   max(cfg.max_min_cluster_size, cfg.min_cluster_size)))
+
+
 def cluster_embeddings(embeddings: np.ndarray, cfg: ClusterConfig) -> Clustering:
-    """Cluster rows of ``embeddings``; fewer rows than ``min_cluster_size`` are all noise."""
+    """Cluster rows of ``embeddings``; fewer rows than the minimum cluster size are all noise."""
     n = len(embeddings)
-    if n < max(cfg.min_cluster_size, 2):
+    size = min_cluster_size(n, cfg)
+    if n < max(size, 2):
         return Clustering(np.full(n, NOISE), np.zeros(n), np.ones(n), embeddings[:, :2])
     reduced = reduce(normalize(embeddings), cfg)
-    model = hdbscan.HDBSCAN(min_cluster_size=cfg.min_cluster_size,
-                            min_samples=min(cfg.min_samples, n - 1),
+    model = hdbscan.HDBSCAN(min_cluster_size=size,
+                            min_samples=min(cfg.min_samples, size, n - 1),
                             cluster_selection_method=cfg.selection_method,
                             core_dist_n_jobs=1)
     labels = model.fit_predict(reduced)

@@ -24,8 +24,11 @@ from meterid.training.calibration import expected_calibration_error
 UNKNOWN = "UNKNOWN"
 # What a person looks at first; the CLI, the Prefect artifact and the tests show these keys.
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_recall", "macro_f1", "top3_accuracy",
-                    "ece", "unknown_auroc_msp", "unknown_auroc", "unknown_flagged_share",
-                    "known_flagged_share", "selective_accuracy", "coverage", "cv_macro_recall")
+                    "ece", "unknown_auroc_report", "unknown_flagged_share_report",
+                    "unknown_flagged_share", "known_flagged_share", "non_meter_flagged_share",
+                    "auto_accept_share", "auto_accept_certifiable_error",
+                    "prediction_set_coverage", "prediction_set_mean_size", "selective_accuracy",
+                    "coverage", "cv_macro_recall")
 
 
 def headline_metrics(targets: np.ndarray, probabilities: np.ndarray, n_classes: int) -> dict:

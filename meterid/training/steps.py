@@ -214,7 +214,8 @@ def evaluate_candidate(params: Params) -> dict:
                                             test_split_id(splits))
     export_champion(params)  # the champion may be this version or an earlier one
     return {"version": version, "aliases": aliases, "metrics": evaluation.metrics,
-            "decision": model.decision, "reports": {k: str(v) for k, v in reports.items()}}
+            "decision": model.decision, "open_set_rule": evaluation.open_set_choice.rule.label,
+            "reports": {k: str(v) for k, v in reports.items()}}
 
 
 def export_champion(params: Params) -> Path:

@@ -17,6 +17,7 @@ from meterid.clustering.cluster import (
     assign_ids,
     centroids,
     cluster_embeddings,
+    min_cluster_size,
     stable_ids,
 )
 from meterid.clustering.embeddings import embed_photos, model_key
@@ -33,6 +34,18 @@ def blobs(seed: int = 0, per_blob: int = 30, dim: int = 64, outliers: int = 6) -
     truth = np.repeat([0, 1, 2], per_blob)
     points.append(rng.normal(size=(outliers, dim)) * 3)
     return np.vstack(points).astype(np.float32), np.r_[truth, np.full(outliers, NOISE)]
+
+
+def test_min_cluster_size_follows_the_week_within_its_bounds(params):
+    cfg = params.cluster.model_copy(update={"min_cluster_share": 0.05, "min_cluster_size": 3,
+                                            "max_min_cluster_size": 50})
+    assert [min_cluster_size(n, cfg) for n in (10, 29, 240, 5000)] == [3, 3, 12, 50]
+    # a small week of three brands of seven photos each still finds them (a fixed 8 cannot)
+    embeddings, truth = blobs(per_blob=7, outliers=0)
+    labels = cluster_embeddings(embeddings, cfg.model_copy(update={"min_samples": 1})).labels
+    assert len(set(labels) - {NOISE}) == 3 and (labels != NOISE).mean() > 0.8
+    fixed = cfg.model_copy(update={"min_cluster_share": 0.0, "min_cluster_size": 8})
+    assert (cluster_embeddings(embeddings, fixed).labels == NOISE).all()
 
 
 def test_hdbscan_finds_the_blobs_and_leaves_outliers_as_noise(params):
