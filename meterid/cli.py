@@ -199,10 +199,11 @@ ModelOption = Annotated[str | None, typer.Option(
     "models/champion.")]
 ThresholdOption = Annotated[float | None, typer.Option(
     "--threshold", min=0, max=1,
-    help="Calibrated top-1 confidence under which a photo is UNKNOWN (default: the model's).")]
+    help="Calibrated top-1 confidence under which a photo is UNKNOWN, in place of the model's "
+    "evaluated open-set rule (default: the model's rule).")]
 PREDICT_KEYS = ("input", "status", "error", "label", "is_unknown", "top1_label", "top1_conf",
-                "top2_label", "top2_conf", "top3_label", "top3_conf", "quality_issue",
-                "model_version")
+                "top2_label", "top2_conf", "top3_label", "top3_conf", "open_set_score",
+                "auto_accepted", "prediction_set", "quality_issue", "model_version")
 
 
 def _load_predictor(params: Params, model: str | None, threshold: float | None):  # noqa: ANN202
@@ -224,7 +225,10 @@ def _predict_line(row: dict) -> str:
     tops = ", ".join(f"{row[f'top{k}_label']} {row[f'top{k}_conf']:.2f}" for k in (1, 2, 3)
                      if row.get(f"top{k}_label") is not None)
     quality = f" [{row['quality_issue']}]" if row.get("quality_issue") else ""
-    return f"{row['input']}: {row['label']}{quality} (top-3: {tops}; model v{row['model_version']})"
+    review = ("auto-accepted" if row.get("auto_accepted")
+              else f"review: {' | '.join(row.get('prediction_set') or [])}")
+    return (f"{row['input']}: {row['label']}{quality} ({review}; top-3: {tops}; "
+            f"model v{row['model_version']})")
 
 
 @app.command()

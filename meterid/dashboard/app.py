@@ -72,6 +72,10 @@ def _show_prediction(row: dict) -> None:
         return
     note = f" ({row['quality_issue']})" if row.get("quality_issue") else ""
     st.subheader(f"{row['label']}{note}")
+    if row.get("auto_accepted"):
+        st.success("auto-accepted (within the model's certified error bound)")
+    elif row.get("prediction_set") is not None:
+        st.warning("to review; candidates: " + " | ".join(row["prediction_set"]))
     version = row.get("model_version")
     st.caption(f"{row['url']} · " + (f"model v{version}" if version else "exported model"))
     st.bar_chart(data.top3(row), x="label", y="confidence", horizontal=True)
@@ -79,13 +83,20 @@ def _show_prediction(row: dict) -> None:
 
 
 def identify_tab(params: Params, params_file: str) -> None:
-    st.write("Top-3 with calibrated confidences; under the threshold the answer is UNKNOWN.")
+    st.write("Top-3 with calibrated confidences; UNKNOWN by the model's evaluated open-set rule, "
+             "auto-accepted when its certified bound allows, otherwise the candidates to review.")
     model = st.text_input("Model (alias, URI or exported folder)", params.score.model)
-    threshold = st.slider("UNKNOWN threshold", 0.0, 1.0, params.evaluate.threshold, 0.05)
+    threshold = None
+    if st.checkbox("Replace the model's UNKNOWN rule by a confidence threshold"):
+        threshold = st.slider("UNKNOWN under this top-1 confidence", 0.0, 1.0,
+                              params.evaluate.threshold, 0.05)
     try:
         # The alias is read on every rerun (a promotion shows at once); a version loads once.
         pinned = resolve_model_uri(model_uri(model, params.score.model))
         predictor = _predictor(params_file, pinned).with_threshold(threshold)
+        st.caption(f"UNKNOWN rule: {predictor.policy.open_set.label} < "
+                   f"{predictor.policy.open_set.threshold:.4g} "
+                   f"({predictor.policy.open_set.operating_point})")
     except Exception as error:  # noqa: BLE001 - any load failure is shown, the page stays up
         st.error(f"cannot load model {model!r}: {error}. An exported model works without a "
                  "registry: models/champion")
@@ -115,9 +126,14 @@ def model_tab(params: Params) -> None:
     if view.metrics is None:
         st.info("No evaluation report yet: run `meterid evaluate`.")
         return
-    keys = ("accuracy", "macro_recall", "ece", "selective_accuracy", "coverage", "unknown_auroc")
+    keys = ("accuracy", "macro_recall", "ece", "known_flagged_share",
+            "unknown_flagged_share_report", "auto_accept_share")
     for column, key in zip(st.columns(len(keys)), keys, strict=True):
-        column.metric(key, f"{view.metrics[key]:.3f}")
+        value = view.metrics.get(key)
+        column.metric(key, "n/a" if value is None else f"{value:.3f}")
+    if view.open_set:
+        st.image(str(view.open_set), caption="open-set scores and the UNKNOWN threshold: known "
+                 "test photos, the two halves of the held-out brands, non-meter scenes")
     if view.confusion_matrix:
         st.image(str(view.confusion_matrix), caption="confusion matrix (test split)")
     if view.per_class is not None:

@@ -41,6 +41,7 @@ class EvaluationView:
     per_class: pd.DataFrame | None = None
     confusion_matrix: Path | None = None
     class_balance: Path | None = None
+    open_set: Path | None = None
 
 
 def evaluation(params: Params) -> EvaluationView:
@@ -51,7 +52,8 @@ def evaluation(params: Params) -> EvaluationView:
     return EvaluationView(
         json.loads(metrics_file.read_text()) if metrics_file.is_file() else None,
         pd.read_csv(per_class_file) if per_class_file.is_file() else None,
-        _existing(folder / "confusion_matrix.png"), _existing(balance))
+        _existing(folder / "confusion_matrix.png"), _existing(balance),
+        _existing(folder / "open_set.png"))
 
 
 SCORING_COLUMNS = ["status", "label", "top1_conf"]

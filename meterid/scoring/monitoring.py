@@ -15,8 +15,9 @@ from meterid.config import MonitorConfig
 from meterid.evaluation.metrics import UNKNOWN
 from meterid.scoring.pipeline import OK, POOR_QUALITY
 
-SUMMARY_METRICS = ("rows", "ok", "errors", "unknown", "poor_quality", "error_share",
-                   "unknown_share", "poor_quality_share", "mean_top1_conf")
+SUMMARY_METRICS = ("rows", "ok", "errors", "unknown", "poor_quality", "auto_accepted",
+                   "error_share", "unknown_share", "poor_quality_share", "auto_accept_share",
+                   "mean_top1_conf")
 
 
 def _reason(error: str) -> str:
@@ -34,6 +35,8 @@ def summarize(scored: pd.DataFrame) -> dict:
         "errors": int((scored["status"] != OK).sum()),
         "unknown": int((ok["label"] == UNKNOWN).sum()),
         "poor_quality": int((ok["label"] == POOR_QUALITY).sum()),
+        "auto_accepted": int(ok["auto_accepted"].fillna(False).astype(bool).sum())
+        if "auto_accepted" in ok else 0,
         "mean_top1_conf": float(ok["top1_conf"].astype(float).mean()) if n_ok else float("nan"),
         "label_counts": {str(k): int(v) for k, v in ok["label"].value_counts().items()},
         "error_reasons": {str(k): int(v) for k, v in scored.loc[scored["status"] != OK, "error"]
@@ -42,6 +45,7 @@ def summarize(scored: pd.DataFrame) -> dict:
     summary["error_share"] = summary["errors"] / len(scored) if len(scored) else 0.0
     summary["unknown_share"] = summary["unknown"] / n_ok if n_ok else float("nan")
     summary["poor_quality_share"] = summary["poor_quality"] / n_ok if n_ok else float("nan")
+    summary["auto_accept_share"] = summary["auto_accepted"] / n_ok if n_ok else float("nan")
     return summary
 
 

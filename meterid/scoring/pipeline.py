@@ -173,7 +173,7 @@ class BatchScorer:
         if prediction is not None:
             columns.update(status=OK, error=None, **prediction.columns())
             if columns.get("quality_issue"):
-                columns["label"] = POOR_QUALITY
+                columns.update(label=POOR_QUALITY, auto_accepted=False)
         columns.update(model_version=self.predictor.version, scored_at=_now())
         _remember(self._finished, source, columns)
         out = {**columns, "row": row, "url": source}

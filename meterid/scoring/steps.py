@@ -122,8 +122,10 @@ def finish_run(run: ScoringRun, cfg: ScoreConfig, rescored: int) -> ScoringOutco
     """Every checkpoint part into the output file (one row per input row, in input order)."""
     table = _output_table(run.checkpoint.assemble(len(run.sources)), run.sources)
     out_path = atomic_write_parquet(table, run.output)
-    if cfg.write_csv:
-        table.to_csv(out_path.with_suffix(".csv"), index=False)
+    if cfg.write_csv:  # a spreadsheet shows the candidate list as "a | b", not a Python list
+        flat = table.assign(prediction_set=table["prediction_set"].map(
+            lambda labels: " | ".join(labels) if labels is not None else None))
+        flat.to_csv(out_path.with_suffix(".csv"), index=False)
     run.checkpoint.remove()
     log.info("wrote %d rows to %s", len(table), out_path)
     return ScoringOutcome(out_path, run.run_id, summarize(table), rescored, run.model_source)

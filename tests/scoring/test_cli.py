@@ -45,7 +45,8 @@ def test_predict_prints_one_json_line_per_input_and_fails_on_errors(project, hos
     assert ok["label"] in {"alpha", "beta", "gamma", "UNKNOWN"} and ok["top3_label"]
     assert bad["error"].startswith("HTTP 404") and bad["label"] is None
     assert {"input", "status", "error", "label", "is_unknown", "top1_label", "top1_conf",
-            "top2_label", "top2_conf", "top3_label", "top3_conf", "model_version"} <= set(ok)
+            "top2_label", "top2_conf", "top3_label", "top3_conf", "open_set_score",
+            "auto_accepted", "prediction_set", "model_version"} <= set(ok)
 
 
 def test_predict_with_a_missing_model_says_how_to_work_offline(project):
@@ -68,7 +69,14 @@ def test_score_writes_every_row_in_order_and_records_the_run(project, hostile_se
     assert list(out["status"]) == ["ok", "error", "error", "ok", "ok"]
     assert list(out["label"].fillna("-")) == ["UNKNOWN", "-", "-", "POOR_QUALITY", "UNKNOWN"]
     assert out["run_id"].nunique() == 1 and out["scored_at"].notna().all()
-    assert (project / "out.csv").is_file()
+    # nothing auto-accepted: this model's stored policy certified nothing; the reviewer's
+    # candidates are every label (an untested model promises no smaller set)
+    assert not out["auto_accepted"].fillna(False).any()
+    candidates = list(out.loc[0, "prediction_set"])
+    assert set(candidates) == {"alpha", "beta", "gamma"}
+    assert candidates[0] == out.loc[0, "top1_label"]  # most probable first
+    csv = pd.read_csv(project / "out.csv")
+    assert csv.loc[0, "prediction_set"].count(" | ") == len(out.loc[0, "prediction_set"]) - 1
     assert not any((project / "reports/scoring/.work").iterdir())  # work folder cleaned
     stored = list((project / "data/unknown_store/records").rglob("*.json"))
     assert len(stored) == 1  # two UNKNOWN rows, one photo; the dark one is not kept
