@@ -25,6 +25,9 @@ TARGETS = {  # metric: (target, higher is better)
     "selective_accuracy": (0.99, True),
     "coverage": (0.95, True),
     "unknown_auroc": (0.95, True),
+    "unknown_flagged_share": (0.80, True),
+    "unknown_flagged_share_report": (0.80, True),
+    "known_flagged_share": (0.05, False),
 }
 SAMPLE = 64  # images for the cached-vs-uncached epoch measurement
 

@@ -202,10 +202,10 @@ def evaluate(model: MeterClassifier, data: EvaluationData, cv_embeddings: np.nda
                       _scores_by_group(choice, data, reference))
 
 
-def _finite(value: object) -> object:
+def json_safe(value: object) -> object:
     """JSON without Infinity/NaN (which strict readers refuse): "inf" and null instead."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, float) and not np.isfinite(value):
         return None if np.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
@@ -231,7 +231,8 @@ def write_reports(evaluation: Evaluation, classes: list[str], out_dir: Path) -> 
     choice = evaluation.open_set_choice
     sets = choice.brand_sets
     paths["decision"].write_text(json.dumps({
-        "policy": _finite(evaluation.policy.to_dict()), "open_set_selected_by": choice.selected_by,
+        "policy": json_safe(evaluation.policy.to_dict()),
+        "open_set_selected_by": choice.selected_by,
         "selection_brands": list(sets.selection) if sets else [],
         "report_brands": list(sets.report) if sets else []},
         indent=2, default=_json_value) + "\n")

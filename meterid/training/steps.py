@@ -26,6 +26,7 @@ from meterid.evaluation.evaluate import (
     EvaluationData,
     brands_of,
     evaluate,
+    json_safe,
     model_outputs,
     write_reports,
 )
@@ -191,8 +192,13 @@ def evaluate_candidate(params: Params) -> dict:
     evaluation = evaluate(model, evaluation_data(model, splits, params), frozen["embeddings"],
                           frozen["labels"], params.evaluate, params.train.seed)
     reports = write_reports(evaluation, model.classes, params.paths.evaluation_reports)
+    run_info = json.loads(files.run_info.read_text())
+    reports["calibration"] = params.paths.evaluation_reports / "calibration.json"
+    reports["calibration"].write_text(json.dumps(json_safe(
+        {**run_info["calibration"], "ece_before": evaluation.metrics["ece_uncalibrated"],
+         "ece_after": evaluation.metrics["ece"]}), indent=2) + "\n")
     model.decision = evaluation.policy.to_dict()
-    run_id = json.loads(files.run_info.read_text())["run_id"]
+    run_id = run_info["run_id"]
     tracking.use_experiment(TRAINING_EXPERIMENT)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({k: v for k, v in evaluation.metrics.items() if np.isfinite(v)})
