@@ -98,15 +98,19 @@ def validate(
     manifest: ManifestFile = None,
     report_dir: Annotated[Path | None, typer.Option(
         help="Report and Data Docs folder (default: params paths.validation_reports).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Warnings block too (default: params validate.strict).")] = False,
 ) -> None:
-    """Build the image manifest and validate it with Great Expectations; exit 1 on failure."""
+    """Build the image manifest and validate it with Great Expectations; exit 1 on an error
+    (rules whose severity is error; every failed rule with --strict)."""
     from meterid.data.steps import validate_dataset
     from meterid.data.validation import format_report
 
     params = _params(ctx)
     data = data or params.paths.raw_dir
+    cfg = params.validate_.model_copy(update={"strict": strict or params.validate_.strict})
     report = validate_dataset(data, manifest or params.paths.manifest,
-                              report_dir or params.paths.validation_reports, params.validate_)
+                              report_dir or params.paths.validation_reports, cfg)
     typer.echo(format_report(report, data))
     if not report.success:
         raise typer.Exit(1)

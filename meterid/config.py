@@ -89,11 +89,17 @@ class DemoConfig(_Strict):
     nuisance: NuisanceConfig
 
 
+Severity = Literal["error", "warning"]
+
+
 class ValidateConfig(_Strict):
     min_width: int
     min_height: int
     min_images_per_class: int
-    allowed_formats: list[str]
+    accepted_formats: list[str]
+    preferred_formats: list[str]
+    severity: dict[str, Severity]
+    strict: bool
     max_pixels: int
     near_duplicate_max_distance: int = Field(ge=0, le=64)
     expected_classes: list[str]

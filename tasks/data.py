@@ -46,7 +46,8 @@ def validate_image_manifest(
 ) -> ValidationReport:
     report = steps.check_manifest(manifest, data_dir, manifest_path, report_dir, cfg)
     logger = get_run_logger()
-    (logger.info if report.success else logger.error)("%s", format_report(report, data_dir))
+    log = logger.error if not report.success else logger.warning if report.warnings else logger.info
+    log("%s", format_report(report, data_dir))
     create_markdown_artifact(markdown=steps.validation_markdown(report, data_dir),
                              key="data-validation", description="Great Expectations rules")
     return report

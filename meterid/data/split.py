@@ -170,15 +170,27 @@ def _assign_class(
     return split
 
 
+def _without_copies_in_class(rows: pd.DataFrame) -> pd.DataFrame:
+    """Exact copies inside one class (same bytes, same label) kept once, the first by path: a
+    copy adds nothing but weight (validation warns about them, naming each)."""
+    copies = rows.duplicated(subset=["sha256", "label"], keep="first")
+    if copies.any():
+        log.warning("dropped %d exact cop(ies) inside their class from the split (kept once): "
+                    "%s%s", int(copies.sum()), ", ".join(rows.loc[copies, "path"].head(10)),
+                    " ..." if copies.sum() > 10 else "")
+    return rows[~copies].reset_index(drop=True)
+
+
 def assign_splits(manifest: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
     """Assign every readable manifest row to train/val/test by its class size.
 
     Returns one row per image, sorted by path, with columns path, label, split, group (duplicate
-    group id, dense from 0) and class_regime. Rows with a read ``error`` are left out (logged).
+    group id, dense from 0) and class_regime. Rows with a read ``error``, and exact copies of
+    another row of their class, are left out (logged).
     A duplicate group spanning several labels follows the class of its first row by path.
     """
     check_split_config(config)
-    rows = _usable_rows(manifest)
+    rows = _without_copies_in_class(_usable_rows(manifest))
     if rows.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in OUTPUT_COLUMNS})
     labels = rows["label"].astype(str)

@@ -22,7 +22,12 @@ from meterid.data.manifest import (
     write_manifest,
 )
 from meterid.data.split import assign_splits, plot_class_balance, write_splits
-from meterid.data.validation import ValidationReport, report_to_dict, validate_manifest
+from meterid.data.validation import (
+    ValidationReport,
+    report_to_dict,
+    validate_manifest,
+    verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +90,16 @@ def split_dataset(
 
 
 def validation_markdown(report: ValidationReport, data_dir: Path, max_files: int = 50) -> str:
-    """A Prefect artifact: one row per rule, then the offending files of each failed rule."""
-    lines = [f"# Validation of `{data_dir}`: {'passed' if report.success else 'FAILED'}", "",
-             "| rule | result | offending files |", "|---|---|---|"]
+    """A Prefect artifact: one row per rule, then the offending files of each failed rule,
+    errors before warnings."""
+    lines = [f"# Validation of `{data_dir}`: {verdict(report)}", "",
+             "| rule | severity | result | offending files |", "|---|---|---|---|"]
     for rule in report.rules:
-        lines.append(f"| {rule.name} | {'ok' if rule.success else 'failed'} | "
-                     f"{len(rule.offending)} |")
-    for rule in (r for r in report.rules if not r.success):
-        lines += ["", f"## {rule.name}: {rule.description}", ""]
+        result = "ok" if rule.success else ("error" if rule in report.errors else "warning")
+        lines.append(f"| {rule.name} | {rule.severity} | {result} | {len(rule.offending)} |")
+    for rule in [*report.errors, *report.warnings]:
+        kind = "error" if rule in report.errors else "warning"
+        lines += ["", f"## {kind}: {rule.name}: {rule.description}", ""]
         lines += [f"- `{data_dir / path}`" for path in rule.offending[:max_files]]
         if len(rule.offending) > max_files:
             lines.append(f"- ... {len(rule.offending) - max_files} more in summary.json")

@@ -2,8 +2,11 @@
 
 Each rule is one expectation, on a manifest column or on a column derived here (the class size,
 the file a near-duplicate comes from), run with ``result_format=COMPLETE`` and the ``path``
-column as the unexpected index, so a failed rule names every offending file. Great Expectations
-is imported only when validating: importing this module stays cheap.
+column as the unexpected index, so a failed rule names every offending file. Every rule has a
+severity (``validate.severity``, also the expectation's GX severity, so Data Docs show it): a
+failed *error* blocks the pipeline, a failed *warning* is reported and does not, unless
+``validate.strict``. Great Expectations is imported only when validating: importing this module
+stays cheap.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from meterid.config import ValidateConfig
+from meterid.config import Severity, ValidateConfig
 from meterid.data.duplicates import near_duplicate_pairs
 
 if TYPE_CHECKING:
@@ -40,18 +43,30 @@ class RuleResult:
     offending: list[str]
     n_checked: int
     details: dict[str, str] = field(default_factory=dict)
+    severity: Severity = "error"
 
 
 @dataclass(frozen=True)
 class ValidationReport:
+    """``success``: no failed error (under ``strict``, no failed rule at all)."""
+
     success: bool
     rules: list[RuleResult]
     docs_index: Path | None
     n_files: int = 0
+    strict: bool = False
 
     @property
     def failed(self) -> list[RuleResult]:
         return [rule for rule in self.rules if not rule.success]
+
+    @property
+    def errors(self) -> list[RuleResult]:
+        return [r for r in self.failed if r.severity == "error" or self.strict]
+
+    @property
+    def warnings(self) -> list[RuleResult]:
+        return [r for r in self.failed if r.severity == "warning" and not self.strict]
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,7 @@ class _Rule:
     description: str
     expectation: Expectation
     explain: Callable[[pd.Series], str]
+    severity: Severity
 
 
 def expected_classes(rules: ValidateConfig, class_folders: list[str]) -> list[str]:
@@ -74,12 +90,39 @@ def _as_objects(series: pd.Series) -> pd.Series:
     return series.astype(object).where(series.notna(), None)
 
 
-def _exact_duplicate_of(manifest: pd.DataFrame) -> pd.Series:
-    """For each file sharing its bytes with another, the first other such path."""
-    paths = manifest.groupby("sha256", dropna=True)["path"].agg(list)
-    other = {p: next(q for q in group if q != p) for group in paths if len(group) > 1
-             for p in group}
+def _exact_copy_of(manifest: pd.DataFrame, same_label: bool) -> pd.Series:
+    """For each file sharing its bytes with another of the same (or another) label, the first
+    such other path."""
+    other: dict[str, str] = {}
+    for _, group in manifest.dropna(subset=["sha256"]).groupby("sha256"):
+        rows = list(zip(group["path"], group["label"], strict=True))
+        for path, label in rows:
+            match = next((q for q, other_label in rows
+                          if q != path and (other_label == label) == same_label), None)
+            if match is not None:
+                other[path] = match
     return manifest["path"].map(other)
+
+
+def _extension_mismatch(manifest: pd.DataFrame) -> pd.Series:
+    """"named .jpg, is BMP" where the file's extension names another format than its content
+    (Pillow's own extension table; an MPO, a phone's multi-picture JPEG, may be named .jpg)."""
+    from PIL import Image
+
+    by_extension = Image.registered_extensions()
+
+    def mismatch(path: str, fmt: object) -> str | None:
+        suffix = Path(path).suffix.lower()
+        named = by_extension.get(suffix)
+        if not isinstance(fmt, str) or named is None or named == fmt:
+            return None
+        if {named, fmt} == {"JPEG", "MPO"}:
+            return None
+        return f"named {suffix}, is {fmt}"
+
+    return pd.Series([mismatch(p, f) for p, f in zip(manifest["path"], manifest["format"],
+                                                      strict=True)],
+                     index=manifest.index, dtype=object)
 
 
 def _near_duplicate_of(manifest: pd.DataFrame, max_distance: int) -> pd.Series:
@@ -110,11 +153,14 @@ def checked_frame(manifest: pd.DataFrame, rules: ValidateConfig,
     frame = manifest.assign(
         rgb_convertible=manifest["rgb_convertible"].where(manifest["error"].isna()),
         class_count=_class_count(manifest, classes),
-        duplicate_of=_exact_duplicate_of(manifest),
+        copy_in_class_of=_exact_copy_of(manifest, same_label=True),
+        copy_other_label_of=_exact_copy_of(manifest, same_label=False),
+        extension_mismatch=_extension_mismatch(manifest),
         near_duplicate_of=_near_duplicate_of(manifest, rules.near_duplicate_max_distance),
     )
-    frame["near_duplicate_label"] = frame["near_duplicate_of"].map(
-        dict(zip(manifest["path"], label, strict=True)))
+    label_of = dict(zip(manifest["path"], label, strict=True))
+    frame["near_duplicate_label"] = frame["near_duplicate_of"].map(label_of)
+    frame["copy_other_label"] = frame["copy_other_label_of"].map(label_of)
     return frame.apply(_as_objects)
 
 
@@ -132,28 +178,40 @@ def _rules(rules: ValidateConfig, classes: list[str]) -> list[_Rule]:
 
     def spec(name: str, description: str, kind: type[Expectation],
              explain: Callable[[pd.Series], str], **kwargs: Any) -> _Rule:
-        expectation = kind(**kwargs, meta={"rule": name}, description=description)
-        return _Rule(name, description, expectation, explain)
+        severity = rules.severity[name]
+        # The severity leads the description: GX's Data Docs render descriptions, not severity.
+        expectation = kind(**kwargs, meta={"rule": name, "severity": severity},
+                           description=f"{severity.upper()}: {description}",
+                           severity="critical" if severity == "error" else "warning")
+        return _Rule(name, description, expectation, explain, severity)
 
-    min_n, formats = rules.min_images_per_class, sorted(rules.allowed_formats)
-    distance = rules.near_duplicate_max_distance
+    min_n, distance = rules.min_images_per_class, rules.near_duplicate_max_distance
+    accepted, preferred = sorted(rules.accepted_formats), sorted(rules.preferred_formats)
+    small = (" (upscaled to the model's input; lower validate.min_width/min_height to accept "
+             "such images without a warning)")
     return [
         spec("has_images", "the image folder holds at least one file",
              gxe.ExpectTableRowCountToBeBetween, lambda r: "", min_value=1),
         spec("files_decode", "every file decodes as an image",
              gxe.ExpectColumnValuesToBeNull, lambda r: r["error"], column="error"),
         spec("min_width", f"images are at least {rules.min_width} px wide",
-             gxe.ExpectColumnValuesToBeBetween, _size,
+             gxe.ExpectColumnValuesToBeBetween, lambda r: _size(r) + small,
              column="width", min_value=rules.min_width),
         spec("min_height", f"images are at least {rules.min_height} px high",
-             gxe.ExpectColumnValuesToBeBetween, _size,
+             gxe.ExpectColumnValuesToBeBetween, lambda r: _size(r) + small,
              column="height", min_value=rules.min_height),
         spec("rgb_convertible", "every decoded image converts to RGB",
              gxe.ExpectColumnValuesToBeInSet, lambda r: f"mode {r['mode']} has no RGB conversion",
              column="rgb_convertible", value_set=[True]),
-        spec("allowed_format", f"image formats are among {', '.join(formats)}",
+        spec("accepted_format", f"image formats are among {', '.join(accepted)}",
              gxe.ExpectColumnValuesToBeInSet, lambda r: f"format {r['format']}",
-             column="format", value_set=formats),
+             column="format", value_set=accepted),
+        spec("preferred_format", f"image formats are among the preferred {', '.join(preferred)}",
+             gxe.ExpectColumnValuesToBeInSet, lambda r: f"format {r['format']}",
+             column="format", value_set=preferred),
+        spec("extension_matches_format", "each file's extension names its real format",
+             gxe.ExpectColumnValuesToBeNull, lambda r: r["extension_mismatch"],
+             column="extension_mismatch"),
         spec("label_in_classes", "every file is in a class folder of the class set",
              gxe.ExpectColumnValuesToBeInSet, _outside, column="label", value_set=classes),
         spec("classes_present", "every class of the class set has at least one file",
@@ -163,15 +221,38 @@ def _rules(rules: ValidateConfig, classes: list[str]) -> list[_Rule]:
              gxe.ExpectColumnValuesToBeBetween,
              lambda r: f"class {r['label']!r} has {r['class_count']} decodable image(s)",
              column="class_count", min_value=min_n),
-        spec("no_exact_duplicate", "no two files have the same bytes (sha256)",
-             gxe.ExpectColumnValuesToBeUnique, lambda r: f"same bytes as {r['duplicate_of']}",
-             column="sha256"),
+        spec("same_image_two_labels", "no file has the same bytes as a file of another label",
+             gxe.ExpectColumnValuesToBeNull,
+             lambda r: f"same bytes as {r['copy_other_label_of']} (label "
+                       f"{r['copy_other_label']!r})", column="copy_other_label_of"),
+        spec("exact_copy_in_class", "no file has the same bytes as another of its class",
+             gxe.ExpectColumnValuesToBeNull,
+             lambda r: f"same bytes as {r['copy_in_class_of']}: kept once, the split drops "
+                       "the other copies", column="copy_in_class_of"),
         spec("no_cross_label_near_duplicate",
              f"no image is within phash distance {distance} of an image of another label",
              gxe.ExpectColumnValuesToBeNull,
              lambda r: f"looks like {r['near_duplicate_of']} (label {r['near_duplicate_label']!r})",
              column="near_duplicate_of"),
     ]
+
+
+def check_severities(rules: ValidateConfig) -> None:
+    """Every rule needs a severity in params.yaml, and only rules that exist have one."""
+    problems = []
+    if missing := sorted(set(RULES) - set(rules.severity)):
+        problems.append(f"no severity for {', '.join(missing)}")
+    if unknown := sorted(set(rules.severity) - set(RULES)):
+        problems.append(f"unknown rule(s) {', '.join(unknown)}")
+    if problems:
+        raise ValueError(f"validate.severity: {'; '.join(problems)} (the rules: "
+                         f"{', '.join(RULES)})")
+
+
+RULES = ("has_images", "files_decode", "min_width", "min_height", "rgb_convertible",
+         "accepted_format", "preferred_format", "extension_matches_format", "label_in_classes",
+         "classes_present", "class_min_count", "same_image_two_labels", "exact_copy_in_class",
+         "no_cross_label_near_duplicate")
 
 
 def _docs_site(docs_dir: Path) -> dict[str, Any]:
@@ -241,7 +322,7 @@ def _rule_result(rule: _Rule, result: ExpectationValidationResult, classes: list
                            f"{result.exception_info.get('exception_message')}")
     offending, details = _offending(rule, result, classes, frame)
     return RuleResult(rule.name, rule.description, bool(result.success), offending,
-                      _n_checked(rule, result, len(classes)), details)
+                      _n_checked(rule, result, len(classes)), details, rule.severity)
 
 
 def _mtime(path: Path | None) -> int | None:
@@ -251,6 +332,7 @@ def _mtime(path: Path | None) -> int | None:
 def validate_manifest(manifest: pd.DataFrame, rules: ValidateConfig, class_folders: list[str],
                       docs_dir: Path | None) -> ValidationReport:
     """Run every rule on the manifest; Data Docs HTML goes to ``docs_dir`` when given."""
+    check_severities(rules)
     classes = expected_classes(rules, class_folders)
     frame = checked_frame(manifest, rules, classes)
     specs = _rules(rules, classes)
@@ -261,23 +343,36 @@ def validate_manifest(manifest: pd.DataFrame, rules: ValidateConfig, class_folde
     outcomes = [_rule_result(spec, results[spec.name], classes, frame) for spec in specs]
     if docs_index is not None and _mtime(docs_index) in (None, previous):
         raise RuntimeError(f"Great Expectations did not write Data Docs at {docs_index}")
-    report = ValidationReport(all(o.success for o in outcomes), outcomes, docs_index,
-                              len(manifest))
-    log.info("validation %s: %d of %d rules failed", "passed" if report.success else "FAILED",
-             len(report.failed), len(outcomes))
+    blocking = [o for o in outcomes if not o.success and (o.severity == "error" or rules.strict)]
+    report = ValidationReport(not blocking, outcomes, docs_index, len(manifest), rules.strict)
+    log.info("validation %s: %d error(s), %d warning(s) of %d rules",
+             "passed" if report.success else "FAILED", len(report.errors),
+             len(report.warnings), len(outcomes))
     return report
 
 
+def verdict(report: ValidationReport) -> str:
+    if not report.success:
+        return (f"FAILED ({len(report.errors)} error(s)"
+                + (", warnings count as errors: strict" if report.strict else "")
+                + (f", {len(report.warnings)} warning(s))" if report.warnings else ")"))
+    return f"passed with {len(report.warnings)} warning(s)" if report.warnings else "passed"
+
+
+def _status(rule: RuleResult, report: ValidationReport) -> str:
+    if rule.success:
+        return "ok     "
+    return "ERROR  " if rule in report.errors else "WARNING"
+
+
 def format_report(report: ValidationReport, data_dir: Path) -> str:
-    """A human summary: one line per rule, then every offending file of each failed rule."""
-    verdict = "passed" if report.success else f"FAILED ({len(report.failed)} rule(s))"
-    lines = [f"validation of {data_dir} ({report.n_files} files): {verdict}"]
+    """A human summary: one line per rule, then every offending file, errors before warnings."""
+    lines = [f"validation of {data_dir} ({report.n_files} files): {verdict(report)}"]
     for rule in report.rules:
-        status = "ok    " if rule.success else "FAILED"
-        lines.append(f"  {status} {rule.name}: {rule.description} "
+        lines.append(f"  {_status(rule, report)} {rule.name}: {rule.description} "
                      f"({len(rule.offending)} offending of {rule.n_checked} checked)")
-    for rule in report.failed:
-        lines.append(f"{rule.name}: {rule.description}")
+    for rule in [*report.errors, *report.warnings]:
+        lines.append(f"{_status(rule, report).strip().lower()} {rule.name}: {rule.description}")
         lines += [f"  {Path(data_dir) / path}" + (f": {why}" if (why := rule.details.get(path))
                                                  else "")
                   for path in rule.offending]
@@ -291,9 +386,13 @@ def report_to_dict(report: ValidationReport) -> dict[str, Any]:
     return {
         "success": report.success,
         "n_files": report.n_files,
+        "strict": report.strict,
         "failed_rules": [rule.name for rule in report.failed],
+        "errors": [rule.name for rule in report.errors],
+        "warnings": [rule.name for rule in report.warnings],
         "data_docs": str(report.docs_index) if report.docs_index else None,
         "rules": [{"name": r.name, "description": r.description, "success": r.success,
+                   "severity": r.severity,
                    "n_checked": r.n_checked, "n_offending": len(r.offending),
                    "offending": [{"path": p, "why": r.details.get(p, "")} for p in r.offending]}
                   for r in report.rules],

@@ -130,7 +130,7 @@ def test_deterministic_for_a_seed_and_different_for_another():
 
 def test_independent_of_manifest_row_order():
     manifest = _manifest({"a": 12, "b": 31, "c": 80})
-    manifest.loc[20, "sha256"] = manifest.loc[40, "sha256"]  # a group, so group ids are tested too
+    manifest.loc[20, "phash"] = manifest.loc[40, "phash"]  # a group, so group ids are tested too
     shuffled = manifest.sample(frac=1, random_state=3)
     shuffled = shuffled.reset_index(drop=True)
     assert not shuffled["path"].equals(manifest["path"])
@@ -145,20 +145,27 @@ def test_a_class_split_does_not_depend_on_other_classes():
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_exact_duplicates_share_a_split(seed: int):
-    manifest = _manifest({"a": 20, "b": 60}, seed=seed)
+def test_exact_copies_inside_a_class_are_kept_once(seed: int):
+    manifest = _manifest({"a": 20, "b": 70}, seed=seed)
     for start in range(20, 60, 4):  # b: ten groups of 4 identical files
         manifest.loc[start:start + 3, "sha256"] = manifest.loc[start, "sha256"]
     manifest.loc[[0, 1, 2], "sha256"] = manifest.loc[0, "sha256"]  # a: one group of 3
 
     splits = assign_splits(manifest, CFG.model_copy(update=dict(seed=seed)))
 
-    _assert_groups_in_one_split(splits)
-    by_sha = splits.assign(sha256=manifest.set_index("path").loc[splits["path"], "sha256"].values)
-    assert (by_sha.groupby("sha256")["group"].nunique() == 1).all()
-    assert (by_sha.groupby("sha256")["split"].nunique() == 1).all()
-    assert splits["group"].nunique() == 80 - 10 * 3 - 2
+    kept = manifest.set_index("path").loc[splits["path"]]
+    assert len(splits) == 90 - 10 * 3 - 2 and not kept["sha256"].duplicated().any()
+    first_of_each = manifest.sort_values("path").drop_duplicates(["sha256", "label"])["path"]
+    assert set(splits["path"]) == set(first_of_each)
     assert set(splits.loc[splits["label"] == "b", "split"]) == {"train", "val", "test"}
+
+
+def test_the_same_bytes_under_two_labels_share_a_split():
+    manifest = _manifest({"a": 40, "b": 40})
+    manifest.loc[45, "sha256"] = manifest.loc[5, "sha256"]  # one of b is a copy of one of a
+    splits = assign_splits(manifest, CFG).set_index("path")
+    pair = manifest.loc[[5, 45], "path"]
+    assert splits.loc[pair, "group"].nunique() == 1 and splits.loc[pair, "split"].nunique() == 1
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -185,12 +192,13 @@ def test_near_duplicates_share_a_split(seed: int):
 
 
 def test_duplicate_groups_never_leak_across_seeds():
-    """Triples linked by a near phash and an equal sha256: for every seed each stays whole."""
+    """Triples chained by near phashes (an exact copy in a class is dropped, see above): for
+    every seed each stays whole."""
     manifest = _manifest({"a": 45, "b": 15})
     triples = [list(manifest.loc[row:row + 2, "path"]) for row in range(0, 45, 3)]
     for row in range(0, 45, 3):
         manifest.loc[row + 1, "phash"] = _flip(manifest.loc[row, "phash"], [7])
-        manifest.loc[row + 2, "sha256"] = manifest.loc[row, "sha256"]
+        manifest.loc[row + 2, "phash"] = _flip(manifest.loc[row + 1, "phash"], [11])
     for seed in range(25):
         splits = assign_splits(manifest, CFG.model_copy(update=dict(seed=seed)))
         split = splits.set_index("path")["split"]
@@ -217,14 +225,14 @@ def test_group_spanning_labels_follows_first_row_and_stays_whole():
 
 def test_a_group_larger_than_the_target_is_not_forced_into_test():
     manifest = _manifest({"a": 12})
-    manifest.loc[0:10, "sha256"] = manifest.loc[0, "sha256"]  # 11 copies + 1 other image
+    manifest.loc[0:10, "phash"] = manifest.loc[0, "phash"]  # 11 look-alikes + 1 other image
     counts = _counts(assign_splits(manifest, CFG))
     assert counts["a"] == {"train": 11, "val": 0, "test": 1, "total": 12}
 
 
 def test_one_group_holding_a_whole_class_stays_in_train(caplog: pytest.LogCaptureFixture):
     manifest = _manifest({"a": 12})
-    manifest["sha256"] = manifest.loc[0, "sha256"]
+    manifest["phash"] = manifest.loc[0, "phash"]  # look-alikes (exact copies would be dropped)
     with caplog.at_level(logging.WARNING, logger="meterid.data.split"):
         splits = assign_splits(manifest, CFG)
     assert set(splits["split"]) == {"train"}
@@ -234,7 +242,7 @@ def test_one_group_holding_a_whole_class_stays_in_train(caplog: pytest.LogCaptur
 def test_groups_all_larger_than_the_target_still_fill_test():
     manifest = _manifest({"a": 12})
     for start in range(0, 12, 4):  # three groups of 4; test target is 3
-        manifest.loc[start:start + 3, "sha256"] = manifest.loc[start, "sha256"]
+        manifest.loc[start:start + 3, "phash"] = manifest.loc[start, "phash"]
     counts = _counts(assign_splits(manifest, CFG))
     assert counts["a"] == {"train": 8, "val": 0, "test": 4, "total": 12}
 

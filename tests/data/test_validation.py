@@ -35,8 +35,9 @@ from tests.data.conftest import (
 )
 
 RULE_NAMES = [
-    "has_images", "files_decode", "min_width", "min_height", "rgb_convertible", "allowed_format",
-    "label_in_classes", "classes_present", "class_min_count", "no_exact_duplicate",
+    "has_images", "files_decode", "min_width", "min_height", "rgb_convertible", "accepted_format",
+    "preferred_format", "extension_matches_format", "label_in_classes", "classes_present",
+    "class_min_count", "same_image_two_labels", "exact_copy_in_class",
     "no_cross_label_near_duplicate",
 ]
 
@@ -167,7 +168,14 @@ FAULTS: dict[str, Fault] = {
     "unconvertible_mode": Fault(_refuse_cmyk, frozenset({"rgb_convertible"}), "rgb_convertible",
                                 ("gamma-g3/cmyk.jpg",)),
     "bmp": Fault(lambda r: save(noise_image(52), r / "acme-a1" / "scan.bmp", "BMP"),
-                 frozenset({"allowed_format"}), "allowed_format", ("acme-a1/scan.bmp",)),
+                 frozenset({"preferred_format"}), "preferred_format", ("acme-a1/scan.bmp",)),
+    "webp_refused_by_choice": Fault(
+        lambda r: save(noise_image(58), r / "acme-a1" / "field.webp", "WEBP"),
+        frozenset({"accepted_format", "preferred_format"}), "accepted_format",
+        ("acme-a1/field.webp",), {"accepted_formats": ["JPEG", "PNG"]}),
+    "bmp_named_jpg": Fault(lambda r: save(noise_image(59), r / "acme-a1" / "scan.jpg", "BMP"),
+                           frozenset({"preferred_format", "extension_matches_format"}),
+                           "extension_matches_format", ("acme-a1/scan.jpg",)),
     "outside_class_folder": Fault(lambda r: save(noise_image(53), r / "loose.jpg", "JPEG"),
                                   frozenset({"label_in_classes"}), "label_in_classes",
                                   ("loose.jpg",)),
@@ -190,12 +198,12 @@ FAULTS: dict[str, Fault] = {
                                     ("acme-a1/img_0.jpeg", "acme-a1/img_1.png",
                                      "acme-a1/img_2.jpeg")),
     "exact_copy_same_class": Fault(_copy("acme-a1/img_0.jpeg", "acme-a1/copy.jpeg"),
-                                   frozenset({"no_exact_duplicate"}), "no_exact_duplicate",
+                                   frozenset({"exact_copy_in_class"}), "exact_copy_in_class",
                                    ("acme-a1/copy.jpeg", "acme-a1/img_0.jpeg")),
     "exact_copy_other_class": Fault(_copy("acme-a1/img_0.jpeg", "beta-b2/copied.jpeg"),
-                                    frozenset({"no_exact_duplicate",
+                                    frozenset({"same_image_two_labels",
                                                "no_cross_label_near_duplicate"}),
-                                    "no_cross_label_near_duplicate",
+                                    "same_image_two_labels",
                                     ("acme-a1/img_0.jpeg", "beta-b2/copied.jpeg")),
     "near_copy_other_class": Fault(_resave("acme-a1/img_1.png", "beta-b2/lookalike.jpg"),
                                    frozenset({"no_cross_label_near_duplicate"}),
@@ -233,14 +241,18 @@ def test_planted_fault_fails_its_rule_and_names_the_file(
     report = _validate(root, rules.model_copy(update=fault.config))
     text = format_report(report, root)
 
-    assert not report.success
+    blocking = {name for name in fault.failed if rules.severity[name] == "error"}
+    assert report.success == (not blocking), text
     assert {rule.name for rule in report.failed} == fault.failed, text
+    assert {rule.name for rule in report.errors} == blocking
     rule = next(r for r in report.rules if r.name == fault.rule)
     assert rule.offending == sorted(fault.named)
     assert all(rule.details[path] for path in fault.named if fault.rule != "has_images")
     for path in fault.named:
         assert f"{root / path}" in text
-    assert "FAILED" in text.splitlines()[0]
+    assert ("FAILED" if blocking else "passed with") in text.splitlines()[0]
+    strict = _validate(root, rules.model_copy(update={**fault.config, "strict": True}))
+    assert not strict.success and {r.name for r in strict.errors} == fault.failed
 
 
 def test_failure_details_say_why(tmp_path: Path, rules: ValidateConfig):
@@ -310,3 +322,31 @@ def test_importing_the_data_modules_loads_neither_gx_nor_prefect():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_warnings_do_not_block_but_strict_makes_them_errors(tmp_path: Path, rules: ValidateConfig,
+                                                            params, monkeypatch):
+    """`meterid validate` on a folder with a WEBP, a BMP named .jpg and an in-class copy: exit 0,
+    each warning named; with --strict, exit 1. Data Docs carry the severities."""
+    from typer.testing import CliRunner
+
+    from meterid.cli import app
+    from tests.conftest import write_params
+
+    root = make_dataset(tmp_path / "data" / "raw")
+    save(noise_image(60), root / "acme-a1" / "field.webp", "WEBP")
+    save(noise_image(61), root / "beta-b2" / "scan.jpg", "BMP")
+    _copy("acme-a1/img_0.jpeg", "acme-a1/again.jpeg")(root)
+    write_params(tmp_path, params.model_copy(update={"validate_": rules}))
+    monkeypatch.chdir(tmp_path)
+
+    passed = CliRunner().invoke(app, ["validate"])
+    assert passed.exit_code == 0, passed.output
+    assert "): passed with 3 warning(s)" in passed.output
+    assert "data/raw/beta-b2/scan.jpg: named .jpg, is BMP" in passed.output
+    assert "data/raw/acme-a1/field.webp: format WEBP" in passed.output
+    assert "kept once, the split drops the other copies" in passed.output
+    pages = " ".join(p.read_text() for p in (tmp_path / "reports").rglob("validations/**/*.html"))
+    assert "WARNING: each file" in pages and "ERROR: every file decodes" in pages
+    strict = CliRunner().invoke(app, ["validate", "--strict"])
+    assert strict.exit_code == 1 and "FAILED (3 error(s), warnings count" in strict.output
