@@ -24,6 +24,12 @@ def project(project_dir: Path, params: Params,
     return project_dir
 
 
+def params_share(project: Path) -> float:
+    from meterid.config import load_params
+
+    return load_params(project / "params.yaml").evaluate.known_accept_share
+
+
 def test_training_flow_registers_an_evaluated_champion(project: Path, prefect_harness):
     from flows.training import training
     from meterid.registry import list_versions, load_classifier
@@ -42,10 +48,23 @@ def test_training_flow_registers_an_evaluated_champion(project: Path, prefect_ha
     assert len(per_class) == splits["label"].nunique()  # every class measured, test or CV
     assert per_class["cv_recall"].notna().all()
     assert (project / "reports/evaluation/confusion_matrix.png").stat().st_size > 0
+    # the decision policy: chosen on one half of the held-out brands, reported on the other
+    decision = json.loads((project / "reports/evaluation/decision.json").read_text())
+    assert decision["selection_brands"] and decision["report_brands"]
+    assert not set(decision["selection_brands"]) & set(decision["report_brands"])
+    candidates = pd.read_csv(project / "reports/evaluation/open_set.csv")
+    assert {"msp", "energy", "knn(k=5)", "mahalanobis", "msp_fixed"} <= set(candidates["candidate"])
+    assert candidates["chosen"].sum() == 1
+    assert metrics["known_flagged_share_val"] <= 1 - params_share(project) + 1e-9
+    assert metrics["non_meter_flagged_share"] is not None and metrics["brand_sets_disjoint"] == 1
+    assert (project / "reports/evaluation/open_set.png").stat().st_size > 0
+    calibration = json.loads((project / "reports/evaluation/calibration.json").read_text())
+    assert calibration["method"] and "ece_before" in calibration
 
     versions = list_versions()
     assert versions[0]["version"] == 1 and "champion" in versions[0]["aliases"]
     exported = load_classifier(str(project / "models/champion"))
+    assert exported.policy.open_set.operating_point.startswith("accepts 97% of")
     assert exported.classes == sorted(splits["label"].unique())
     assert exported.version == 1
 
