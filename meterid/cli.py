@@ -38,6 +38,7 @@ ManifestFile = Annotated[Path | None, typer.Option(
 # Commands that never touch MLflow skip the store check; `serve` starts the stores itself.
 _NO_STORE_CHECK = frozenset({"data", "validate", "split", "predict", "dashboard"})
 _OWN_STORES = frozenset({"serve"})
+_NO_PROJECT = frozenset({"init"})  # makes the project (and its params.yaml)
 
 
 def _params(ctx: typer.Context) -> Params:
@@ -49,6 +50,8 @@ def _root(ctx: typer.Context, params: ParamsOption = Path("params.yaml")) -> Non
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_chatty_loggers()
+    if ctx.invoked_subcommand in _NO_PROJECT:
+        return
     try:
         ctx.obj = load_params(params)
     except ConfigError as error:
@@ -89,6 +92,28 @@ def data_demo(
     known = sum(n for name, n in counts.items() if (out / name).is_dir())
     typer.echo(f"wrote {known} images of {cfg.n_classes} classes to {out}, "
                f"{sum(counts.values()) - known} held-out brand images to {unknown_out}")
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="The new project folder (created if missing).")],
+    photos: Annotated[Path | None, typer.Option(
+        "--photos", help="A folder of class folders (<class>/<photo>) to copy into "
+        "data/raw.")] = None,
+) -> None:
+    """Make a project folder for your own photos: params.yaml, dvc.yaml, prefect.yaml, data/raw,
+    DVC with a local remote; then `meterid validate` and `meterid flow train` there."""
+    from meterid.project import InitError, init_project
+
+    try:
+        project = init_project(folder, photos)
+    except InitError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(f"project {project.folder}: {len(project.classes)} classes, {project.photos} "
+               f"photos in data/raw" + ("" if project.classes else
+                                        " (put class folders there: data/README.txt)"))
+    typer.echo(f"next: cd {project.folder} && meterid validate && meterid flow train")
 
 
 @app.command()

@@ -77,6 +77,7 @@ class NuisanceConfig(_Strict):
 
 
 class DemoConfig(_Strict):
+    generate_if_empty: bool
     seed: int
     n_classes: int = Field(ge=2)
     total_images: int = Field(ge=2)

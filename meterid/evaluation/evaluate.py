@@ -55,6 +55,7 @@ class EvaluationData:
     held_out: HeldOut | None
     non_meter: ModelOutputs | None = None
     non_meter_poor_quality: np.ndarray | None = None
+    threshold_set: str = "validation"  # "test" when there is no validation split
 
 
 @dataclass
@@ -63,8 +64,7 @@ class Evaluation:
     per_class: pd.DataFrame
     audit: pd.DataFrame
     policy: DecisionPolicy
-    open_set_table: pd.DataFrame
-    open_set_choice: OpenSetChoice
+    open_set_choice: OpenSetChoice  # its table: every candidate at the operating point
     open_set_scores: dict[str, np.ndarray]  # the chosen score per group, for the plot
 
 
@@ -163,7 +163,7 @@ def evaluate(model: MeterClassifier, data: EvaluationData, cv_embeddings: np.nda
     bound and prediction sets; non-meter scenes; per-class CV on frozen embeddings."""
     classes = model.classes
     reference = Reference(model.reference_embeddings.numpy(), model.reference_labels.numpy())
-    choice = choose_rule(data.val, data.test, data.held_out, reference, cfg)
+    choice = choose_rule(data.val, data.test, data.held_out, reference, cfg, data.threshold_set)
     policy = DecisionPolicy(choice.rule, *_accept_and_sets(choice.rule, data, reference, cfg))
     probabilities, targets = data.test.probabilities, data.test_targets
     flagged = choice.rule.flags(data.test, reference)
@@ -181,7 +181,8 @@ def evaluate(model: MeterClassifier, data: EvaluationData, cv_embeddings: np.nda
         "selective_accuracy": (float((probabilities.argmax(1) == targets)[accepted].mean())
                                if accepted.any() else float("nan")),
         "test_images": len(targets),
-        "validation_images": len(data.val_targets),
+        "validation_images": len(data.val_targets) if data.threshold_set == "validation" else 0,
+        "thresholds_set_on_test": float(data.threshold_set == "test"),
         "test_classes": int(len(np.unique(targets))),
         "classes": len(classes),
         **choice_metrics(choice),
@@ -198,7 +199,7 @@ def evaluate(model: MeterClassifier, data: EvaluationData, cv_embeddings: np.nda
              "%.1f%% of known test photos", choice.rule.label, choice.selected_by,
              choice.rule.threshold, 100 * metrics["unknown_flagged_share_report"],
              100 * metrics["known_flagged_share"])
-    return Evaluation(metrics, per_class, audit, policy, choice.table, choice,
+    return Evaluation(metrics, per_class, audit, policy, choice,
                       _scores_by_group(choice, data, reference))
 
 
@@ -236,7 +237,7 @@ def write_reports(evaluation: Evaluation, classes: list[str], out_dir: Path) -> 
         "selection_brands": list(sets.selection) if sets else [],
         "report_brands": list(sets.report) if sets else []},
         indent=2, default=_json_value) + "\n")
-    evaluation.open_set_table.to_csv(paths["open_set"], index=False)
+    choice.table.to_csv(paths["open_set"], index=False)
     plot_open_set(evaluation.open_set_scores, evaluation.policy.open_set, paths["open_set_plot"])
     evaluation.per_class.to_csv(paths["per_class"])
     evaluation.audit.to_csv(paths["audit"], index=False)

@@ -19,6 +19,7 @@ from meterid.evaluation.openset import (
     ModelOutputs,
     OpenSetRule,
     Reference,
+    ScoreName,
     known_vs_unknown_auroc,
     open_set_score,
     threshold_for_known_acceptance,
@@ -26,8 +27,6 @@ from meterid.evaluation.openset import (
 
 KNN_KS = (1, 3, 5, 10, 20)
 FIXED = "msp_fixed"
-CANDIDATES: tuple[tuple[str, int], ...] = (
-    ("msp", 0), ("energy", 0), *(("knn", k) for k in KNN_KS), ("mahalanobis", 0))
 
 
 @dataclass(frozen=True)
@@ -78,16 +77,24 @@ def _groups(known_val: ModelOutputs, known_test: ModelOutputs, held_out: HeldOut
             "report": held_out.of(sets.report) if held_out and sets else none}
 
 
-def candidate_rules(known_val: ModelOutputs, reference: Reference, share: float
-                    ) -> dict[str, OpenSetRule]:
+def _candidates(reference: Reference, knn_k: int) -> list[tuple[ScoreName, int]]:
+    """(score, k) pairs: the softmax scores always; the embedding scores when the model has its
+    training embeddings; kNN at each of ``KNN_KS`` and the configured k."""
+    candidates: list[tuple[ScoreName, int]] = [("msp", knn_k), ("energy", knn_k)]
+    if len(reference):
+        candidates += [("knn", k) for k in sorted({*KNN_KS, knn_k})]
+        candidates.append(("mahalanobis", knn_k))
+    return candidates
+
+
+def candidate_rules(known_val: ModelOutputs, reference: Reference, share: float,
+                    knn_k: int, known_set: str = "validation") -> dict[str, OpenSetRule]:
     """Each candidate score with the threshold that accepts ``share`` of ``known_val``."""
     rules = {}
-    for score, k in CANDIDATES:
-        if score in ("knn", "mahalanobis") and len(reference) == 0:
-            continue
-        values = open_set_score(score, known_val, reference, k or 5)  # type: ignore[arg-type]
-        rule = OpenSetRule(score, threshold_for_known_acceptance(values, share), k or 5,  # type: ignore[arg-type]
-                           f"accepts {share:.0%} of {len(values)} known validation photos")
+    for score, k in _candidates(reference, knn_k):
+        values = open_set_score(score, known_val, reference, k)
+        rule = OpenSetRule(score, threshold_for_known_acceptance(values, share), k,
+                           f"accepts {share:.0%} of {len(values)} known {known_set} photos")
         rules[rule.label] = rule
     return rules
 
@@ -104,12 +111,13 @@ def _row(name: str, rule: OpenSetRule, groups: dict[str, ModelOutputs],
 
 
 def choose_rule(known_val: ModelOutputs, known_test: ModelOutputs, held_out: HeldOut | None,
-                reference: Reference, cfg: EvaluateConfig) -> OpenSetChoice:
+                reference: Reference, cfg: EvaluateConfig, known_set: str = "validation"
+                ) -> OpenSetChoice:
     """Every candidate at the operating point on known photos and both brand sets, and the
     rule ``cfg`` asks for: ``auto`` is the best candidate on the selection brands."""
     sets = split_brand_sets(held_out.brands) if held_out is not None else None
     groups = _groups(known_val, known_test, held_out, sets)
-    rules = candidate_rules(known_val, reference, cfg.known_accept_share)
+    rules = candidate_rules(known_val, reference, cfg.known_accept_share, cfg.knn_k, known_set)
     rules[FIXED] = OpenSetRule.fixed_confidence(cfg.threshold)
     table = pd.DataFrame([_row(name, rule, groups, reference) for name, rule in rules.items()])
     eligible = table["candidate"] != FIXED
@@ -122,7 +130,8 @@ def choose_rule(known_val: ModelOutputs, known_test: ModelOutputs, held_out: Hel
             raise ValueError(f"evaluate.open_set_rule {name} is not available for this model "
                              f"(available: {sorted(rules)})")
     elif not len(groups["selection"]):
-        name, how = f"knn(k={cfg.knn_k})", "no held-out brands to choose on: knn by default"
+        name = f"knn(k={cfg.knn_k})" if len(reference) else "msp"
+        how = f"no held-out brands to choose on: {name} by default"
     else:
         ranked = table[eligible].sort_values(["flagged_selection", "auroc_selection"],
                                              ascending=False, kind="stable")

@@ -170,15 +170,19 @@ def _non_meter(model: MeterClassifier, params: Params) -> tuple[ModelOutputs, np
 def evaluation_data(model: MeterClassifier, splits: pd.DataFrame, params: Params
                     ) -> EvaluationData:
     val, test = (_split(model, splits, params, name) for name in ("val", "test"))
+    threshold_set = "validation"
     if not len(val.targets):
-        raise ValueError("no validation photos: the open-set threshold, the auto-accept bound "
-                         "and the prediction sets are set on them (every class under "
-                         f"split.high={params.split.high} photos has none)")
+        # Small collections: no class above split.high photos, so no validation split. The
+        # thresholds are then set on the test photos, and every report says so.
+        log.warning("no validation photos (no class has more than split.high=%d): the open-set "
+                    "threshold, accept bound and prediction sets are set on the test photos, "
+                    "so their known-photo figures are not independent", params.split.high)
+        val, threshold_set = test, "test"
     non_meter, poor = (_non_meter(model, params) if params.evaluate.non_meter_scenes
                        else (None, None))
     return EvaluationData(model_outputs(model, val), val.targets.numpy(),
                           model_outputs(model, test), test.targets.numpy(), test.paths,
-                          _held_out(model, params), non_meter, poor)
+                          _held_out(model, params), non_meter, poor, threshold_set)
 
 
 def evaluate_candidate(params: Params) -> dict:
