@@ -172,6 +172,8 @@ class EvaluateConfig(_Strict):
     accept_confidence: float = Field(gt=0, lt=1)   # 1 - delta of the certified bound
     prediction_set_alpha: float = Field(gt=0, lt=1)
     non_meter_scenes: int = Field(ge=0)
+    suspect_filter: Literal["prune_by_noise_rate", "confident_learning", "both",
+                            "predicted_neq_given"]
     cv_folds: int = Field(ge=2)
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from meterid.clustering.report import contact_sheet
 from meterid.config import EvaluateConfig
+from meterid.data.suspects import OutOfFold, out_of_fold_probabilities, suspect_labels
 from meterid.evaluation import conformal
 from meterid.evaluation.conformal import AcceptRule, PredictionSetRule
 from meterid.evaluation.decision import DecisionPolicy
@@ -66,6 +66,17 @@ class Evaluation:
     policy: DecisionPolicy
     open_set_choice: OpenSetChoice  # its table: every candidate at the operating point
     open_set_scores: dict[str, np.ndarray]  # the chosen score per group, for the plot
+    suspects: pd.DataFrame | None  # photos whose given label the out-of-fold head doubts
+
+
+@dataclass(frozen=True)
+class FrozenEmbeddings:
+    """Embeddings of every split's photos by the pretrained backbone before phase 2 (saved by
+    training), with labels and paths relative to the image folder."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
 
 
 def model_outputs(model: MeterClassifier, split: CachedSplit) -> ModelOutputs:
@@ -140,27 +151,19 @@ def _non_meter_metrics(rule: OpenSetRule, data: EvaluationData, reference: Refer
             "non_meter_unknown_share": float((unknown & ~poor).mean())}
 
 
-def cross_validated_recall(embeddings: np.ndarray, labels: np.ndarray, folds: int,
-                           seed: int) -> pd.Series:
-    """Per-class recall of a linear head under stratified k-fold CV (k <= smallest class)."""
-    counts = pd.Series(labels).value_counts()
-    k = int(min(folds, counts.min()))
-    if k < 2:
-        return pd.Series(np.nan, index=sorted(set(labels)))
-    features = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    # Balanced class weights: with 4-image classes beside 200-image ones, an unweighted head
-    # would sacrifice exactly the small classes this measurement exists for.
-    head = LogisticRegression(max_iter=2000, C=10.0, class_weight="balanced")
-    predicted = cross_val_predict(head, features, labels,
-                                  cv=StratifiedKFold(k, shuffle=True, random_state=seed))
-    frame = pd.DataFrame({"label": labels, "correct": predicted == labels})
-    return frame.groupby("label")["correct"].mean()
+def cross_validated_recall(oof: OutOfFold | None, labels: np.ndarray) -> pd.Series:
+    """Per-class recall of the out-of-fold linear head (NaN for every class without it)."""
+    if oof is None:
+        return pd.Series(np.nan, index=sorted(set(labels.astype(str))))
+    correct = oof.probabilities.argmax(axis=1) == oof.targets
+    return pd.Series(correct).groupby(oof.classes[oof.targets]).mean()
 
 
-def evaluate(model: MeterClassifier, data: EvaluationData, cv_embeddings: np.ndarray,
-             cv_labels: np.ndarray, cfg: EvaluateConfig, seed: int) -> Evaluation:
+def evaluate(model: MeterClassifier, data: EvaluationData, frozen: FrozenEmbeddings,
+             cfg: EvaluateConfig, seed: int) -> Evaluation:
     """Test metrics; the open-set rule chosen and reported on disjoint brand sets; the accept
-    bound and prediction sets; non-meter scenes; per-class CV on frozen embeddings."""
+    bound and prediction sets; non-meter scenes; per-class CV on frozen embeddings and the
+    photos whose label it doubts."""
     classes = model.classes
     reference = Reference(model.reference_embeddings.numpy(), model.reference_labels.numpy())
     choice = choose_rule(data.val, data.test, data.held_out, reference, cfg, data.threshold_set)
@@ -190,17 +193,20 @@ def evaluate(model: MeterClassifier, data: EvaluationData, cv_embeddings: np.nda
         **_non_meter_metrics(choice.rule, data, reference),
     })
     per_class = per_class_table(targets, probabilities.argmax(1), classes)
-    per_class["cv_recall"] = cross_validated_recall(cv_embeddings, cv_labels, cfg.cv_folds,
-                                                    seed).reindex(per_class.index)
+    oof = out_of_fold_probabilities(frozen.embeddings, frozen.labels, cfg.cv_folds, seed)
+    per_class["cv_recall"] = cross_validated_recall(oof, frozen.labels).reindex(per_class.index)
     per_class["measured_by"] = np.where(per_class["support"] > 0, "test", "cross-validation")
     metrics["cv_macro_recall"] = float(per_class["cv_recall"].mean())
+    suspects = (suspect_labels(oof, frozen.paths, cfg.suspect_filter) if oof is not None
+                else None)
+    metrics["suspect_labels"] = float(len(suspects)) if suspects is not None else np.nan
     audit = audit_table(data.test_paths, targets, probabilities, classes, flagged)
     log.info("open-set rule %s (%s), threshold %.4f: flags %.1f%% of report-brand photos, "
              "%.1f%% of known test photos", choice.rule.label, choice.selected_by,
              choice.rule.threshold, 100 * metrics["unknown_flagged_share_report"],
              100 * metrics["known_flagged_share"])
     return Evaluation(metrics, per_class, audit, policy, choice,
-                      _scores_by_group(choice, data, reference))
+                      _scores_by_group(choice, data, reference), suspects)
 
 
 def json_safe(value: object) -> object:
@@ -216,7 +222,27 @@ def _json_value(value: object) -> object:
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
-def write_reports(evaluation: Evaluation, classes: list[str], out_dir: Path) -> dict[str, Path]:
+SUSPECT_SHEET = 36  # thumbnails on the suspected-label sheet
+
+
+def _write_suspects(suspects: pd.DataFrame, image_root: Path, out_dir: Path
+                    ) -> dict[str, Path]:
+    paths = {"suspect_labels": out_dir / "suspect_labels.csv"}
+    suspects.to_csv(paths["suspect_labels"], index=False)
+    if len(suspects):
+        paths["suspect_sheet"] = contact_sheet(
+            [image_root / p for p in suspects["path"]],
+            [f"{g} -> {s}?" for g, s in zip(suspects["given_label"], suspects["suggested_label"],
+                                            strict=True)],
+            f"{len(suspects)} photos whose label the out-of-fold head doubts (given -> "
+            "suggested); most doubted first", out_dir / "suspect_labels.png", SUSPECT_SHEET, 128)
+        log.warning("%d suspected label error(s): %s (and %s)", len(suspects),
+                    paths["suspect_labels"], paths["suspect_sheet"])
+    return paths
+
+
+def write_reports(evaluation: Evaluation, classes: list[str], out_dir: Path,
+                  image_root: Path | None = None) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "metrics": out_dir / "metrics.json",
@@ -245,5 +271,7 @@ def write_reports(evaluation: Evaluation, classes: list[str], out_dir: Path) -> 
     plot_confusion_matrix(evaluation.audit["true_label"].map(index).to_numpy(),
                           evaluation.audit["predicted_label"].map(index).to_numpy(),
                           classes, paths["confusion_matrix"])
+    if evaluation.suspects is not None and image_root is not None:
+        paths.update(_write_suspects(evaluation.suspects, image_root, out_dir))
     log.info("evaluation reports in %s", out_dir)
     return paths

@@ -24,6 +24,7 @@ from meterid.data.demo.scenes import non_meter_scenes
 from meterid.data.split import read_splits
 from meterid.evaluation.evaluate import (
     EvaluationData,
+    FrozenEmbeddings,
     brands_of,
     evaluate,
     json_safe,
@@ -112,7 +113,8 @@ def train_candidate(params: Params, repo: Path) -> dict:
             files.frozen_embeddings,
             embeddings=torch.cat([result.frozen_embeddings[s] for s in SPLITS]).numpy(),
             labels=np.array([model.classes[t] for s in SPLITS
-                             for t in result.cached[s].targets.tolist()]))
+                             for t in result.cached[s].targets.tolist()]),
+            paths=np.array([p for s in SPLITS for p in result.cached[s].paths]))
         summary = {"run_id": run.info.run_id, "timings": result.timings,
                    "epochs": {f"phase{p}": sum(r["phase"] == p for r in result.history)
                               for p in (1, 2)},
@@ -193,9 +195,15 @@ def evaluate_candidate(params: Params) -> dict:
     model = load_checkpoint(files.checkpoint)
     splits = read_splits(params.paths.splits)
     frozen = np.load(files.frozen_embeddings)
-    evaluation = evaluate(model, evaluation_data(model, splits, params), frozen["embeddings"],
-                          frozen["labels"], params.evaluate, params.train.seed)
-    reports = write_reports(evaluation, model.classes, params.paths.evaluation_reports)
+    if "paths" not in frozen.files:
+        raise ValueError(f"{files.frozen_embeddings} predates the suspected-label check (no "
+                         "paths): train again (`meterid train`)")
+    embeddings = FrozenEmbeddings(frozen["embeddings"], frozen["labels"].astype(str),
+                                  [str(p) for p in frozen["paths"]])
+    evaluation = evaluate(model, evaluation_data(model, splits, params), embeddings,
+                          params.evaluate, params.train.seed)
+    reports = write_reports(evaluation, model.classes, params.paths.evaluation_reports,
+                            params.paths.raw_dir)
     run_info = json.loads(files.run_info.read_text())
     reports["calibration"] = params.paths.evaluation_reports / "calibration.json"
     reports["calibration"].write_text(json.dumps(json_safe(
