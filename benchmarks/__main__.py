@@ -10,7 +10,8 @@ from meterid.config import load_params
 from meterid.stores import configure_stores
 
 BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput",
-              "backbone_probe", "training", "scoring", "scoring_dask", "clustering", "suspect_labels")
+              "backbone_probe", "training", "scoring", "scoring_dask", "clustering",
+              "suspect_labels")
 
 
 def main(names: list[str]) -> None:

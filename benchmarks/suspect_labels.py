@@ -34,18 +34,20 @@ def run() -> dict:
     embeddings, labels = frozen["embeddings"], frozen["labels"].astype(str)
     paths = [str(i) for i in range(len(labels))]
     rng = np.random.default_rng(0)
-    found: dict[str, list[tuple[float, float, int]]] = {m: [] for m in METHODS}
+    found: dict[str, list[tuple[float, float, int, float]]] = {m: [] for m in METHODS}
     for _ in range(SEEDS):
         planted, truth = _plant(labels, rng)
         oof = out_of_fold_probabilities(embeddings, planted, params.evaluate.cv_folds, 0)
         for method in METHODS:
-            listed = {int(p) for p in suspect_labels(oof, paths, method)["path"]}
-            hits = len(listed & truth)
-            found[method].append((hits / max(len(listed), 1), hits / len(truth), len(listed)))
+            ranked = [int(p) for p in suspect_labels(oof, paths, method)["path"]]
+            hits = len(set(ranked) & truth)
+            first = len(set(ranked[:len(truth)]) & truth) / len(truth)  # as many as planted
+            found[method].append((hits / max(len(ranked), 1), hits / len(truth), len(ranked),
+                                  first))
     print(f"{len(labels)} photos, {int(SHARE * len(labels))} label swaps planted, {SEEDS} seeds "
           f"(in use: {params.evaluate.suspect_filter})")
     for method, rows in found.items():
-        precision, recall, listed = np.mean(rows, axis=0)
+        precision, recall, listed, first = np.mean(rows, axis=0)
         print(f"  {method:22s} precision {precision:.1%}  recall {recall:.1%}  "
-              f"listed {listed:.0f}")
+              f"listed {listed:.0f}  precision of the first {len(truth)} {first:.1%}")
     return {m: np.mean(r, axis=0).tolist() for m, r in found.items()}
