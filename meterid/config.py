@@ -86,6 +86,7 @@ class DemoConfig(_Strict):
     unknown_images_per_brand: int = Field(ge=1)
     image_width: int = Field(ge=64)
     image_height: int = Field(ge=64)
+    exif_rotated_share: float = Field(ge=0, le=1)
     workers: int = Field(ge=1)
     nuisance: NuisanceConfig
 

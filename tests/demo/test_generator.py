@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -88,3 +89,28 @@ def test_refuses_to_mix_with_existing_files_unless_overwriting(
     generate_demo(cfg, tmp_path / "raw", overwrite=True)
     assert not (tmp_path / "raw" / "old.jpg").exists()
     assert len(list((tmp_path / "raw").rglob("*.jpg"))) == 12
+
+
+def test_phone_sized_photos_with_exif_orientation_decode_upright(small_demo_cfg: DemoConfig,
+                                                                 tmp_path: Path):
+    """720x1280 photos stored turned with Orientation 3/6/8, as phones do: the one decode path
+    turns them upright (the same picture as the untagged draw), and the manifest records the
+    tag."""
+    from meterid.data.demo.generate import PhotoJob, draw_photo
+    from meterid.data.images import inspect_image, load_rgb
+
+    spec = build_catalog(small_demo_cfg.n_classes, 0)[0][0]
+    size, tags = (720, 1280), set()
+    for index in range(12):
+        plain = PhotoJob(spec, 0, index, tmp_path / f"plain_{index}.jpg")
+        phone = PhotoJob(spec, 0, index, tmp_path / f"phone_{index}.jpg")
+        draw_photo(plain, 7, small_demo_cfg.nuisance, size)
+        draw_photo(phone, 7, small_demo_cfg.nuisance, size, exif_rotated_share=1.0)
+        facts = inspect_image(phone.path, 40_000_000)
+        tags.add(facts.exif_orientation)
+        upright = load_rgb(phone.path, 40_000_000)
+        assert upright.size == size and (facts.width, facts.height) == size
+        difference = np.abs(np.asarray(upright, np.int16) - np.asarray(load_rgb(
+            plain.path, 40_000_000), np.int16)).mean()
+        assert difference < 3.0  # the same picture, re-encoded in another orientation
+    assert tags == {3, 6, 8}

@@ -14,6 +14,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from meterid.config import DemoConfig, NuisanceConfig
@@ -49,14 +50,31 @@ def plan_jobs(cfg: DemoConfig, out_dir: Path, unknown_dir: Path | None) -> list[
     return jobs
 
 
-def draw_photo(job: PhotoJob, seed: int, nuisance: NuisanceConfig, size: tuple[int, int]) -> str:
+# A phone stores the sensor's pixels and an EXIF Orientation tag telling viewers how to turn
+# them upright: tag -> how the stored pixels are turned from the upright photo.
+STORED_AS = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
+             8: Image.Transpose.ROTATE_270}
+ORIENTATION_TAG = 0x0112
+
+
+def draw_photo(job: PhotoJob, seed: int, nuisance: NuisanceConfig, size: tuple[int, int],
+               exif_rotated_share: float = 0.0) -> str:
     rng = np.random.default_rng([seed, job.stream, job.index])
     photo = compose_photo(render_meter(job.spec, rng), rng, nuisance, size)
-    photo.save(job.path, "JPEG", quality=jpeg_quality(rng, nuisance))
+    quality = jpeg_quality(rng, nuisance)
+    extra = {}
+    # Drawn last and only when asked for: the default photos stay byte-identical.
+    if exif_rotated_share > 0 and rng.random() < exif_rotated_share:
+        orientation = int(rng.choice(list(STORED_AS)))
+        photo = photo.transpose(STORED_AS[orientation])
+        exif = Image.Exif()
+        exif[ORIENTATION_TAG] = orientation
+        extra["exif"] = exif
+    photo.save(job.path, "JPEG", quality=quality, **extra)
     return job.spec.name
 
 
-def _draw(args: tuple[PhotoJob, int, NuisanceConfig, tuple[int, int]]) -> str:
+def _draw(args: tuple[PhotoJob, int, NuisanceConfig, tuple[int, int], float]) -> str:
     return draw_photo(*args)
 
 
@@ -79,7 +97,7 @@ def generate_demo(
         folder.mkdir(parents=True, exist_ok=True)
     size = (cfg.image_width, cfg.image_height)
     log.info("drawing %d demo photos with %d workers", len(jobs), cfg.workers)
-    work = [(job, cfg.seed, cfg.nuisance, size) for job in jobs]
+    work = [(job, cfg.seed, cfg.nuisance, size, cfg.exif_rotated_share) for job in jobs]
     counts: dict[str, int] = {}
     # spawn, not fork: callers (Prefect, tests) run threads that a fork would copy mid-state.
     with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
