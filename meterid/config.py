@@ -104,6 +104,8 @@ class ValidateConfig(_Strict):
     strict: bool
     max_pixels: int
     near_duplicate_max_distance: int = Field(ge=0, le=64)
+    near_duplicate_min_cosine: float | None = Field(ge=-1, le=1)
+    near_duplicate_backbone: Literal["resnet18", "efficientnet_lite0"]
     expected_classes: list[str]
     workers: int = Field(ge=1)
 

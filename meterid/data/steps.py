@@ -23,6 +23,7 @@ from meterid.data.manifest import (
 )
 from meterid.data.split import assign_splits, plot_class_balance, write_splits
 from meterid.data.validation import (
+    NearDuplicate,
     ValidationReport,
     report_to_dict,
     validate_manifest,
@@ -52,10 +53,25 @@ def check_manifest(
     """Write the manifest, validate it, and write ``summary.json`` and Data Docs."""
     write_manifest(manifest, manifest_path)
     report = validate_manifest(manifest, cfg, class_folders(data_dir),
-                               docs_dir=report_dir / "data_docs")
+                               docs_dir=report_dir / "data_docs", data_dir=data_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
+    if report.near_duplicates:
+        near_duplicate_sheet(report.near_duplicates, data_dir,
+                             report_dir / "near_duplicates.png")
     (report_dir / "summary.json").write_text(json.dumps(report_to_dict(report), indent=2) + "\n")
     return report
+
+
+def near_duplicate_sheet(pairs: tuple[NearDuplicate, ...], data_dir: Path, out: Path,
+                         max_pairs: int = 18) -> Path:
+    """Both photos of each pair side by side (three pairs a row) for a person to judge."""
+    from meterid.clustering.report import contact_sheet
+
+    paths = [data_dir / p for pair in pairs[:max_pairs] for p in (pair.path, pair.other)]
+    captions = [text for pair in pairs[:max_pairs] for text in (
+        pair.path, f"cos {pair.cosine}" if pair.cosine is not None else "phash only")]
+    return contact_sheet(paths, captions, f"{len(pairs)} near-duplicate pair(s) across labels",
+                         out, 2 * max_pairs, 160)
 
 
 def validate_dataset(

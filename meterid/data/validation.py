@@ -55,6 +55,7 @@ class ValidationReport:
     docs_index: Path | None
     n_files: int = 0
     strict: bool = False
+    near_duplicates: tuple[NearDuplicate, ...] = ()
 
     @property
     def failed(self) -> list[RuleResult]:
@@ -125,16 +126,49 @@ def _extension_mismatch(manifest: pd.DataFrame) -> pd.Series:
                      index=manifest.index, dtype=object)
 
 
-def _near_duplicate_of(manifest: pd.DataFrame, max_distance: int) -> pd.Series:
-    """For each file that looks like a file of another label, that file's path."""
+@dataclass(frozen=True)
+class NearDuplicate:
+    """Two files of different labels that look alike: phash within the distance, and (when
+    configured) pretrained-backbone embeddings at least ``min_cosine`` similar."""
+
+    path: str
+    other: str
+    cosine: float | None  # None: phash only
+
+
+def near_duplicates_across_labels(manifest: pd.DataFrame, rules: ValidateConfig,
+                                  data_dir: Path | None) -> list[NearDuplicate]:
+    """Perceptual hashes find candidates cheaply; embeddings confirm them, because different
+    products photographed on white backgrounds come within a few phash bits of each other."""
     paths, labels = manifest["path"].tolist(), manifest["label"].tolist()
-    other: dict[int, str] = {}
-    for i, j in near_duplicate_pairs(manifest["phash"].tolist(), max_distance):
-        if labels[i] != labels[j]:
-            other.setdefault(int(i), paths[j])
-            other.setdefault(int(j), paths[i])
-    return pd.Series([other.get(i) for i in range(len(paths))], index=manifest.index,
-                     dtype=object)
+    candidates = [(int(i), int(j)) for i, j in near_duplicate_pairs(
+        manifest["phash"].tolist(), rules.near_duplicate_max_distance) if labels[i] != labels[j]]
+    if rules.near_duplicate_min_cosine is None or not candidates:
+        return [NearDuplicate(paths[i], paths[j], None) for i, j in candidates]
+    if data_dir is None:
+        raise ValueError("confirming near-duplicates (validate.near_duplicate_min_cosine) needs "
+                         "the image folder")
+    from meterid.model.pretrained import PretrainedEmbedder
+
+    rows = sorted({k for pair in candidates for k in pair})
+    embed = PretrainedEmbedder(rules.near_duplicate_backbone, 224, rules.max_pixels)
+    vectors = dict(zip(rows, embed([Path(data_dir) / paths[k] for k in rows]), strict=True))
+    pairs = [NearDuplicate(paths[i], paths[j], round(float(vectors[i] @ vectors[j]), 4))
+             for i, j in candidates]
+    confirmed = [p for p in pairs if p.cosine >= rules.near_duplicate_min_cosine]
+    log.info("near-duplicates across labels: %d phash candidate pair(s), %d confirmed by "
+             "embeddings (cosine >= %s)", len(pairs), len(confirmed),
+             rules.near_duplicate_min_cosine)
+    return confirmed
+
+
+def _near_duplicate_of(manifest: pd.DataFrame, pairs: list[NearDuplicate]) -> pd.Series:
+    """For each file that looks like a file of another label, that file's path."""
+    other: dict[str, str] = {}
+    for pair in pairs:
+        other.setdefault(pair.path, pair.other)
+        other.setdefault(pair.other, pair.path)
+    return manifest["path"].map(other)
 
 
 def _class_count(manifest: pd.DataFrame, classes: list[str]) -> pd.Series:
@@ -144,8 +178,8 @@ def _class_count(manifest: pd.DataFrame, classes: list[str]) -> pd.Series:
     return counts.where(manifest["label"].isin(classes))
 
 
-def checked_frame(manifest: pd.DataFrame, rules: ValidateConfig,
-                  classes: list[str]) -> pd.DataFrame:
+def checked_frame(manifest: pd.DataFrame, rules: ValidateConfig, classes: list[str],
+                  near_duplicates: list[NearDuplicate]) -> pd.DataFrame:
     """The manifest plus the derived columns the rules check, as plain Python objects."""
     manifest = manifest.reset_index(drop=True)
     label = manifest["label"].fillna("").astype(str)
@@ -156,7 +190,7 @@ def checked_frame(manifest: pd.DataFrame, rules: ValidateConfig,
         copy_in_class_of=_exact_copy_of(manifest, same_label=True),
         copy_other_label_of=_exact_copy_of(manifest, same_label=False),
         extension_mismatch=_extension_mismatch(manifest),
-        near_duplicate_of=_near_duplicate_of(manifest, rules.near_duplicate_max_distance),
+        near_duplicate_of=_near_duplicate_of(manifest, near_duplicates),
     )
     label_of = dict(zip(manifest["path"], label, strict=True))
     frame["near_duplicate_label"] = frame["near_duplicate_of"].map(label_of)
@@ -186,6 +220,7 @@ def _rules(rules: ValidateConfig, classes: list[str]) -> list[_Rule]:
         return _Rule(name, description, expectation, explain, severity)
 
     min_n, distance = rules.min_images_per_class, rules.near_duplicate_max_distance
+    cosine = rules.near_duplicate_min_cosine
     accepted, preferred = sorted(rules.accepted_formats), sorted(rules.preferred_formats)
     small = (" (upscaled to the model's input; lower validate.min_width/min_height to accept "
              "such images without a warning)")
@@ -230,7 +265,8 @@ def _rules(rules: ValidateConfig, classes: list[str]) -> list[_Rule]:
              lambda r: f"same bytes as {r['copy_in_class_of']}: kept once, the split drops "
                        "the other copies", column="copy_in_class_of"),
         spec("no_cross_label_near_duplicate",
-             f"no image is within phash distance {distance} of an image of another label",
+             f"no image is within phash distance {distance} of an image of another label"
+             + (f" with embeddings at cosine >= {cosine}" if cosine is not None else ""),
              gxe.ExpectColumnValuesToBeNull,
              lambda r: f"looks like {r['near_duplicate_of']} (label {r['near_duplicate_label']!r})",
              column="near_duplicate_of"),
@@ -330,11 +366,15 @@ def _mtime(path: Path | None) -> int | None:
 
 
 def validate_manifest(manifest: pd.DataFrame, rules: ValidateConfig, class_folders: list[str],
-                      docs_dir: Path | None) -> ValidationReport:
-    """Run every rule on the manifest; Data Docs HTML goes to ``docs_dir`` when given."""
+                      docs_dir: Path | None, data_dir: Path | None = None) -> ValidationReport:
+    """Run every rule on the manifest; Data Docs HTML goes to ``docs_dir`` when given.
+    ``data_dir`` holds the images (for embeddings that confirm near-duplicates)."""
     check_severities(rules)
     classes = expected_classes(rules, class_folders)
-    frame = checked_frame(manifest, rules, classes)
+    manifest = manifest.reset_index(drop=True)
+    near = near_duplicates_across_labels(
+        manifest.assign(label=manifest["label"].fillna("").astype(str)), rules, data_dir)
+    frame = checked_frame(manifest, rules, classes, near)
     specs = _rules(rules, classes)
     docs_index = None if docs_dir is None else Path(docs_dir) / "index.html"
     previous = _mtime(docs_index)
@@ -344,7 +384,8 @@ def validate_manifest(manifest: pd.DataFrame, rules: ValidateConfig, class_folde
     if docs_index is not None and _mtime(docs_index) in (None, previous):
         raise RuntimeError(f"Great Expectations did not write Data Docs at {docs_index}")
     blocking = [o for o in outcomes if not o.success and (o.severity == "error" or rules.strict)]
-    report = ValidationReport(not blocking, outcomes, docs_index, len(manifest), rules.strict)
+    report = ValidationReport(not blocking, outcomes, docs_index, len(manifest), rules.strict,
+                              tuple(near))
     log.info("validation %s: %d error(s), %d warning(s) of %d rules",
              "passed" if report.success else "FAILED", len(report.errors),
              len(report.warnings), len(outcomes))

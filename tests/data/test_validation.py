@@ -44,7 +44,7 @@ RULE_NAMES = [
 
 def _validate(root: Path, rules: ValidateConfig, docs_dir: Path | None = None) -> ValidationReport:
     manifest = build_manifest(root, rules.max_pixels, rules.workers)
-    return validate_manifest(manifest, rules, class_folders(root), docs_dir)
+    return validate_manifest(manifest, rules, class_folders(root), docs_dir, data_dir=root)
 
 
 class _Records(logging.Handler):
@@ -350,3 +350,27 @@ def test_warnings_do_not_block_but_strict_makes_them_errors(tmp_path: Path, rule
     assert "WARNING: each file" in pages and "ERROR: every file decodes" in pages
     strict = CliRunner().invoke(app, ["validate", "--strict"])
     assert strict.exit_code == 1 and "FAILED (3 error(s), warnings count" in strict.output
+
+
+def test_embeddings_confirm_a_copy_and_clear_lookalike_candidates(tmp_path: Path,
+                                                                 rules: ValidateConfig):
+    """Every cross-label pair made a phash candidate (distance 64): the backbone confirms only
+    the copy (the same pixels saved as BMP: cosine 1), not the other classes' photos. The pair
+    is drawn side by side on a contact sheet."""
+    from meterid.data.steps import check_manifest
+
+    root = make_dataset(tmp_path / "raw")
+    with Image.open(root / "acme-a1/img_1.png") as image:
+        save(image.convert("RGB"), root / "beta-b2/lookalike.bmp", "BMP")
+    loose = rules.model_copy(update={"near_duplicate_max_distance": 64,
+                                     "near_duplicate_min_cosine": 0.999})
+    manifest = build_manifest(root, loose.max_pixels, loose.workers)
+    report = check_manifest(manifest, root, tmp_path / "manifest.csv", tmp_path / "reports",
+                            loose)
+    pairs = {frozenset((p.path, p.other)) for p in report.near_duplicates}
+    assert pairs == {frozenset(("acme-a1/img_1.png", "beta-b2/lookalike.bmp"))}
+    assert all(p.cosine >= 0.999 for p in report.near_duplicates)
+    assert (tmp_path / "reports" / "near_duplicates.png").stat().st_size > 0
+    unconfirmed = _validate(root, loose.model_copy(update={"near_duplicate_min_cosine": None}))
+    rule = next(r for r in unconfirmed.rules if r.name == "no_cross_label_near_duplicate")
+    assert len(rule.offending) == 10  # phash alone at 64 bits: every file looks like another
