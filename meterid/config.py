@@ -136,6 +136,8 @@ class AugmentConfig(_Strict):
     blur_prob: float
     jpeg_quality: IntRange
     jpeg_prob: float
+    grayscale_prob: float = Field(ge=0, le=1)
+    text_strip_prob: float = Field(ge=0, le=1)
 
 
 class PhaseConfig(_Strict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ class EvaluationData:
     non_meter: ModelOutputs | None = None
     non_meter_poor_quality: np.ndarray | None = None
     threshold_set: str = "validation"  # "test" when there is no validation split
+    field_cases: dict[str, ModelOutputs] = field(default_factory=dict)  # test photos, altered
 
 
 @dataclass
@@ -140,6 +141,19 @@ def _scores_by_group(choice: OpenSetChoice, data: EvaluationData, reference: Ref
     return {name: choice.rule.scores(outputs, reference) for name, outputs in groups.items()}
 
 
+def _field_metrics(rule: OpenSetRule, data: EvaluationData, reference: Reference,
+                   accuracy: float) -> dict[str, float]:
+    """Top-1 accuracy on each field case of the test photos, its drop from the plain photos'
+    accuracy, and the share the open-set rule flags UNKNOWN."""
+    metrics = {}
+    for case, outputs in data.field_cases.items():
+        correct = outputs.probabilities.argmax(axis=1) == data.test_targets
+        metrics[f"field_{case}_accuracy"] = float(correct.mean())
+        metrics[f"field_{case}_accuracy_drop"] = accuracy - float(correct.mean())
+        metrics[f"field_{case}_unknown_share"] = float(rule.flags(outputs, reference).mean())
+    return metrics
+
+
 def _non_meter_metrics(rule: OpenSetRule, data: EvaluationData, reference: Reference
                        ) -> dict[str, float]:
     if data.non_meter is None or not len(data.non_meter):
@@ -192,6 +206,7 @@ def evaluate(model: MeterClassifier, data: EvaluationData, frozen: FrozenEmbeddi
         **_guarantee_metrics(policy, data, reference),
         **_non_meter_metrics(choice.rule, data, reference),
     })
+    metrics.update(_field_metrics(choice.rule, data, reference, metrics["accuracy"]))
     per_class = per_class_table(targets, probabilities.argmax(1), classes)
     oof = out_of_fold_probabilities(frozen.embeddings, frozen.labels, cfg.cv_folds, seed)
     per_class["cv_recall"] = cross_validated_recall(oof, frozen.labels).reindex(per_class.index)

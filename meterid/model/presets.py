@@ -12,6 +12,7 @@ import torch
 from torchvision.transforms import v2
 
 from meterid.config import AugmentConfig
+from meterid.data.demo.field import RandomTextStrip
 
 
 def _to_normalized_tensor(mean: tuple[float, ...], std: tuple[float, ...]) -> list:
@@ -43,14 +44,17 @@ class BatchNormalizer:
 def train_preset(
     size: int, mean: tuple[float, ...], std: tuple[float, ...], aug: AugmentConfig
 ) -> v2.Compose:
-    """Zoom/crop, rotation, perspective (angle), lighting, blur and JPEG, as in field photos."""
+    """A field app's text strip, zoom/crop, rotation, perspective (angle), lighting, grayscale,
+    blur and JPEG, as in field photos."""
     return v2.Compose([
+        RandomTextStrip(aug.text_strip_prob),
         v2.RandomResizedCrop((size, size), scale=tuple(aug.crop_scale),
                              ratio=tuple(aug.crop_ratio), antialias=True),
         v2.RandomRotation(aug.rotation_deg),
         v2.RandomPerspective(aug.perspective, p=aug.perspective_prob),
         v2.ColorJitter(brightness=aug.brightness, contrast=aug.contrast,
                        saturation=aug.saturation, hue=aug.hue),
+        v2.RandomGrayscale(p=aug.grayscale_prob),
         v2.RandomApply([v2.GaussianBlur(kernel_size=9, sigma=tuple(aug.blur_sigma))],
                        p=aug.blur_prob),
         v2.RandomApply([v2.JPEG(quality=tuple(aug.jpeg_quality))], p=aug.jpeg_prob),

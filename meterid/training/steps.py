@@ -20,7 +20,9 @@ import torch
 
 from meterid import registry, tracking
 from meterid.config import Params
+from meterid.data.demo.field import burn_text_strip, grayscale
 from meterid.data.demo.scenes import non_meter_scenes
+from meterid.data.images import load_rgb
 from meterid.data.split import read_splits
 from meterid.evaluation.evaluate import (
     EvaluationData,
@@ -169,6 +171,29 @@ def _non_meter(model: MeterClassifier, params: Params) -> tuple[ModelOutputs, np
     return model_outputs(model, cached), np.array(poor, dtype=bool)
 
 
+FIELD_CASES = {"grayscale": lambda image, rng: grayscale(image),
+               "text_strip": burn_text_strip}
+
+
+def _field_cases(model: MeterClassifier, test_paths: list[Path], params: Params
+                 ) -> dict[str, ModelOutputs]:
+    """The test photos as night-mode cameras and field apps deliver them (grayscale; a burned-in
+    text strip), JPEG-encoded like field photos: the model's outputs on each case."""
+    out = {}
+    for case, alter in FIELD_CASES.items():
+        rng = np.random.default_rng(params.train.seed)
+        with tempfile.TemporaryDirectory(prefix=f"meterid-{case}-") as tmp:
+            paths = []
+            for i, source in enumerate(test_paths):
+                paths.append(Path(tmp) / f"{i:05d}.jpg")
+                alter(load_rgb(source, params.validate_.max_pixels), rng).save(paths[-1],
+                                                                                quality=90)
+            cached = cache_images(model, paths, [-1] * len(paths), params.train,
+                                  params.validate_.max_pixels, Path(tmp), f"test photos, {case}")
+        out[case] = model_outputs(model, cached)
+    return out
+
+
 def evaluation_data(model: MeterClassifier, splits: pd.DataFrame, params: Params
                     ) -> EvaluationData:
     val, test = (_split(model, splits, params, name) for name in ("val", "test"))
@@ -182,9 +207,10 @@ def evaluation_data(model: MeterClassifier, splits: pd.DataFrame, params: Params
         val, threshold_set = test, "test"
     non_meter, poor = (_non_meter(model, params) if params.evaluate.non_meter_scenes
                        else (None, None))
+    field = _field_cases(model, [params.paths.raw_dir / p for p in test.paths], params)
     return EvaluationData(model_outputs(model, val), val.targets.numpy(),
                           model_outputs(model, test), test.targets.numpy(), test.paths,
-                          _held_out(model, params), non_meter, poor, threshold_set)
+                          _held_out(model, params), non_meter, poor, threshold_set, field)
 
 
 def evaluate_candidate(params: Params) -> dict:
