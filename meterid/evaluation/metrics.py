@@ -27,7 +27,8 @@ HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_recall", "macro_f1",
                     "ece", "unknown_auroc_report", "unknown_flagged_share_report",
                     "unknown_flagged_share", "known_flagged_share", "non_meter_flagged_share",
                     "auto_accept_share", "auto_accept_certifiable_error",
-                    "prediction_set_coverage", "prediction_set_mean_size", "selective_accuracy",
+                    "prediction_set_coverage", "prediction_set_mean_size",
+                    "field_grayscale_accuracy", "field_text_strip_accuracy", "selective_accuracy",
                     "coverage", "cv_macro_recall")
 
 
