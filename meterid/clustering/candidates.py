@@ -102,7 +102,7 @@ def add_candidates(params: Params, folder: Path, label: str,
             target.unlink(missing_ok=True)
         if not any(class_dir.iterdir()):
             class_dir.rmdir()
-        failed = ", ".join(rule.name for rule in report.failed)
+        failed = ", ".join(rule.name for rule in report.errors)
         raise CandidateError(f"adding {len(pairs)} photos as {label!r} broke validation rules "
                              f"({failed}); nothing was added. Report: "
                              f"{params.paths.validation_reports}")

@@ -5,13 +5,13 @@ add it as a new class (validated, dvc add) -> the next training run learns it.""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
 
 from meterid.config import DemoConfig, Params, load_params
 from tests.conftest import tiny_training, write_params
@@ -87,10 +87,12 @@ def test_adding_photos_that_break_validation_adds_nothing(project: Path):
     params = load_params("params.yaml")
     review = project / "review"
     review.mkdir()
-    for i in range(3):
-        Image.new("RGB", (40, 40), (i * 60, 10, 10)).save(review / f"tiny{i}.jpg")
+    # photos already in another class: the same image under two labels is an error
+    known = sorted((project / "data" / "raw").rglob("*.jpg"))[:3]
+    for i, photo in enumerate(known):
+        shutil.copy(photo, review / f"again{i}.jpg")
     before = sorted(p.name for p in (project / "data" / "raw").iterdir())
-    with pytest.raises(CandidateError, match="broke validation rules"):
+    with pytest.raises(CandidateError, match=r"broke validation rules \(same_image_two_labels"):
         add_candidates(params, review, "tiny-meter")
     assert sorted(p.name for p in (project / "data" / "raw").iterdir()) == before
     with pytest.raises(CandidateError, match="label 'bad label!'"):

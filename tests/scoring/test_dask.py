@@ -208,8 +208,13 @@ def _same_rows(single: pd.DataFrame, sharded: pd.DataFrame) -> None:
         if pd.api.types.is_float_dtype(single[column]):
             assert np.allclose(single[column], sharded[column], atol=1e-5, equal_nan=True), column
         else:
-            assert single[column].fillna("-").tolist() == sharded[column].fillna("-").tolist(), (
-                column)
+            assert _plain(single[column]) == _plain(sharded[column]), column
+
+
+def _plain(values: pd.Series) -> list:
+    """Comparable values: list columns (prediction_set) as lists, missing as "-"."""
+    return [list(v) if isinstance(v, np.ndarray | list) else ("-" if pd.isna(v) else v)
+            for v in values]
 
 
 @pytest.mark.slow
