@@ -138,8 +138,10 @@ class NearDuplicate:
 
 def near_duplicates_across_labels(manifest: pd.DataFrame, rules: ValidateConfig,
                                   data_dir: Path | None) -> list[NearDuplicate]:
-    """Perceptual hashes find candidates cheaply; embeddings confirm them, because different
-    products photographed on white backgrounds come within a few phash bits of each other."""
+    """Perceptual hashes find the pairs cheaply; with ``near_duplicate_min_cosine`` set, the
+    pretrained backbone's embeddings must confirm each (different products photographed on
+    white backgrounds come within a few phash bits of each other; on the demo's sibling meters
+    the embeddings did not tell them apart better, see the benchmark)."""
     paths, labels = manifest["path"].tolist(), manifest["label"].tolist()
     candidates = [(int(i), int(j)) for i, j in near_duplicate_pairs(
         manifest["phash"].tolist(), rules.near_duplicate_max_distance) if labels[i] != labels[j]]
