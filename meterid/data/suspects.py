@@ -48,8 +48,10 @@ def suspect_labels(oof: OutOfFold, paths: list[str], method: str = "prune_by_noi
     and suggested label, the given label's out-of-fold probability and the suggestion's."""
     from cleanlab.filter import find_label_issues
 
+    # n_jobs=1: cleanlab's default forks a process pool, and a fork of a process running
+    # Prefect's and torch's threads deadlocked (a training flow hung in the forked child).
     ranked = find_label_issues(oof.targets, oof.probabilities, filter_by=method,
-                               return_indices_ranked_by="self_confidence")
+                               return_indices_ranked_by="self_confidence", n_jobs=1)
     suggested = oof.probabilities[ranked].argmax(axis=1)
     return pd.DataFrame({
         "path": [paths[i] for i in ranked],
