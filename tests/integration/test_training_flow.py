@@ -58,6 +58,10 @@ def test_training_flow_registers_an_evaluated_champion(project: Path, prefect_ha
     assert metrics["known_flagged_share_val"] <= 1 - params_share(project) + 1e-9
     assert metrics["non_meter_flagged_share"] is not None and metrics["brand_sets_disjoint"] == 1
     assert (project / "reports/evaluation/open_set.png").stat().st_size > 0
+    suspects = pd.read_csv(project / "reports/evaluation/suspect_labels.csv")
+    assert {"path", "given_label", "suggested_label"} <= set(suspects.columns)
+    assert set(suspects["path"]) <= set(splits["path"])  # photos of the split, by their paths
+    assert metrics["suspect_labels"] == len(suspects)
     calibration = json.loads((project / "reports/evaluation/calibration.json").read_text())
     assert calibration["method"] and "ece_before" in calibration
 
