@@ -21,6 +21,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import PCA
 
 from meterid.config import ClusterConfig
+from meterid.evaluation.openset import normalize  # the kNN rule's cosine geometry
 
 NOISE = -1
 
@@ -31,11 +32,6 @@ class Clustering:
     probabilities: np.ndarray    # membership strength in [0, 1]
     outlier_scores: np.ndarray   # GLOSH: higher is more of an outlier
     reduced: np.ndarray          # what HDBSCAN saw (for the scatter plot)
-
-
-def normalize(embeddings: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-    return (embeddings / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def reduce(embeddings: np.ndarray, cfg: ClusterConfig, seed: int = 0) -> np.ndarray:
