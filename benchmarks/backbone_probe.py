@@ -34,7 +34,7 @@ def _probe(name: str, weights: str, sample: pd.DataFrame, params) -> tuple[float
     size = params.train.image_size
     dataset = ViewDataset([ViewItem(params.paths.raw_dir / p, 0, 0) for p in sample["path"]],
                           eval_preset(size, backbone.mean, backbone.std), None, 0,
-                          params.validate_.max_pixels)
+                          params.validate_.max_pixels, size)
     start = time.perf_counter()
     features = stem_activations(model, dataset, 32, params.train.workers, torch.device("cpu"),
                                 True, params.train.bf16, desc=name).numpy()

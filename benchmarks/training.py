@@ -41,7 +41,7 @@ def _uncached_epoch_seconds(n_train: int, sample_paths: list[Path]) -> float:
     dataset = ViewDataset([ViewItem(p, 0, 1) for p in sample_paths],
                           eval_preset(pre.image_size, pre.mean, pre.std),
                           train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
-                          cfg.seed, params.validate_.max_pixels)
+                          cfg.seed, params.validate_.max_pixels, pre.image_size)
     start = time.perf_counter()
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers,
                                    torch.device("cpu"), cfg.channels_last, cfg.bf16,

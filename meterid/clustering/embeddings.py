@@ -60,7 +60,7 @@ def _embed_batch(predictor: Predictor, paths: list[Path], max_pixels: int) -> li
     tensors, slots = [], []
     for slot, path in enumerate(paths):
         try:
-            tensors.append(predictor.preprocess(load_rgb(path, max_pixels)))
+            tensors.append(predictor.preprocess(load_rgb(path, max_pixels, predictor.image_size)))
             slots.append(slot)
         except ImageError as error:
             log.warning("not embedded: %s", error)

@@ -164,33 +164,37 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise ImageError(f"cannot convert mode {mode} to RGB: {error}") from error
 
 
-def rgb_from_bytes(data: bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:
-    """Encoded bytes as an EXIF-rotated 8-bit RGB image; raises ``ImageError`` with the cause.
-
-    ``draft_size`` lets a JPEG decode at a reduced scale (1/2, 1/4, 1/8) that keeps both sides at
-    least that large: a 12 MP field photo decodes ~10x faster, and the model sees 224 px anyway.
-    """
-    if not data:
-        raise ImageError("empty file")
-    with open_image(io.BytesIO(data), max_pixels) as image:
+def _rgb(fp: BinaryIO, max_pixels: int, min_side: int | None) -> Image.Image:
+    with open_image(fp, max_pixels) as image:
         check_size(image, max_pixels)
-        if draft_size and image.format == "JPEG":
-            image.draft("RGB", (draft_size, draft_size))
+        if min_side and image.format in ("JPEG", "MPO"):
+            # DCT scaling (1/2, 1/4, 1/8) that keeps both sides >= min_side; before the EXIF
+            # rotation, which only swaps the sides.
+            image.draft("RGB", (min_side, min_side))
         decoded, _ = decode(image)
         return to_rgb(decoded)
 
 
-def load_rgb(path: Path, max_pixels: int) -> Image.Image:
-    """The file as an EXIF-rotated 8-bit RGB image; raises ``ImageError`` naming path and cause."""
+def rgb_from_bytes(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
+    """Encoded bytes as an EXIF-rotated 8-bit RGB image; raises ``ImageError`` with the cause.
+
+    ``min_side``: the model's decode (see ``model.presets.decode_side``). A JPEG decodes at the
+    largest reduced scale that keeps both sides at least that large: a 12 MP field photo decodes
+    ~10x faster, and the model sees 224 px anyway. None decodes every pixel (validation).
+    """
+    if not data:
+        raise ImageError("empty file")
+    return _rgb(io.BytesIO(data), max_pixels, min_side)
+
+
+def load_rgb(path: Path, max_pixels: int, min_side: int | None = None) -> Image.Image:
+    """``rgb_from_bytes`` for a file; the ``ImageError`` names the path and the cause."""
     path = Path(path)
     try:
         with path.open("rb") as fp:
             if path.stat().st_size == 0:
                 raise ImageError("empty file")
-            with open_image(fp, max_pixels) as image:
-                check_size(image, max_pixels)
-                decoded, _ = decode(image)
-                return to_rgb(decoded)
+            return _rgb(fp, max_pixels, min_side)
     except ImageError as error:
         raise ImageError(f"{path}: {error}") from error
     except OSError as error:

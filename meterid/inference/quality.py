@@ -1,7 +1,9 @@
 """The image quality gate: is a field photo usable at all?
 
-Measured on a grey copy whose longest side is at most ``MEASURE_SIDE`` pixels, so the sharpness
-limit means the same for a 12 MP phone photo and a 640 px thumbnail:
+Measured on the image as the model decodes it (a JPEG DCT-scaled to the input size, see
+``model.presets``), in grey, brought to a longest side of ``MEASURE_SIDE`` pixels, so the sharpness
+limit means the same for a 12 MP phone photo and a 640 px thumbnail (smaller images are measured
+as they are). The limits are derived on that image by ``benchmarks/quality_limits.py``:
 - brightness: mean grey level (0-1); too dark or washed out;
 - contrast: grey standard deviation (0-1); fog, flat light;
 - sharpness: variance of the Laplacian (Pech-Pacheco et al.), low for blurred photos;
@@ -18,7 +20,7 @@ from PIL import Image
 
 from meterid.config import QualityConfig
 
-MEASURE_SIDE = 512
+MEASURE_SIDE = 320  # a 480x640 photo decoded at 224 px is 240x320: no resampling there
 SATURATED = 250
 
 

@@ -24,13 +24,13 @@ class PretrainedEmbedder:
         parts = build_backbone(backbone, weights)
         self.net = nn.Sequential(parts.stem, parts.last_block).eval()
         self.preset = eval_preset(image_size, parts.mean, parts.std)
-        self.max_pixels = max_pixels
+        self.max_pixels, self.image_size = max_pixels, image_size
 
     @torch.no_grad()
     def __call__(self, paths: list[Path]) -> np.ndarray:
         chunks = []
         for start in range(0, len(paths), BATCH):
-            batch = torch.stack([self.preset(load_rgb(p, self.max_pixels))
+            batch = torch.stack([self.preset(load_rgb(p, self.max_pixels, self.image_size))
                                  for p in paths[start:start + BATCH]])
             chunks.append(torch.nn.functional.normalize(self.net(batch), dim=1))
         return torch.cat(chunks).numpy() if chunks else np.empty((0, 0), np.float32)

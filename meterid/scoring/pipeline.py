@@ -94,7 +94,7 @@ class BatchScorer:
             return Prepared(dict(known), None, data)
         facts: dict[str, object] = {"sha256": sha256, "bytes": len(data)}
         try:
-            image = rgb_from_bytes(data, self.max_pixels, draft_size=2 * self.predictor.image_size)
+            image = rgb_from_bytes(data, self.max_pixels, self.predictor.image_size)
             quality = measure_quality(image)
             tensor = self.predictor.preprocess(image)
         except ImageError as error:

@@ -29,17 +29,17 @@ class ViewItem:
 
 class ViewDataset(Dataset):
     def __init__(self, items: Sequence[ViewItem], eval_transform: Callable,
-                 train_transform: Callable | None, seed: int, max_pixels: int):
+                 train_transform: Callable | None, seed: int, max_pixels: int, min_side: int):
         self.items = list(items)
         self.eval_transform, self.train_transform = eval_transform, train_transform
-        self.seed, self.max_pixels = seed, max_pixels
+        self.seed, self.max_pixels, self.min_side = seed, max_pixels, min_side
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
-        image = load_rgb(item.path, self.max_pixels)
+        image = load_rgb(item.path, self.max_pixels, self.min_side)  # the model's decode
         if item.view == 0 or self.train_transform is None:
             return self.eval_transform(image), item.target
         torch.manual_seed(zlib.crc32(f"{self.seed}|{item.view}|{item.path}".encode()))

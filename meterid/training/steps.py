@@ -163,9 +163,10 @@ def _non_meter(model: MeterClassifier, params: Params) -> tuple[ModelOutputs, np
         paths, poor = [], []
         for i, (kind, image) in enumerate(non_meter_scenes(params.evaluate.non_meter_scenes,
                                                            params.train.seed)):
-            poor.append(bool(quality_issues(measure_quality(image), params.score.quality)))
             paths.append(Path(tmp) / f"{i:03d}-{kind}.jpg")
             image.save(paths[-1], quality=85)
+            scored = load_rgb(paths[-1], params.validate_.max_pixels, params.train.image_size)
+            poor.append(bool(quality_issues(measure_quality(scored), params.score.quality)))
         cached = cache_images(model, paths, [-1] * len(paths), params.train,
                               params.validate_.max_pixels, Path(tmp), "non-meter scenes")
     return model_outputs(model, cached), np.array(poor, dtype=bool)

@@ -106,7 +106,7 @@ def cache_splits(
     items = [item for part in parts.values() for item in part]
     dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
                           train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
-                          cfg.seed, max_pixels)
+                          cfg.seed, max_pixels, pre.image_size)
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
                                    cfg.channels_last, cfg.bf16, desc="backbone features")
     cached, start = {}, 0
@@ -224,7 +224,7 @@ def _train_whole_network(model: MeterClassifier, splits: pd.DataFrame, data_dir:
         items = _view_items(splits, data_dir, "train", range(epoch, epoch + 1), index)
         dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
                               train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
-                              cfg.seed, max_pixels)
+                              cfg.seed, max_pixels, pre.image_size)
         targets = torch.tensor([item.target for item in items])
         loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             multiprocessing_context="forkserver" if cfg.workers else None,
@@ -323,7 +323,7 @@ def cache_images(model: MeterClassifier, paths: list[Path], targets: list[int], 
     pre = model.preprocessing
     dataset = ViewDataset([ViewItem(p, t, 0) for p, t in zip(paths, targets, strict=True)],
                           eval_preset(pre.image_size, pre.mean, pre.std), None, cfg.seed,
-                          max_pixels)
+                          max_pixels, pre.image_size)
     device = next(model.parameters()).device
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
                                    cfg.channels_last, cfg.bf16, desc=desc)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from meterid.data.images import ImageError, ImageFacts, inspect_image, load_rgb
+from meterid.data.images import ImageError, ImageFacts, inspect_image, load_rgb, rgb_from_bytes
 from tests.data.conftest import (
     exif_rotated_jpeg,
     html_named_jpg,
@@ -181,6 +181,44 @@ def test_exif_orientation_is_applied(tmp_path: Path):
     assert image.size == (200, 300)
     distance = bin(int(facts.phash, 16) ^ int(inspect_image(upright_path, LIMIT).phash, 16))
     assert distance.count("1") <= 4
+
+
+def _phone_photo(size: tuple[int, int]) -> Image.Image:
+    """An upright photo whose top-left quarter is red, on a smooth grey gradient."""
+    width, height = size
+    ramp = np.linspace(60, 200, width, dtype=np.float32)[None, :].repeat(height, 0)
+    pixels = np.stack([ramp] * 3, axis=-1).astype(np.uint8)
+    pixels[: height // 2, : width // 2] = (220, 30, 30)
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize(("size", "scaled"), [((720, 1280), (360, 640)),
+                                              ((1000, 1333), (250, 334)),
+                                              ((300, 400), (300, 400))])
+def test_the_models_decode_scales_a_rotated_phone_jpeg_and_turns_it_upright(
+        tmp_path: Path, size: tuple[int, int], scaled: tuple[int, int]):
+    """Stored turned with EXIF orientation 6, as phones do: the scaled decode keeps both sides
+    >= 224 (1/2 for 720x1280, 1/4 for 1000x1333, none under 448), then turns the photo upright,
+    and differs from the full decode resized by less than JPEG noise."""
+    upright = _phone_photo(size)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = save(upright.transpose(Image.Transpose.ROTATE_90), tmp_path / "phone.jpg", "JPEG",
+                exif=exif.tobytes(), quality=92)
+
+    full, reduced = load_rgb(path, 10**8), load_rgb(path, 10**8, min_side=224)
+    assert full.size == size and reduced.size == scaled
+    red, grey = reduced.getpixel((5, 5)), reduced.getpixel((scaled[0] - 5, 5))
+    assert red[0] > 180 and red[1] < 80 and grey[1] > 150  # red stays top-left: upright
+    as_input = [np.asarray(im.resize((224, 224), Image.Resampling.BILINEAR), np.float32)
+                for im in (full, reduced)]
+    assert np.abs(as_input[0] - as_input[1]).mean() < 3
+    assert rgb_from_bytes(path.read_bytes(), 10**8, 224).size == scaled
+
+
+def test_scaled_decode_leaves_formats_without_dct_scaling_whole(tmp_path: Path):
+    path = save(_phone_photo((720, 1280)), tmp_path / "phone.png", "PNG")
+    assert load_rgb(path, 10**8, min_side=224).size == (720, 1280)
 
 
 def test_bomb_size_is_reported_after_rotation(tmp_path: Path):

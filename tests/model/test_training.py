@@ -80,7 +80,8 @@ def _view_dataset(small_demo: Path, model: MeterClassifier, views: list[int]) ->
     augment = load_params(REPO_ROOT / "params.yaml").train.augment
     return ViewDataset([ViewItem(p, 0, v) for v in views for p in paths],
                        eval_preset(pre.image_size, pre.mean, pre.std),
-                       train_preset(pre.image_size, pre.mean, pre.std, augment), 7, 10**8)
+                       train_preset(pre.image_size, pre.mean, pre.std, augment), 7, 10**8,
+                       pre.image_size)
 
 
 def test_cached_activations_give_the_same_logits_as_the_full_model(

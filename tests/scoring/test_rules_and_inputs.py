@@ -170,21 +170,33 @@ def test_scoring_preprocessing_equals_torchvisions_eval_transforms(tiny_model):
     torch.testing.assert_close(batch, expected, atol=1e-6, rtol=0)
 
 
-def test_large_jpegs_decode_at_reduced_scale_never_below_the_draft_size():
+@pytest.mark.parametrize("size", [(480, 640), (1000, 1333)])
+def test_the_quality_gate_measures_the_models_decode_the_same_at_any_camera_size(params, size):
+    """Sharpness is measured on the scaled decode at 320 px: a demo photo passes at either
+    camera size, and the same photo blurred past reading is stopped at either size."""
     import io
 
-    from meterid.data.images import rgb_from_bytes
-    from tests.scoring.conftest import meter_like
+    from PIL import ImageFilter
 
-    buffer = io.BytesIO()
-    meter_like(2000, 1600).save(buffer, "JPEG")
-    data = buffer.getvalue()
-    assert rgb_from_bytes(data, 10**8).size == (2000, 1600)
-    drafted = rgb_from_bytes(data, 10**8, draft_size=448)
-    assert drafted.size == (1000, 800) and drafted.mode == "RGB"  # 1/4 would be under 448
-    small = io.BytesIO()
-    meter_like(480, 640).save(small, "JPEG")
-    assert rgb_from_bytes(small.getvalue(), 10**8, draft_size=448).size == (480, 640)
+    from meterid.data.demo.catalog import build_catalog
+    from meterid.data.demo.photo import compose_photo
+    from meterid.data.demo.render import render_meter
+    from meterid.data.images import rgb_from_bytes
+    from meterid.inference.quality import MEASURE_SIDE, measure_quality
+
+    def gate(image) -> list[str]:
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        decoded = rgb_from_bytes(buffer.getvalue(), 10**8, params.train.image_size)
+        assert min(decoded.size) >= params.train.image_size and max(decoded.size) < max(size)
+        return quality_issues(measure_quality(decoded), params.score.quality)
+
+    spec = build_catalog(4, 0)[0][1]
+    rng = np.random.default_rng(3)
+    photo = compose_photo(render_meter(spec, rng), rng, params.demo.nuisance, size)
+    assert MEASURE_SIDE == 320 and gate(photo) == []
+    blurred = photo.filter(ImageFilter.GaussianBlur(8 * max(size) / 640))
+    assert [reason.split(" (")[0] for reason in gate(blurred)] == ["blurred"]
 
 
 def test_checkpoint_parts_must_cover_every_row_once(tmp_path: Path):
