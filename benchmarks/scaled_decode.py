@@ -15,12 +15,12 @@ import io
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 
 from meterid.config import load_params
 from meterid.data.images import load_rgb, rgb_from_bytes
+from meterid.data.split import read_splits
 from meterid.evaluation.metrics import UNKNOWN
 from meterid.inference.predictor import Predictor
 from meterid.model.presets import eval_resize
@@ -40,7 +40,7 @@ def _predict(predictor: Predictor, paths: list, max_pixels: int, min_side: int |
 
 
 def accuracy_by_decode(params) -> None:
-    splits = pd.read_csv(params.paths.splits_file, dtype=str, keep_default_na=False)
+    splits = read_splits(params.paths.splits)
     test = splits[splits["split"] == "test"]
     if test.empty:
         raise SystemExit("no test split: run `make demo` first")
