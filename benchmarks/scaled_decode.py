@@ -59,7 +59,7 @@ def accuracy_by_decode(params) -> None:
               f"top-1 changed vs full {np.mean(top1 != full_top1):.1%}")
 
 
-def _phone_jpeg(source: Image.Image, size: tuple[int, int]) -> bytes:
+def phone_jpeg(source: Image.Image, size: tuple[int, int]) -> bytes:
     """The photo at a phone's size, stored turned with EXIF orientation 6."""
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -75,7 +75,7 @@ def decode_time(params) -> None:
     resize = eval_resize(size)  # the scoring pipeline's per-photo work
     print(f"decode + resize to {size}x{size}, ms per photo (best of 3):")
     for phone in PHONE_SIZES:
-        blobs = [_phone_jpeg(load_rgb(p, max_pixels), phone) for p in sources]
+        blobs = [phone_jpeg(load_rgb(p, max_pixels), phone) for p in sources]
         times = {}
         for name, min_side in (("full", None), ("scaled", size)):
             best = np.inf

@@ -167,6 +167,15 @@ class TrainConfig(_Strict):
     augment: AugmentConfig
 
 
+class Int8Config(_Strict):
+    """The int8 graph made at evaluation (see meterid/inference/quantize.py)."""
+
+    enabled: bool
+    form: Literal["u8s8", "s8s8"]
+    calibration_photos: int = Field(ge=1)
+    min_agreement: float = Field(gt=0, le=1)  # top-1 and UNKNOWN decisions vs fp32, each
+
+
 class EvaluateConfig(_Strict):
     threshold: float = Field(ge=0, le=1)
     operating_point: Literal["known_accept_share", "fixed_confidence"]
@@ -180,6 +189,7 @@ class EvaluateConfig(_Strict):
     suspect_filter: Literal["prune_by_noise_rate", "confident_learning", "both",
                             "predicted_neq_given"]
     cv_folds: int = Field(ge=2)
+    int8: Int8Config
 
 
 class RegisterConfig(_Strict):
@@ -224,7 +234,7 @@ class MonitorConfig(_Strict):
 
 class ScoreConfig(_Strict):
     model: str
-    engine: Literal["onnxruntime", "torch"]
+    engine: Literal["onnxruntime-int8", "onnxruntime", "torch"]
     batch_size: int = Field(ge=1)
     concurrency: int = Field(ge=1)
     checkpoint_rows: int = Field(ge=1)

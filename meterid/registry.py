@@ -34,6 +34,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
 from meterid.evaluation.decision import DecisionPolicy
+from meterid.inference.quantize import Int8Check, Int8Graph
 from meterid.model.classifier import MeterClassifier, Preprocessing
 from meterid.stores import describe_tracking_store
 
@@ -48,6 +49,7 @@ PROMOTION_TAG = "promotion"
 # Written by export_model into the exported copy's metadata, so a folder knows its version.
 EXPORTED_VERSION_KEY = "registry_version"
 EXPORTED_SOURCE_KEY = "exported_from"
+INT8_KEY, INT8_FILE = "int8", "int8.onnx"  # optional: a bundle may lack them
 METADATA_KEYS = ("classes", "temperature", "threshold", "preprocessing", "backbone", "decision")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]{32})$")
@@ -74,6 +76,7 @@ class LoadedModel:
     version: int | None  # registry version; None for a run or logged-model URI
     policy: DecisionPolicy  # UNKNOWN, auto-accept and prediction-set rules, as evaluated
     source: str  # the URI (or folder) actually loaded, an alias already resolved
+    int8: Int8Graph | None = None  # the checked int8 ONNX graph, when evaluation made one
 
 
 # --- logging and registering -------------------------------------------------------------------
@@ -119,22 +122,32 @@ def _plain(value: dict) -> dict:
                                  else str(v)))
 
 
-def log_model(model: MeterClassifier, threshold: float) -> ModelInfo:
+def log_model(model: MeterClassifier, threshold: float, int8: Int8Graph | None = None
+              ) -> ModelInfo:
     """Log the classifier to the active run (pytorch flavour, pickled so any batch size loads;
-    ``torch.export`` would freeze the example's batch size)."""
+    ``torch.export`` would freeze the example's batch size). ``int8`` goes into the bundle as
+    ``extra_files/int8.onnx``, its check into the metadata."""
     if mlflow.active_run() is None:
         raise RuntimeError("log_model needs an active MLflow run: call it in mlflow.start_run()")
     cpu_model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
     example = _input_example(cpu_model)
-    return mlflow.pytorch.log_model(
-        cpu_model,
-        name="model",
-        signature=_signature(cpu_model, example),
-        input_example=example,
-        metadata=_metadata(cpu_model, threshold),
-        pip_requirements=_pip_requirements(cpu_model),
-        serialization_format="pickle",
-    )
+    metadata = _metadata(cpu_model, threshold)
+    with tempfile.TemporaryDirectory(prefix="meterid-bundle-") as tmp:
+        extra_files = None
+        if int8 is not None:
+            graph = Path(tmp) / INT8_FILE
+            graph.write_bytes(int8.onnx)
+            extra_files, metadata[INT8_KEY] = [str(graph)], int8.check.to_dict()
+        return mlflow.pytorch.log_model(
+            cpu_model,
+            name="model",
+            signature=_signature(cpu_model, example),
+            input_example=example,
+            metadata=metadata,
+            pip_requirements=_pip_requirements(cpu_model),
+            serialization_format="pickle",
+            extra_files=extra_files,
+        )
 
 
 def register(model_uri: str, run_id: str, metrics: dict[str, float],
@@ -343,7 +356,18 @@ def _load_local(path: str, source: str, version: int | None) -> LoadedModel:
         version=version if version is not None else metadata.get(EXPORTED_VERSION_KEY),
         policy=DecisionPolicy.from_dict(metadata["decision"]),
         source=source,
+        int8=_int8_of(Path(path), metadata, source),
     )
+
+
+def _int8_of(path: Path, metadata: dict, source: str) -> Int8Graph | None:
+    if INT8_KEY not in metadata:
+        return None
+    graph = path / "extra_files" / INT8_FILE
+    if not graph.is_file():
+        raise ModelMetadataError(f"{source}: the metadata records an int8 check but the bundle "
+                                 f"has no extra_files/{INT8_FILE}")
+    return Int8Graph(graph.read_bytes(), Int8Check.from_dict(metadata[INT8_KEY]))
 
 
 def load_classifier(uri: str) -> LoadedModel:

@@ -64,7 +64,7 @@ def reference_of(model: MeterClassifier) -> Reference:
 
 class Predictor:
     """Images in, predictions out; the preprocessing is the model's eval preset, the engine
-    PyTorch or ONNX Runtime (see ``engines``)."""
+    PyTorch, ONNX Runtime or its int8 graph from the model bundle (see ``engines``)."""
 
     def __init__(self, loaded: LoadedModel, threshold: float | None = None,
                  engine: str = "torch", onnx_cache: Path | None = None):
@@ -77,7 +77,7 @@ class Predictor:
         self.normalize = BatchNormalizer(pre.mean, pre.std)  # per batch
         self.reference = reference_of(loaded.model)
         self.engine = build_engine(self.model, engine, onnx_cache or Path("models/onnx"),
-                                   pre.image_size)
+                                   pre.image_size, loaded.int8)
 
     def with_threshold(self, threshold: float | None) -> Predictor:
         """The same model and engine under another UNKNOWN threshold (a shallow copy: cheap,

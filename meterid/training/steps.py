@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from meterid.data.demo.field import burn_text_strip, grayscale
 from meterid.data.demo.scenes import non_meter_scenes
 from meterid.data.images import load_rgb
 from meterid.data.split import read_splits
+from meterid.evaluation.decision import DecisionPolicy
 from meterid.evaluation.evaluate import (
     EvaluationData,
     FrozenEmbeddings,
@@ -35,8 +37,11 @@ from meterid.evaluation.evaluate import (
 )
 from meterid.evaluation.openset import ModelOutputs
 from meterid.evaluation.operating_point import HeldOut
+from meterid.inference.predictor import reference_of
 from meterid.inference.quality import measure_quality, quality_issues
+from meterid.inference.quantize import Int8Graph, make_int8_graph
 from meterid.model.classifier import MeterClassifier, load_checkpoint, save_checkpoint
+from meterid.model.presets import eval_preset
 from meterid.training.calibration import Calibration
 from meterid.training.trainer import (
     CachedSplit,
@@ -49,6 +54,7 @@ from meterid.training.trainer import (
 log = logging.getLogger(__name__)
 
 TRAINING_EXPERIMENT = "meterid-training"
+INT8_METRICS = ("top1_agreement", "unknown_agreement", "accuracy_int8", "passed")
 SPLITS = ("train", "val", "test")
 
 
@@ -214,6 +220,45 @@ def evaluation_data(model: MeterClassifier, splits: pd.DataFrame, params: Params
                           _held_out(model, params), non_meter, poor, threshold_set, field)
 
 
+def _photo_batches(paths: list[Path], model: MeterClassifier, max_pixels: int,
+                   batch_size: int = 32) -> Iterator[np.ndarray]:
+    """Normalised NCHW float32 batches, read as every engine's input is: the model's decode,
+    then its eval preset."""
+    pre = model.preprocessing
+    preset = eval_preset(pre.image_size, pre.mean, pre.std)
+    for start in range(0, len(paths), batch_size):
+        yield torch.stack([preset(load_rgb(p, max_pixels, pre.image_size))
+                           for p in paths[start:start + batch_size]]).numpy()
+
+
+def _int8_graph(model: MeterClassifier, splits: pd.DataFrame, params: Params
+                ) -> Int8Graph | None:
+    """The int8 graph, calibrated on training photos and checked on the test photos under the
+    model's decision policy (which must be set)."""
+    cfg, raw, max_pixels = params.evaluate.int8, params.paths.raw_dir, params.validate_.max_pixels
+    test = splits[splits["split"] == "test"]
+    if not cfg.enabled or test.empty:
+        if cfg.enabled:
+            log.warning("no test photos to check an int8 graph on: none made, scoring uses fp32")
+        return None
+    train = splits[splits["split"] == "train"]
+    calibration = train.sample(min(cfg.calibration_photos, len(train)),
+                               random_state=params.train.seed)
+    index = {c: i for i, c in enumerate(model.classes)}
+    policy, reference = DecisionPolicy.from_dict(model.decision), reference_of(model)
+    temperature = float(model.temperature)
+
+    def decide(logits: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
+        outputs = ModelOutputs(logits, probabilities, embeddings, temperature)
+        return logits.argmax(axis=1), policy.decide(outputs, reference).unknown
+
+    return make_int8_graph(
+        model, _photo_batches([raw / p for p in calibration["path"]], model, max_pixels),
+        list(_photo_batches([raw / p for p in test["path"]], model, max_pixels)),
+        np.array([index[c] for c in test["label"]]), decide, cfg.form, cfg.min_agreement)
+
+
 def evaluate_candidate(params: Params) -> dict:
     """Evaluate the candidate, write reports, then log, register and maybe promote it."""
     import mlflow
@@ -237,6 +282,12 @@ def evaluate_candidate(params: Params) -> dict:
         {**run_info["calibration"], "ece_before": evaluation.metrics["ece_uncalibrated"],
          "ece_after": evaluation.metrics["ece"]}), indent=2) + "\n")
     model.decision = evaluation.policy.to_dict()
+    int8 = _int8_graph(model, splits, params)
+    if int8 is not None:
+        reports["int8"] = params.paths.evaluation_reports / "int8.json"
+        reports["int8"].write_text(json.dumps(int8.check.to_dict(), indent=2) + "\n")
+        evaluation.metrics.update({f"int8_{k}": float(v) for k, v in int8.check.to_dict().items()
+                                   if k in INT8_METRICS})
     run_id = run_info["run_id"]
     tracking.use_experiment(TRAINING_EXPERIMENT)
     with mlflow.start_run(run_id=run_id):
@@ -250,7 +301,7 @@ def evaluate_candidate(params: Params) -> dict:
                          "open_set_report_brands": ",".join(choice.brand_sets.report)
                          if choice.brand_sets else ""})
         mlflow.log_artifacts(str(params.paths.evaluation_reports), artifact_path="evaluation")
-        info = registry.log_model(model, params.evaluate.threshold)
+        info = registry.log_model(model, params.evaluate.threshold, int8)
         version = registry.register(info.model_uri, run_id, evaluation.metrics,
                                     test_split_id=test_split_id(splits))
     cfg = params.register_

@@ -31,7 +31,9 @@ def _cfg(**overrides: object) -> EvaluateConfig:
     values = {"operating_point": "known_accept_share", "open_set_rule": "auto", "knn_k": 5,
               "known_accept_share": 0.95, "threshold": 0.5, "max_accept_error": 0.02,
               "accept_confidence": 0.9, "prediction_set_alpha": 0.05, "non_meter_scenes": 0,
-              "cv_folds": 5, "suspect_filter": "prune_by_noise_rate"}
+              "cv_folds": 5, "suspect_filter": "prune_by_noise_rate",
+              "int8": {"enabled": False, "form": "u8s8", "calibration_photos": 1,
+                       "min_agreement": 0.98}}
     return EvaluateConfig(**{**values, **overrides})
 
 

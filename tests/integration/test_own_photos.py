@@ -4,15 +4,18 @@ Great Expectations, Prefect and MLflow; and an empty project that must not draw 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from meterid.cli import app
 from meterid.config import load_params
+from meterid.data.split import read_splits
 from tests.conftest import tiny_training, write_params
 
 pytestmark = pytest.mark.slow
@@ -23,15 +26,58 @@ def _meterid(folder: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, check=False)
 
 
-def test_init_from_a_folder_of_class_folders_trains_a_champion(
+def _exif_turned(image: Image.Image, path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned, as phones do
+    image.transpose(Image.Transpose.ROTATE_90).save(path, "JPEG", quality=90, exif=exif.tobytes())
+
+
+# How a user's folder arrives: each kind is applied to every few photos, replacing the JPEG.
+MIXED_KINDS = {
+    "png": lambda im, stem: im.convert("RGBA").save(stem.with_suffix(".png")),
+    "webp": lambda im, stem: im.save(stem.with_suffix(".webp"), "WEBP"),
+    "bmp named .jpg": lambda im, stem: im.save(stem.with_suffix(".jpg"), "BMP"),
+    "tiff": lambda im, stem: im.save(stem.with_suffix(".tif"), "TIFF"),
+    "phone 720x1280, EXIF-turned": lambda im, stem: _exif_turned(im.resize((720, 1280)),
+                                                                 stem.with_suffix(".jpg")),
+    "12 MP": lambda im, stem: im.resize((3024, 4032)).save(stem.with_suffix(".jpg"), quality=85),
+    "tiny crop": lambda im, stem: im.crop((30, 40, 126, 160)).save(stem.with_suffix(".jpg")),
+}
+
+
+def _mixed_folder(demo_raw: Path, dest: Path) -> dict[str, list[Path]]:
+    """The demo's class folders as a user's archive holds them: every format the scorer reads,
+    phone and 12 MP sizes, crops under the size warning, an in-class copy, and class names a
+    CSV reader would turn into a missing value or a number."""
+    shutil.copytree(demo_raw, dest)
+    first, second = sorted(dest.iterdir())[:2]
+    first.rename(dest / "NaN")
+    second.rename(dest / "001")
+    made: dict[str, list[Path]] = {kind: [] for kind in MIXED_KINDS}
+    kinds = list(MIXED_KINDS.items())
+    for i, photo in enumerate(sorted(dest.rglob("*.jpg"))[::3]):
+        kind, convert = kinds[i % len(kinds)]
+        with Image.open(photo) as opened:
+            image = opened.convert("RGB")
+        photo.unlink()
+        convert(image, photo)
+        made[kind].append(next(photo.parent.glob(photo.stem + ".*")))
+    copy = sorted((dest / "NaN").glob("*.jpg"))[0]
+    shutil.copy(copy, copy.with_name("copy-of-" + copy.name))
+    return made
+
+
+def test_init_from_a_mixed_folder_of_class_folders_trains_a_champion_and_scores_it(
         tmp_path: Path, small_demo: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch):
     from flows.training import training
 
+    photos = tmp_path / "phone-archive"
+    made = _mixed_folder(small_demo / "raw", photos)
     project = tmp_path / "my-meters"
-    made = CliRunner().invoke(app, ["init", str(project), "--photos", str(small_demo / "raw")])
-    assert made.exit_code == 0, made.output
-    classes = sorted(p.name for p in (small_demo / "raw").iterdir())
-    assert f"{len(classes)} classes" in made.output
+    created = CliRunner().invoke(app, ["init", str(project), "--photos", str(photos)])
+    assert created.exit_code == 0, created.output
+    classes = sorted(p.name for p in photos.iterdir())
+    assert f"{len(classes)} classes" in created.output and {"NaN", "001"} <= set(classes)
     assert sorted(p.name for p in (project / "data/raw").iterdir()) == classes
     assert (project / "data/raw.dvc").is_file() and (project / ".dvc/config").is_file()
     params = load_params(project / "params.yaml")
@@ -39,7 +85,11 @@ def test_init_from_a_folder_of_class_folders_trains_a_champion(
     assert "# meterid: every tunable in one place" in (project / "params.yaml").read_text()
 
     validated = _meterid(project, "validate")
-    assert validated.returncode == 0, validated.stdout + validated.stderr
+    report = validated.stdout + validated.stderr
+    assert validated.returncode == 0, report  # warnings only: nothing here is an error
+    assert "named .jpg, is BMP" in report and "format WEBP" in report and "format TIFF" in report
+    assert "kept once, the split drops the other copies" in report
+    assert "lower validate.min_width/min_height" in report  # the tiny crops: what to change
 
     # The user's params with training cut to seconds; the stores stay the project's own.
     write_params(project, tiny_training(params))
@@ -50,6 +100,15 @@ def test_init_from_a_folder_of_class_folders_trains_a_champion(
     assert (project / "models/champion").is_dir() and (project / "mlflow/mlflow.db").is_file()
     metrics = json.loads((project / "reports/evaluation/metrics.json").read_text())
     assert metrics["test_images"] > 0 and metrics["unknown_flagged_share"] is None  # no held-out
+    splits = read_splits(project / "data/splits.csv")
+    assert {"NaN", "001"} <= set(splits["label"])  # labels keep their spelling
+    assert not splits["path"].str.contains("copy-of-").any()  # the in-class copy: dropped
+
+    one_of_each = [str(files[0]) for files in made.values()]
+    scored = _meterid(project, "predict", "--json", *one_of_each)
+    rows = [json.loads(line) for line in scored.stdout.splitlines() if line.startswith("{")]
+    assert scored.returncode == 0 and len(rows) == len(MIXED_KINDS), scored.stdout + scored.stderr
+    assert all(row["status"] == "ok" for row in rows), rows
 
     again = CliRunner().invoke(app, ["init", str(project)])
     assert again.exit_code == 2 and "already has a params.yaml" in again.output

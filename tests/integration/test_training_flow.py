@@ -11,6 +11,7 @@ import pytest
 
 from meterid.config import DemoConfig, Params
 from meterid.evaluation.metrics import HEADLINE_METRICS
+from meterid.inference.predictor import Predictor
 from tests.conftest import tiny_training, write_params
 
 pytestmark = pytest.mark.slow
@@ -71,6 +72,12 @@ def test_training_flow_registers_an_evaluated_champion(project: Path, prefect_ha
     assert exported.policy.open_set.operating_point.startswith("accepts 97% of")
     assert exported.classes == sorted(splits["label"].unique())
     assert exported.version == 1
+    int8 = json.loads((project / "reports/evaluation/int8.json").read_text())
+    assert exported.int8 is not None and exported.int8.check.to_dict() == int8
+    assert int8["calibration_photos"] > 0
+    assert int8["check_photos"] == (splits["split"] == "test").sum()
+    engine = Predictor(exported, engine="onnxruntime-int8", onnx_cache=project / "onnx").engine
+    assert engine.name == ("onnxruntime-int8" if int8["passed"] else "onnxruntime")
 
     second = training(params_file="params.yaml")  # no auto-promotion: stays challenger
     assert second["version"] == 2 and second["aliases"] == ["challenger"]

@@ -327,3 +327,31 @@ def test_logging_leaves_the_callers_model_alone(
     assert info.metadata["backbone"] == "efficientnet_lite0"
     assert info.signature.inputs.inputs[0].shape == (-1, 3, SIZE, SIZE)
     assert isinstance(mlflow.pytorch.load_model(info.model_uri), MeterClassifier)
+
+
+def test_the_int8_graph_and_its_check_travel_in_the_bundle(
+        experiment: str, tmp_path: Path, model_a: MeterClassifier) -> None:
+    """Logged, registered, exported and loaded again: the same bytes and check, and a bundle
+    whose metadata promises a graph it lacks is refused by name."""
+    import numpy as np
+
+    from meterid.inference.quantize import make_int8_graph
+
+    rng = np.random.default_rng(0)
+    photos = [rng.normal(size=(4, 3, SIZE, SIZE)).astype(np.float32) for _ in range(2)]
+    graph = make_int8_graph(model_a, photos, photos, np.zeros(8, dtype=int),
+                            lambda logits, _: (logits.argmax(1), logits.max(1) < 0),
+                            "u8s8", min_agreement=0.5)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        info = registry.log_model(model_a, threshold=0.4, int8=graph)
+    version = register(info.model_uri, run.info.run_id, {"accuracy": 0.8}, test_split_id="s")
+    loaded = load_classifier(f"models:/meterid/{version}")
+    assert loaded.int8 == graph and loaded.int8.unusable() is None
+    out = export_model(f"models:/meterid/{version}", tmp_path / "champion")
+    assert load_classifier(str(out)).int8 == graph
+
+    (out / "extra_files" / "int8.onnx").unlink()
+    with pytest.raises(registry.ModelMetadataError, match="has no extra_files/int8.onnx"):
+        load_classifier(str(out))
+    without = log_and_register(model_a, experiment, accuracy=0.7)  # no graph: a bundle as before
+    assert load_classifier(f"models:/meterid/{without}").int8 is None
