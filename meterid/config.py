@@ -163,6 +163,7 @@ class TrainConfig(_Strict):
     device: str
     channels_last: bool
     bf16: bool
+    cache_engine: Literal["onnxruntime", "torch"]  # the frozen stem's cache pass (CPU)
     freeze_batchnorm: bool
     augment: AugmentConfig
 

@@ -71,19 +71,36 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def export_onnx(model: MeterClassifier, path: Path, image_size: int) -> Path:
-    """Write (logits, embeddings) = model(images) as ONNX with a dynamic batch axis."""
+def export_module(module: nn.Module, path: Path, image_size: int, outputs: list[str]) -> Path:
+    """Write ``outputs = module(images)`` as ONNX with a dynamic batch axis."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     example = torch.zeros(2, 3, image_size, image_size)
     with warnings.catch_warnings():  # the TorchScript-based exporter warns about its own future
         warnings.simplefilter("ignore")
-        torch.onnx.export(_LogitsAndEmbeddings(model).eval(), (example,), str(tmp),
-                          input_names=["images"], output_names=["logits", "embeddings"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"},
-                                        "embeddings": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(module.eval(), (example,), str(tmp), input_names=["images"],
+                          output_names=outputs,
+                          dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]},
+                          dynamo=False)
     os.replace(tmp, path)
     return path
+
+
+def export_onnx(model: MeterClassifier, path: Path, image_size: int) -> Path:
+    """Write (logits, embeddings) = model(images) as ONNX with a dynamic batch axis."""
+    return export_module(_LogitsAndEmbeddings(model), path, image_size, ["logits", "embeddings"])
+
+
+def onnx_session(graph: Path | bytes, threads: int):
+    """An ONNX Runtime CPU session at full graph optimisation, ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
+                                providers=["CPUExecutionProvider"])
 
 
 def usable_cores() -> int:
@@ -112,15 +129,8 @@ class OnnxEngine:
     name = "onnxruntime"
 
     def __init__(self, graph: Path | bytes, threads: int, name: str = "onnxruntime"):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         self.name = name
-        self.session = ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph),
-                                            options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(graph, threads)
 
     def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         logits, embeddings = self.session.run(None, {"images": batch.numpy()})

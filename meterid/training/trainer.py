@@ -108,7 +108,8 @@ def cache_splits(
                           train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
                           cfg.seed, max_pixels, pre.image_size)
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
-                                   cfg.channels_last, cfg.bf16, desc="backbone features")
+                                   cfg.channels_last, cfg.bf16, desc="backbone features",
+                                   engine=cfg.cache_engine)
     cached, start = {}, 0
     for name, part in parts.items():
         stop = start + len(part)
@@ -326,7 +327,8 @@ def cache_images(model: MeterClassifier, paths: list[Path], targets: list[int], 
                           max_pixels, pre.image_size)
     device = next(model.parameters()).device
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
-                                   cfg.channels_last, cfg.bf16, desc=desc)
+                                   cfg.channels_last, cfg.bf16, desc=desc,
+                                   engine=cfg.cache_engine)
     return CachedSplit(activations, torch.tensor(targets, dtype=torch.long),
                        [p.relative_to(root).as_posix() for p in paths])
 
