@@ -11,7 +11,7 @@ from meterid.stores import configure_stores
 
 BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput",
               "backbone_probe", "training", "scoring", "scoring_dask", "clustering",
-              "suspect_labels", "near_duplicates", "quality_limits", "scaled_decode")
+              "suspect_labels", "near_duplicates", "quality_limits", "scaled_decode", "small_data")
 
 
 def main(names: list[str]) -> None:
