@@ -168,7 +168,12 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
                loss_weights: torch.Tensor, history: list[dict]) -> None:
     """Adam on the trainable parameters; early stopping on val loss (train loss without val).
 
-    The best epoch's weights are restored at the end."""
+    The best epoch's weights are restored at the end. Phase 2 (4-D activations in) runs
+    channels_last when ``train.channels_last``: the same float32 arithmetic, 1.5-2x faster per
+    step for EfficientNet-Lite0's last stage on this CPU (bf16 autocast was no faster)."""
+    layout = (torch.channels_last if cfg.channels_last and fit.inputs.dim() == 4
+              else torch.contiguous_format)
+    fit.module.to(memory_format=layout)
     device = next(fit.module.parameters()).device
     optimizer = torch.optim.Adam([p for p in fit.module.parameters() if p.requires_grad],
                                  lr=phase_cfg.lr)
@@ -186,8 +191,8 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
                     module.eval()
         total = 0.0
         for inputs, targets in loader:
-            loss = F.cross_entropy(fit.module(inputs.to(device)), targets.to(device),
-                                   weight=weights)
+            inputs = inputs.to(device).contiguous(memory_format=layout)
+            loss = F.cross_entropy(fit.module(inputs), targets.to(device), weight=weights)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -209,6 +214,7 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
                          epoch, "val" if has_val else "train", best)
                 break
     fit.module.load_state_dict(best_state)
+    fit.module.to(memory_format=torch.contiguous_format)  # exports and checkpoints as before
 
 
 def _train_whole_network(model: MeterClassifier, splits: pd.DataFrame, data_dir: Path,

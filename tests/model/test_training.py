@@ -289,3 +289,34 @@ def test_calibration_rarely_harms_an_already_calibrated_model():
         harmed += harms(calibration.temperature)
         harmed_by_always_fitting += harms(fit_temperature(logits, targets))
     assert kept >= 25 and harmed <= 15 and harmed_by_always_fitting >= 25
+
+
+def test_phase_two_in_channels_last_is_the_same_arithmetic(tiny_model: MeterClassifier,
+                                                          tiny_train_cfg: TrainConfig):
+    """Phase 2's layout is a speed choice only: same losses, same weights, standard layout
+    afterwards (checkpoints and exports as before)."""
+    import copy
+
+    from meterid.training.trainer import _Fit, _run_phase
+
+    torch.manual_seed(3)
+    with torch.no_grad():
+        activations = tiny_model.stem(torch.randn(24, 3, SIZE, SIZE))
+    targets = torch.arange(24) % 3
+    results = []
+    for channels_last in (False, True):
+        model = copy.deepcopy(tiny_model)
+        set_phase(model, 2, pretrained=True)
+        module, history = torch.nn.Sequential(model.last_block, model.head), []
+        cfg = tiny_train_cfg.model_copy(update={"channels_last": channels_last,
+                                                "imbalance": "none"})
+        torch.manual_seed(4)
+        _run_phase(_Fit(2, module, activations, targets, activations[:6], targets[:6]),
+                   cfg.phase2.model_copy(update={"epochs": 2}), cfg, 3, torch.ones(3), history)
+        results.append((history, module))
+    (plain, plain_module), (last, last_module) = results
+    assert [h["train_loss"] for h in last] == pytest.approx([h["train_loss"] for h in plain],
+                                                            rel=1e-4)
+    for a, b in zip(plain_module.parameters(), last_module.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        assert b.is_contiguous()
