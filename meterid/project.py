@@ -59,6 +59,15 @@ def _project_params(text: str) -> str:
     return text
 
 
+def _project_dvc(text: str) -> str:
+    """The template's dvc.yaml without its source-code dependencies (``meterid/...``): they
+    exist in a checkout of meterid, not in a user's project, where dvc would call them deleted."""
+    return re.sub(r"(?m)^\s*- meterid/\S*.*\n", "", text)
+
+
+_TEMPLATE_EDITS = {"params.yaml": _project_params, "dvc.yaml": _project_dvc}
+
+
 def _class_folders(photos: Path) -> list[Path]:
     if not photos.is_dir():
         raise InitError(f"{photos} is not a folder of class folders")
@@ -94,7 +103,7 @@ def init_project(folder: Path, photos: Path | None = None) -> NewProject:
     (folder / "data" / "unknown").mkdir(exist_ok=True)
     for name in TEMPLATE_FILES:
         text = (root / name).read_text()
-        (folder / name).write_text(_project_params(text) if name == "params.yaml" else text)
+        (folder / name).write_text(_TEMPLATE_EDITS.get(name, str)(text))
     for source in classes:
         shutil.copytree(source, raw / source.name, dirs_exist_ok=False)
     (folder / "data" / "README.txt").write_text(RAW_README)

@@ -83,6 +83,8 @@ def test_init_from_a_mixed_folder_of_class_folders_trains_a_champion_and_scores_
     params = load_params(project / "params.yaml")
     assert not params.demo.generate_if_empty
     assert "# meterid: every tunable in one place" in (project / "params.yaml").read_text()
+    stages = (project / "dvc.yaml").read_text()
+    assert "cmd: meterid train" in stages and "- meterid/" not in stages  # no code deps here
 
     validated = _meterid(project, "validate")
     report = validated.stdout + validated.stderr
