@@ -1,13 +1,20 @@
 """Backbone inference throughput on this CPU at the training image size: each backbone in
-NCHW vs channels_last vs bfloat16 autocast, measured side by side (same batch, same threads)."""
+NCHW vs channels_last vs bfloat16 autocast, measured side by side (same batch, same threads);
+the frozen stem under PyTorch vs ONNX Runtime (the cache pass); and a phase-2 training step
+(last stage + head, forward and backward on cached activations) in NCHW vs channels_last."""
 
 from __future__ import annotations
 
+import copy
+import tempfile
 import time
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from meterid.config import load_params
+from meterid.inference.engines import export_module, onnx_session
 from meterid.model.backbones import build_backbone
 
 BATCH = 32
@@ -39,4 +46,51 @@ def run() -> dict:
         results[name] = (nchw, last, bf16)
         print(f"{name:20s} NCHW {nchw:6.1f} img/s | channels_last {last:6.1f} "
               f"({last / nchw:.2f}x) | + bf16 autocast {bf16:6.1f} ({bf16 / nchw:.2f}x)")
+    results["stem"] = _stem_engines(size)
+    results["phase2"] = _phase2_layouts(size)
     return results
+
+
+def _stem_engines(size: int) -> tuple[float, float]:
+    backbone = build_backbone("efficientnet_lite0", "imagenet", "last_stage")
+    stem = backbone.stem.eval().to(memory_format=torch.channels_last)
+    batch = torch.randn(BATCH, 3, size, size)
+    eager = _images_per_second(stem, batch.contiguous(memory_format=torch.channels_last), False)
+    with tempfile.TemporaryDirectory() as tmp:
+        session = onnx_session(export_module(stem, Path(tmp) / "stem.onnx", size, ["out"]),
+                               torch.get_num_threads())
+    session.run(None, {"images": batch.numpy()})
+    start = time.perf_counter()
+    for _ in range(REPEATS):
+        session.run(None, {"images": batch.numpy()})
+    onnx = REPEATS * BATCH / (time.perf_counter() - start)
+    print(f"cache pass, EfficientNet-Lite0 stem (to the last stage): PyTorch channels_last "
+          f"{eager:6.1f} img/s | ONNX Runtime {onnx:6.1f} ({onnx / eager:.2f}x)")
+    return eager, onnx
+
+
+def _phase2_layouts(size: int, steps: int = 6) -> tuple[float, float]:
+    """ms per training step of 32 cached activations through the unfrozen last stage."""
+    backbone = build_backbone("efficientnet_lite0", "imagenet", "last_stage")
+    with torch.inference_mode():
+        shape = backbone.stem.eval()(torch.zeros(1, 3, size, size)).shape[1:]
+    inputs, targets = torch.randn(BATCH, *shape), torch.randint(0, 38, (BATCH,))
+    head = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(backbone.dim, 38))
+    times = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        net = copy.deepcopy(torch.nn.Sequential(backbone.last_block, head)).train()
+        net.to(memory_format=layout)
+        optimizer = torch.optim.Adam(net.parameters(), 1e-4)
+        batch = inputs.contiguous(memory_format=layout)
+        elapsed = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            loss = F.cross_entropy(net(batch), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            elapsed.append(time.perf_counter() - start)
+        times.append(1000 * sorted(elapsed[1:])[len(elapsed[1:]) // 2])
+    print(f"phase-2 step (last stage + head, batch {BATCH}, forward + backward): NCHW "
+          f"{times[0]:.0f} ms | channels_last {times[1]:.0f} ms ({times[0] / times[1]:.2f}x)")
+    return times[0], times[1]
