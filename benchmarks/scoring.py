@@ -37,6 +37,7 @@ from PIL import Image
 from benchmarks.scaled_decode import phone_jpeg
 from meterid.config import Params, load_params
 from meterid.data.images import load_rgb, rgb_from_bytes
+from meterid.evaluation.decision import DecisionPolicy
 from meterid.inference.engines import ENGINES
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
@@ -62,7 +63,7 @@ def load_model(params: Params) -> LoadedModel:
     model = MeterClassifier(build_backbone(params.train.backbone, params.train.weights),
                             [f"class{i}" for i in range(params.demo.n_classes)]).eval()
     return LoadedModel(model, model.classes, 1.0, 0.5, model.preprocessing, None,
-                       {"name": "msp", "threshold": 0.5}, "untrained")
+                       DecisionPolicy.untested(0.5), "untrained")
 
 
 def predictor(params: Params, engine: str) -> Predictor:
