@@ -22,7 +22,6 @@ import io
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -169,7 +168,17 @@ def _rss_child(url_file: Path, out_dir: Path) -> None:
                          out_dir / "out.parquet")
     print(json.dumps({"rows": outcome.summary["rows"], "ok": outcome.summary["ok"],
                       "seconds": time.perf_counter() - start,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": _peak_rss_mb()}))
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). Not ``getrusage``: Linux carries ``ru_maxrss``
+    across fork and exec, so a child started by a 5 GB benchmark reported 5 GB whatever it
+    did (the 2,447 MB "flat" figure of earlier READMEs was the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 @contextlib.contextmanager
