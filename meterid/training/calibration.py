@@ -10,6 +10,8 @@ import torch
 from sklearn.model_selection import KFold
 from torch.nn import functional as F
 
+MIN_ERRORS_TO_SHARPEN = 5  # validation errors a temperature below 1 needs
+
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, max_iter: int = 200) -> float:
     """The temperature minimising validation NLL (optimised in log space so it stays positive)."""
@@ -93,5 +95,12 @@ def calibrate(logits: torch.Tensor, targets: torch.Tensor, folds: int = 5,
         return Calibration(1.0, "none", f"a fitted temperature did not lower the "
                            f"cross-validated NLL ({before:.4f} -> {after:.4f})", before, after)
     temperature = fit_temperature(logits, targets)
+    errors = int((logits.argmax(dim=1) != targets).sum())
+    if temperature < 1 and errors < MIN_ERRORS_TO_SHARPEN:
+        # With (almost) no validation errors NLL falls towards 0 as T -> 0: any sharpening
+        # "wins" the check, and every confidence would read 1.0 (the demo once got T = 0.054).
+        return Calibration(1.0, "none", f"{errors} validation error(s) among {n}: a sharpening "
+                           f"temperature ({temperature:.3g}) cannot be measured on fewer than "
+                           f"{MIN_ERRORS_TO_SHARPEN}", before, after)
     return Calibration(temperature, "temperature", f"cross-validated NLL {before:.4f} -> "
                        f"{after:.4f} on {n} validation images", before, after)

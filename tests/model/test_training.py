@@ -320,3 +320,20 @@ def test_phase_two_in_channels_last_is_the_same_arithmetic(tiny_model: MeterClas
     for a, b in zip(plain_module.parameters(), last_module.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
         assert b.is_contiguous()
+
+
+def test_no_sharpening_temperature_without_validation_errors_to_measure_it():
+    """An error-free validation split lowers NLL for any T < 1 (towards 0 as T -> 0): the
+    check alone would ship a temperature that makes every confidence 1.0."""
+    generator = torch.Generator().manual_seed(5)
+    targets = torch.arange(300) % 3
+    logits = torch.randn(300, 3, generator=generator)
+    logits[torch.arange(300), targets] += 4.0  # every photo right, none sure
+    calibration = calibrate(logits, targets)
+    assert (calibration.temperature, calibration.method) == (1.0, "none")
+    assert "0 validation error(s) among 300: a sharpening temperature" in calibration.reason
+    assert calibration.cv_nll_calibrated < calibration.cv_nll_uncalibrated  # what it refused
+
+    underconfident, truth = _calibrated_sample(400, seed=1, sharpness=0.3)  # many errors
+    sharpened = calibrate(underconfident, truth)
+    assert sharpened.method == "temperature" and sharpened.temperature < 0.5
