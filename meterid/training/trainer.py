@@ -169,7 +169,7 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
     """Adam on the trainable parameters; early stopping on val loss (train loss without val).
 
     The best epoch's weights are restored at the end. Phase 2 (4-D activations in) runs
-    channels_last when ``train.channels_last``: the same float32 arithmetic, 1.5-2x faster per
+    channels_last when ``train.channels_last``: the same float32 arithmetic, 1.2-2x faster per
     step for EfficientNet-Lite0's last stage on this CPU (bf16 autocast was no faster)."""
     layout = (torch.channels_last if cfg.channels_last and fit.inputs.dim() == 4
               else torch.contiguous_format)
