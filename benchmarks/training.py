@@ -45,7 +45,7 @@ def _uncached_epoch_seconds(n_train: int, sample_paths: list[Path]) -> float:
     start = time.perf_counter()
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers,
                                    torch.device("cpu"), cfg.channels_last, cfg.bf16,
-                                   desc="uncached sample")
+                                   desc="uncached sample", engine=cfg.cache_engine)
     with torch.no_grad():
         model.head(model.last_block(activations))
     return (time.perf_counter() - start) / len(sample_paths) * n_train

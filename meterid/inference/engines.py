@@ -103,12 +103,16 @@ def onnx_session(graph: Path | bytes, threads: int):
                                 providers=["CPUExecutionProvider"])
 
 
-def usable_cores() -> int:
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     """CPUs this process may run on: its affinity mask, bounded by a cgroup v2 CPU quota (a
-    container's ``--cpus``), which ``os.cpu_count()`` and PyTorch's default both ignore."""
+    container's ``--cpus``), which ``os.cpu_count()`` and PyTorch's default both ignore
+    (``os.process_cpu_count`` is Python 3.13 and reads the affinity only)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        quota, period = cpu_max.read_text().split()
         if quota != "max":
             cores = min(cores or 1, max(1, int(int(quota) // int(period))))
     except (OSError, ValueError):

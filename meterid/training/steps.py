@@ -274,20 +274,21 @@ def evaluate_candidate(params: Params) -> dict:
                                   [str(p) for p in frozen["paths"]])
     evaluation = evaluate(model, evaluation_data(model, splits, params), embeddings,
                           params.evaluate, params.train.seed)
+    model.decision = evaluation.policy.to_dict()
+    int8 = _int8_graph(model, splits, params)  # before the reports: metrics.json carries it
+    if int8 is not None:
+        evaluation.metrics.update({f"int8_{k}": float(v) for k, v in int8.check.to_dict().items()
+                                   if k in INT8_METRICS})
     reports = write_reports(evaluation, model.classes, params.paths.evaluation_reports,
                             params.paths.raw_dir)
+    if int8 is not None:
+        reports["int8"] = params.paths.evaluation_reports / "int8.json"
+        reports["int8"].write_text(json.dumps(int8.check.to_dict(), indent=2) + "\n")
     run_info = json.loads(files.run_info.read_text())
     reports["calibration"] = params.paths.evaluation_reports / "calibration.json"
     reports["calibration"].write_text(json.dumps(json_safe(
         {**run_info["calibration"], "ece_before": evaluation.metrics["ece_uncalibrated"],
          "ece_after": evaluation.metrics["ece"]}), indent=2) + "\n")
-    model.decision = evaluation.policy.to_dict()
-    int8 = _int8_graph(model, splits, params)
-    if int8 is not None:
-        reports["int8"] = params.paths.evaluation_reports / "int8.json"
-        reports["int8"].write_text(json.dumps(int8.check.to_dict(), indent=2) + "\n")
-        evaluation.metrics.update({f"int8_{k}": float(v) for k, v in int8.check.to_dict().items()
-                                   if k in INT8_METRICS})
     run_id = run_info["run_id"]
     tracking.use_experiment(TRAINING_EXPERIMENT)
     with mlflow.start_run(run_id=run_id):

@@ -74,6 +74,7 @@ def test_training_flow_registers_an_evaluated_champion(project: Path, prefect_ha
     assert exported.version == 1
     int8 = json.loads((project / "reports/evaluation/int8.json").read_text())
     assert exported.int8 is not None and exported.int8.check.to_dict() == int8
+    assert metrics["int8_top1_agreement"] == int8["top1_agreement"]  # in dvc's metrics too
     assert int8["calibration_photos"] > 0
     assert int8["check_photos"] == (splits["split"] == "test").sum()
     engine = Predictor(exported, engine="onnxruntime-int8", onnx_cache=project / "onnx").engine

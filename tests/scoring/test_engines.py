@@ -125,3 +125,14 @@ def test_engine_threads_never_exceed_the_usable_cores(monkeypatch):
     finally:
         torch.set_num_threads(with_threads)
     assert 1 <= engines.usable_cores() <= (os.cpu_count() or 1)
+
+
+def test_a_container_cpu_quota_bounds_the_usable_cores(tmp_path: Path):
+    from meterid.inference.engines import usable_cores
+
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / "quota").write_text("150000 100000\n")  # docker --cpus 1.5
+    (tmp_path / "none").write_text("max 100000\n")
+    assert usable_cores(tmp_path / "quota") == 1
+    assert usable_cores(tmp_path / "none") == affinity
+    assert usable_cores(tmp_path / "missing") == affinity
