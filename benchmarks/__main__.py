@@ -9,7 +9,7 @@ from pathlib import Path
 from meterid.config import load_params
 from meterid.stores import configure_stores
 
-BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput",
+BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput", "demo_budget",
               "backbone_probe", "training", "scoring", "scoring_dask", "clustering",
               "suspect_labels", "near_duplicates", "quality_limits", "scaled_decode", "small_data")
 

@@ -144,6 +144,8 @@ class PhaseConfig(_Strict):
     epochs: int = Field(ge=0)
     lr: float = Field(gt=0)
     patience: int = Field(ge=1)
+    # constant: lr throughout | cosine: lr decays to 0 over `epochs`, step by step
+    lr_schedule: Literal["constant", "cosine"] = "constant"
 
 
 class TrainConfig(_Strict):

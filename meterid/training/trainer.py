@@ -178,6 +178,9 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
     optimizer = torch.optim.Adam([p for p in fit.module.parameters() if p.requires_grad],
                                  lr=phase_cfg.lr)
     loader = _loader(fit.inputs, fit.targets, cfg, n_classes)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(1, phase_cfg.epochs * len(loader)))
+        if phase_cfg.lr_schedule == "cosine" else None)
     weights = loss_weights.to(device)
     has_val = len(fit.val_targets) > 0
     best, best_state, stale = float("inf"), copy.deepcopy(fit.module.state_dict()), 0
@@ -196,6 +199,8 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += loss.item() * len(targets)
         train_loss = total / len(fit.targets)
         val_loss = (float(F.cross_entropy(_batched(fit.module, fit.val_inputs), fit.val_targets,
@@ -300,6 +305,7 @@ def fit_on_cache(
         # The last block is frozen too: embed once, then the head trains in seconds.
         _, train_embeddings = logits_from_activations(model, data["train_views"].activations)
         _, val_embeddings = logits_from_activations(model, data["val"].activations)
+        timings["phase1_embed_s"] = time.perf_counter() - start
         _run_phase(_Fit(1, model.head, train_embeddings, data["train_views"].targets,
                         val_embeddings, data["val"].targets),
                    cfg.phase1, cfg, n_classes, loss_weights, history)
