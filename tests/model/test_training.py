@@ -337,3 +337,31 @@ def test_no_sharpening_temperature_without_validation_errors_to_measure_it():
     underconfident, truth = _calibrated_sample(400, seed=1, sharpness=0.3)  # many errors
     sharpened = calibrate(underconfident, truth)
     assert sharpened.method == "temperature" and sharpened.temperature < 0.5
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_the_phase_learning_rate_follows_its_schedule(tiny_model: MeterClassifier,
+                                                      tiny_train_cfg: TrainConfig, schedule: str):
+    """cosine: the rate falls every epoch and reaches 0 at the last planned step, so a short
+    phase ends on small steps; constant: it stays at ``lr``."""
+    from meterid.training.trainer import _Fit, _run_phase
+
+    torch.manual_seed(3)
+    with torch.no_grad():
+        activations = tiny_model.stem(torch.randn(40, 3, SIZE, SIZE))
+    targets = torch.arange(40) % 3
+    set_phase(tiny_model, 2, pretrained=True)
+    phase = tiny_train_cfg.phase2.model_copy(update={"epochs": 3, "patience": 3, "lr": 1e-3,
+                                                     "lr_schedule": schedule})
+    history: list[dict] = []
+    _run_phase(_Fit(2, torch.nn.Sequential(tiny_model.last_block, tiny_model.head), activations,
+                    targets, activations[:6], targets[:6]),
+               phase, tiny_train_cfg.model_copy(update={"imbalance": "none"}), 3, torch.ones(3),
+               history)
+    rates = [h["lr"] for h in history]
+    assert len(rates) == 3
+    if schedule == "constant":
+        assert rates == [1e-3] * 3
+    else:
+        assert rates[0] < 1e-3 and rates[0] > rates[1] > rates[2]
+        assert rates[2] == pytest.approx(0.0, abs=1e-12)
