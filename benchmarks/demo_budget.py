@@ -5,11 +5,14 @@ augmentations buy the accuracy targets (>= 97% top-1, >= 95% macro recall) insid
 Each augmentation setting caches the stem's activations once, at the most views compared; a
 variant with fewer views trains on the first of them (views are cached view-major), so every
 variant of one setting sees the same pixels. Variants are chosen on the validation photos and
-reported on the test photos, which no choice looked at. Needs the demo photos (``make demo``).
+reported on the test photos, which no choice looked at. ``DEMO_BUDGET_AUGMENTS`` and
+``DEMO_BUDGET_VARIANTS`` (comma-separated names) pick what runs; the default runs everything.
+Needs the demo photos (``make demo``).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -39,7 +42,16 @@ VARIANTS = {  # name: (views, phase-2 settings)
     "4 views, phase 2 cosine 4 epochs": (4, {"epochs": 4, "patience": 4, "lr_schedule": "cosine"}),
     "2 views, phase 2 cosine 4 epochs": (2, {"epochs": 4, "patience": 4, "lr_schedule": "cosine"}),
     "4 views, phase 2 cosine 2 epochs": (4, {"epochs": 2, "patience": 2, "lr_schedule": "cosine"}),
+    "4 views, phase 2 cosine 6 epochs at 1e-3": (4, {"epochs": 6, "patience": 6, "lr": 1e-3,
+                                                      "lr_schedule": "cosine"}),
+    "4 views, phase 2 cosine 8 epochs": (4, {"epochs": 8, "patience": 8, "lr_schedule": "cosine"}),
 }
+
+
+def _chosen(table: dict, variable: str) -> dict:
+    """The entries named in the comma-separated environment ``variable``; all when unset."""
+    names = [n for n in os.environ.get(variable, ",".join(table)).split(",") if n]
+    return {name: table[name] for name in names}
 
 
 @dataclass
@@ -90,7 +102,7 @@ def run() -> dict:
     print(f"demo split: {n_train} train photos, {n_eval - n_train} val + test; each setting "
           f"cached at {CACHED_VIEWS} views")
     results: dict[str, Outcome] = {}
-    for augment_name, augment in AUGMENTS.items():
+    for augment_name, augment in _chosen(AUGMENTS, "DEMO_BUDGET_AUGMENTS").items():
         cfg = params.train.model_copy(update={
             "feature_views": CACHED_VIEWS, "min_views_per_class": 0,
             "augment": params.train.augment.model_copy(update=augment)})
@@ -101,7 +113,7 @@ def run() -> dict:
                               params.validate_.max_pixels, torch.device("cpu"))
         cache_s = time.perf_counter() - start
         gray = _grayscale_test(model, splits, params)
-        for name, (views, phase2) in VARIANTS.items():
+        for name, (views, phase2) in _chosen(VARIANTS, "DEMO_BUDGET_VARIANTS").items():
             variant_cfg = cfg.model_copy(update={
                 "feature_views": views, "phase2": cfg.phase2.model_copy(update=phase2)})
             torch.manual_seed(cfg.seed)
