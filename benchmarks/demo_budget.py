@@ -13,24 +13,19 @@ Needs the demo photos (``make demo``).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from meterid.config import Params, load_params
-from meterid.data.images import load_rgb
 from meterid.data.split import read_splits
 from meterid.evaluation.metrics import headline_metrics
-from meterid.training.steps import FIELD_CASES
+from meterid.training.steps import field_case_activations
 from meterid.training.trainer import (
     CachedSplit,
     build_model,
-    cache_images,
     cache_splits,
     fit_on_cache,
     logits_from_activations,
@@ -72,18 +67,11 @@ def _accuracy(model, split: CachedSplit) -> dict:
 
 
 def _grayscale_test(model, splits: pd.DataFrame, params: Params) -> CachedSplit:
-    """The test photos as a night-mode camera gives them, JPEG-encoded, through the stem."""
+    """The test photos as a night-mode camera gives them, as the evaluation's field case."""
     test = splits[splits["split"] == "test"]
     index = {c: i for i, c in enumerate(model.classes)}
-    rng = np.random.default_rng(params.train.seed)
-    with tempfile.TemporaryDirectory(prefix="meterid-gray-") as tmp:
-        paths = []
-        for i, path in enumerate(test["path"]):
-            paths.append(Path(tmp) / f"{i:05d}.jpg")
-            photo = load_rgb(params.paths.raw_dir / path, params.validate_.max_pixels)
-            FIELD_CASES["grayscale"](photo, rng).save(paths[-1], quality=90)
-        return cache_images(model, paths, [index[c] for c in test["label"]], params.train,
-                            params.validate_.max_pixels, Path(tmp), "grayscale test photos")
+    return field_case_activations(model, [params.paths.raw_dir / p for p in test["path"]],
+                                  [index[c] for c in test["label"]], "grayscale", params)
 
 
 def _subset(cached: dict[str, CachedSplit], views: int, n_train: int) -> dict[str, CachedSplit]:

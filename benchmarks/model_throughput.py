@@ -1,7 +1,8 @@
 """Backbone inference throughput on this CPU at the training image size: each backbone in
 NCHW vs channels_last vs bfloat16 autocast, measured side by side (same batch, same threads);
 the frozen stem under PyTorch vs ONNX Runtime (the cache pass); and a phase-2 training step
-(last stage + head, forward and backward on cached activations) in NCHW vs channels_last."""
+(last stage + head, forward and backward on cached activations) and phase 1's embedding pass
+(the frozen last stage, forward only), each in NCHW vs channels_last."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def run() -> dict:
               f"({last / nchw:.2f}x) | + bf16 autocast {bf16:6.1f} ({bf16 / nchw:.2f}x)")
     results["stem"] = _stem_engines(size)
     results["phase2"] = _phase2_layouts(size)
+    results["phase1_embedding"] = _embedding_layouts(size)
     return results
 
 
@@ -93,4 +95,23 @@ def _phase2_layouts(size: int, steps: int = 6) -> tuple[float, float]:
         times.append(1000 * sorted(elapsed[1:])[len(elapsed[1:]) // 2])
     print(f"phase-2 step (last stage + head, batch {BATCH}, forward + backward): NCHW "
           f"{times[0]:.0f} ms | channels_last {times[1]:.0f} ms ({times[0] / times[1]:.2f}x)")
+    return times[0], times[1]
+
+
+def _embedding_layouts(size: int, rows: int = 256) -> tuple[float, float]:
+    """ms per cached view through the frozen last stage (phase 1 embeds every view once)."""
+    backbone = build_backbone("efficientnet_lite0", "imagenet", "last_stage")
+    with torch.inference_mode():
+        shape = backbone.stem.eval()(torch.zeros(1, 3, size, size)).shape[1:]
+    inputs, block = torch.randn(rows, *shape), backbone.last_block.eval()
+    times = []
+    with torch.inference_mode():
+        for layout in (torch.contiguous_format, torch.channels_last):
+            batch = inputs.contiguous(memory_format=layout)
+            block(batch[:BATCH])  # warm-up
+            start = time.perf_counter()
+            block(batch)
+            times.append(1000 * (time.perf_counter() - start) / rows)
+    print(f"phase-1 embedding (frozen last stage, {rows} cached views): NCHW {times[0]:.1f} "
+          f"ms/view | channels_last {times[1]:.1f} ms/view ({times[0] / times[1]:.2f}x)")
     return times[0], times[1]

@@ -182,23 +182,27 @@ FIELD_CASES = {"grayscale": lambda image, rng: grayscale(image),
                "text_strip": burn_text_strip}
 
 
+def field_case_activations(model: MeterClassifier, photos: list[Path], targets: list[int],
+                           case: str, params: Params) -> CachedSplit:
+    """``photos`` as night-mode cameras or field apps deliver them (``FIELD_CASES[case]``),
+    JPEG-encoded like field photos, through the model's stem."""
+    rng = np.random.default_rng(params.train.seed)
+    with tempfile.TemporaryDirectory(prefix=f"meterid-{case}-") as tmp:
+        paths = []
+        for i, source in enumerate(photos):
+            paths.append(Path(tmp) / f"{i:05d}.jpg")
+            FIELD_CASES[case](load_rgb(source, params.validate_.max_pixels), rng).save(
+                paths[-1], quality=90)
+        return cache_images(model, paths, targets, params.train, params.validate_.max_pixels,
+                            Path(tmp), f"test photos, {case}")
+
+
 def _field_cases(model: MeterClassifier, test_paths: list[Path], params: Params
                  ) -> dict[str, ModelOutputs]:
-    """The test photos as night-mode cameras and field apps deliver them (grayscale; a burned-in
-    text strip), JPEG-encoded like field photos: the model's outputs on each case."""
-    out = {}
-    for case, alter in FIELD_CASES.items():
-        rng = np.random.default_rng(params.train.seed)
-        with tempfile.TemporaryDirectory(prefix=f"meterid-{case}-") as tmp:
-            paths = []
-            for i, source in enumerate(test_paths):
-                paths.append(Path(tmp) / f"{i:05d}.jpg")
-                alter(load_rgb(source, params.validate_.max_pixels), rng).save(paths[-1],
-                                                                                quality=90)
-            cached = cache_images(model, paths, [-1] * len(paths), params.train,
-                                  params.validate_.max_pixels, Path(tmp), f"test photos, {case}")
-        out[case] = model_outputs(model, cached)
-    return out
+    """The model's outputs on the test photos in each field case (grayscale; a burned-in text
+    strip)."""
+    return {case: model_outputs(model, field_case_activations(
+        model, test_paths, [-1] * len(test_paths), case, params)) for case in FIELD_CASES}
 
 
 def evaluation_data(model: MeterClassifier, splits: pd.DataFrame, params: Params

@@ -365,3 +365,33 @@ def test_the_phase_learning_rate_follows_its_schedule(tiny_model: MeterClassifie
     else:
         assert rates[0] < 1e-3 and rates[0] > rates[1] > rates[2]
         assert rates[2] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_field_case_is_the_photo_altered_then_jpeg_encoded(
+        tiny_model: MeterClassifier, tiny_train_cfg: TrainConfig, params: Params, tmp_path: Path):
+    """The evaluation's grayscale case (and the demo-budget benchmark) see exactly a grayscale
+    JPEG of each photo, made by hand here, and not the colour photo."""
+    from PIL import Image
+
+    from meterid.training.steps import field_case_activations
+    from meterid.training.trainer import cache_images
+
+    rng = np.random.default_rng(5)
+    photo = tmp_path / "photo.jpg"
+    colours = rng.integers(0, 256, (8, 6, 3), dtype=np.uint8).repeat(16, 0).repeat(16, 1)
+    Image.fromarray(colours).save(photo, quality=95)
+    gray = tmp_path / "gray.jpg"
+    Image.open(photo).convert("L").convert("RGB").save(gray, quality=90)
+    project = params.model_copy(update={"train": tiny_train_cfg.model_copy(
+        update={"cache_engine": "torch"})})
+    case = field_case_activations(tiny_model, [photo], [2], "grayscale", project)
+
+    def stem_of(path: Path) -> torch.Tensor:
+        return cache_images(tiny_model, [path], [2], project.train, project.validate_.max_pixels,
+                            tmp_path, path.name).activations
+
+    assert case.targets.tolist() == [2]
+    colour = stem_of(photo)
+    scale = float(colour.abs().max())  # a randomly initialised stem's outputs are tiny
+    torch.testing.assert_close(case.activations / scale, stem_of(gray) / scale)
+    assert float((case.activations - colour).abs().max()) > 0.1 * scale
