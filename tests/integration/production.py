@@ -11,12 +11,29 @@ from pathlib import Path
 import numpy as np
 import requests
 from PIL import Image
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from meterid.config import Params
 from tests.conftest import REPO_ROOT, write_params
 from tests.postgres import free_port
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _prefect_session() -> requests.Session:
+    """Requests that retry a 503 as Prefect's own client does: the server answers 503 for an
+    error it calls retryable (a database briefly busy, such as SQLite locked while the worker
+    writes), and its client retries those, POSTs included. Bounded: 5 retries over ~8 s. (CI
+    once got one on create_flow_run, which the worker and the UI's user would have retried.)"""
+    session = requests.Session()
+    retry = Retry(total=5, status_forcelist=(503,), allowed_methods=None, backoff_factor=0.5,
+                  raise_on_status=False)
+    session.mount("http://", HTTPAdapter(max_retries=retry))
+    return session
+
+
+_PREFECT = _prefect_session()
 
 
 def make_project(folder: Path, params: Params, **serve: object) -> Path:
@@ -66,7 +83,7 @@ class PrefectApi:
     url: str  # http://127.0.0.1:PORT/api
 
     def _post(self, path: str, body: dict) -> object:
-        response = requests.post(f"{self.url}{path}", json=body, timeout=30)
+        response = _PREFECT.post(f"{self.url}{path}", json=body, timeout=30)
         response.raise_for_status()
         return response.json()
 
@@ -88,7 +105,7 @@ class PrefectApi:
         """The flow run once it is final; fails after ``timeout_s`` with its logs."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            run = requests.get(f"{self.url}/flow_runs/{run_id}", timeout=30).json()
+            run = _PREFECT.get(f"{self.url}/flow_runs/{run_id}", timeout=30).json()
             if run["state_type"] in TERMINAL:
                 return run
             time.sleep(1.0)
