@@ -19,9 +19,7 @@ install: $(INSTALLED)
 ## demo: train on the demo data (generated if missing), score demo URLs served from 127.0.0.1,
 ## then version it all with DVC
 demo: install
-	$(BIN)/meterid flow train
-	$(BIN)/meterid flow score-demo
-	$(BIN)/meterid flow cluster
+	$(BIN)/meterid flow demo
 	$(BIN)/dvc commit --force --quiet
 	$(BIN)/dvc push --quiet
 	$(BIN)/dvc metrics show

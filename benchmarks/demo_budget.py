@@ -2,11 +2,11 @@
 augmentations buy the accuracy targets (>= 97% top-1, >= 95% macro recall) inside a 12-minute
 ``make demo``, and what grayscale augmentation does for night-mode photos.
 
-Each augmentation setting caches the stem's activations once, at the most views compared; a
-variant with fewer views trains on the first of them (views are cached view-major), so every
-variant of one setting sees the same pixels. Variants are chosen on the validation photos and
-reported on the test photos, which no choice looked at. ``DEMO_BUDGET_AUGMENTS`` and
-``DEMO_BUDGET_VARIANTS`` (comma-separated names) pick what runs; the default runs everything.
+Each setting (augmentation, input size) caches the stem's activations once, at the most views
+compared; a variant with fewer views trains on the first of them (views are cached view-major),
+so every variant of one setting sees the same pixels. Variants are chosen on the validation
+photos and reported on the test photos, which no choice looked at. ``DEMO_BUDGET_SETTINGS`` and
+``DEMO_BUDGET_VARIANTS`` (names separated by ``;``) pick what runs; the default runs everything.
 Needs the demo photos (``make demo``).
 """
 
@@ -31,8 +31,12 @@ from meterid.training.trainer import (
     logits_from_activations,
 )
 
-CACHED_VIEWS = 4
-AUGMENTS = {"colour": {}, "grayscale 0.3": {"grayscale_prob": 0.3}}
+SETTINGS = {  # name: train-config updates (``augment``: of the augmentation), one cache each
+    "colour": {},
+    "grayscale 0.3": {"augment": {"grayscale_prob": 0.3}},
+    "colour 192 px": {"image_size": 192},
+    "colour 160 px": {"image_size": 160},
+}
 VARIANTS = {  # name: (views, phase-2 settings)
     "4 views, phase 2 cosine 4 epochs": (4, {"epochs": 4, "patience": 4, "lr_schedule": "cosine"}),
     "2 views, phase 2 cosine 4 epochs": (2, {"epochs": 4, "patience": 4, "lr_schedule": "cosine"}),
@@ -40,12 +44,18 @@ VARIANTS = {  # name: (views, phase-2 settings)
     "4 views, phase 2 cosine 6 epochs at 1e-3": (4, {"epochs": 6, "patience": 6, "lr": 1e-3,
                                                       "lr_schedule": "cosine"}),
     "4 views, phase 2 cosine 8 epochs": (4, {"epochs": 8, "patience": 8, "lr_schedule": "cosine"}),
+    # One phase-2 budget (~24 k steps of 32) spent three ways
+    "8 views, phase 2 cosine 6 epochs": (8, {"epochs": 6, "patience": 6, "lr_schedule": "cosine"}),
+    "6 views, phase 2 cosine 8 epochs": (6, {"epochs": 8, "patience": 8, "lr_schedule": "cosine"}),
+    "4 views, phase 2 cosine 12 epochs": (4, {"epochs": 12, "patience": 12,
+                                              "lr_schedule": "cosine"}),
 }
 
 
 def _chosen(table: dict, variable: str) -> dict:
-    """The entries named in the comma-separated environment ``variable``; all when unset."""
-    names = [n for n in os.environ.get(variable, ",".join(table)).split(",") if n]
+    """The entries named in the environment ``variable`` (separated by ``;``: names hold
+    commas); all when unset."""
+    names = [n.strip() for n in os.environ.get(variable, ";".join(table)).split(";") if n]
     return {name: table[name] for name in names}
 
 
@@ -87,13 +97,16 @@ def run() -> dict:
     classes = sorted(splits["label"].unique())
     n_train = int((splits["split"] == "train").sum())
     n_eval = len(splits)
+    variants = _chosen(VARIANTS, "DEMO_BUDGET_VARIANTS")
+    cached_views = max(views for views, _ in variants.values())
     print(f"demo split: {n_train} train photos, {n_eval - n_train} val + test; each setting "
-          f"cached at {CACHED_VIEWS} views")
+          f"cached at {cached_views} views")
     results: dict[str, Outcome] = {}
-    for augment_name, augment in _chosen(AUGMENTS, "DEMO_BUDGET_AUGMENTS").items():
+    for setting_name, setting in _chosen(SETTINGS, "DEMO_BUDGET_SETTINGS").items():
+        augment = params.train.augment.model_copy(update=setting.get("augment", {}))
         cfg = params.train.model_copy(update={
-            "feature_views": CACHED_VIEWS, "min_views_per_class": 0,
-            "augment": params.train.augment.model_copy(update=augment)})
+            **setting, "feature_views": cached_views, "min_views_per_class": 0,
+            "augment": augment})
         torch.manual_seed(cfg.seed)
         model = build_model(classes, cfg)
         start = time.perf_counter()
@@ -101,7 +114,7 @@ def run() -> dict:
                               params.validate_.max_pixels, torch.device("cpu"))
         cache_s = time.perf_counter() - start
         gray = _grayscale_test(model, splits, params)
-        for name, (views, phase2) in _chosen(VARIANTS, "DEMO_BUDGET_VARIANTS").items():
+        for name, (views, phase2) in variants.items():
             variant_cfg = cfg.model_copy(update={
                 "feature_views": views, "phase2": cfg.phase2.model_copy(update=phase2)})
             torch.manual_seed(cfg.seed)
@@ -114,9 +127,9 @@ def run() -> dict:
                 _accuracy(result.model, cached["val"])["accuracy"], test["accuracy"],
                 test["macro_recall"], _accuracy(result.model, gray)["accuracy"],
                 timings["phase1_head_s"], timings["phase2_s"],
-                cache_s * (views * n_train + n_eval) / (CACHED_VIEWS * n_train + n_eval))
-            results[f"{augment_name}, {name}"] = outcome
-            print(f"  {augment_name}, {name}: val {outcome.val_accuracy:.1%} | test top-1 "
+                cache_s * (views * n_train + n_eval) / (cached_views * n_train + n_eval))
+            results[f"{setting_name}, {name}"] = outcome
+            print(f"  {setting_name}, {name}: val {outcome.val_accuracy:.1%} | test top-1 "
                   f"{outcome.test_accuracy:.1%}, macro recall {outcome.macro_recall:.1%}, "
                   f"grayscale {outcome.grayscale_accuracy:.1%} | cache ~{outcome.cache_s:.0f} s, "
                   f"phase 1 {outcome.phase1_s:.0f} s (embedding {timings['phase1_embed_s']:.0f} s)"

@@ -547,6 +547,16 @@ def flow_cluster(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+@flow_app.command("demo")
+def flow_demo(ctx: typer.Context) -> None:
+    """Run the training flow, score-demo and the clustering flow in one process (what
+    `make demo` runs): one ephemeral Prefect server and one import of torch instead of three,
+    ~45 s less on 2 cores."""
+    flow_train(ctx)
+    flow_score_demo(ctx)
+    flow_cluster(ctx)
+
+
 @app.command()
 def dashboard(
     ctx: typer.Context,

@@ -58,7 +58,7 @@ def test_help_of_every_command():
                     ["cluster", "--help"], ["candidates", "add", "--help"],
                     ["candidates", "export", "--help"], ["candidates", "reject", "--help"],
                     ["flow", "score", "--help"], ["flow", "score-demo", "--help"],
-                    ["flow", "cluster", "--help"]):
+                    ["flow", "cluster", "--help"], ["flow", "demo", "--help"]):
         result = runner.invoke(app, command)
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output
