@@ -12,6 +12,7 @@ Needs the demo photos (``make demo``).
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pandas as pd
 import torch
 
 from meterid.config import Params, load_params
+from meterid.data.demo.catalog import ACCENTS, LED_COLORS, PLATE_COLORS, build_catalog
 from meterid.data.split import read_splits
 from meterid.evaluation.metrics import headline_metrics
 from meterid.training.steps import field_case_activations
@@ -36,8 +38,13 @@ SETTINGS = {  # name: train-config updates (``augment``: of the augmentation), o
     "grayscale 0.3": {"augment": {"grayscale_prob": 0.3}},
     "colour 192 px": {"image_size": 192},
     "colour 160 px": {"image_size": 160},
+    # Rare classes get more views (train.min_views_per_class); their extra views come after
+    # every image's first ones, so "4 views" variants of this setting train without them.
+    "colour, rare classes 80 views": {"min_views_per_class": 80},
 }
-VARIANTS = {  # name: (views, phase-2 settings)
+VARIANTS = {  # name: (views, phase-2 settings); views None: every cached view
+    "all cached views, phase 2 cosine 8 epochs": (None, {"epochs": 8, "patience": 8,
+                                                         "lr_schedule": "cosine"}),
     "4 views, phase 2 cosine 4 epochs": (4, {"epochs": 4, "patience": 4, "lr_schedule": "cosine"}),
     "2 views, phase 2 cosine 4 epochs": (2, {"epochs": 4, "patience": 4, "lr_schedule": "cosine"}),
     "4 views, phase 2 cosine 2 epochs": (4, {"epochs": 2, "patience": 2, "lr_schedule": "cosine"}),
@@ -84,9 +91,46 @@ def _grayscale_test(model, splits: pd.DataFrame, params: Params) -> CachedSplit:
                                   [index[c] for c in test["label"]], "grayscale", params)
 
 
-def _subset(cached: dict[str, CachedSplit], views: int, n_train: int) -> dict[str, CachedSplit]:
-    rows = views * n_train
+def _luminance(color: tuple[int, int, int]) -> int:
+    return round(0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2])  # ITU-R 601, as PIL's L
+
+
+COLOURED_PARTS = {"led": LED_COLORS, "plate": PLATE_COLORS, "accent": ACCENTS}
+
+
+def colour_only_siblings(params: Params) -> list[tuple[str, str, dict]]:
+    """Pairs of demo classes of one family that differ in nothing but the colours of LED, plate
+    or accent: what a grayscale photo leaves of them is the luminance of those parts, or the
+    part's absence ("none": no LED, no accent stripe)."""
+    known, _ = build_catalog(params.demo.n_classes, params.demo.unknown_brands)
+    fields = ("brand", "display", "buttons", "button_side", "led", "plate", "plate_side",
+              "accent", "disc_window")
+    pairs = []
+    for a, b in itertools.combinations(known, 2):
+        differ = [f for f in fields if getattr(a, f) != getattr(b, f)]
+        if a.family == b.family and differ and set(differ) <= set(COLOURED_PARTS):
+            pairs.append((a.name, b.name, {
+                f: tuple("none" if v == "none" else _luminance(COLOURED_PARTS[f][v])
+                         for v in (getattr(a, f), getattr(b, f))) for f in differ}))
+    return pairs
+
+
+def _print_colour_only_siblings(params: Params, splits: pd.DataFrame) -> None:
+    pairs = colour_only_siblings(params)
+    classes = {name for a, b, _ in pairs for name in (a, b)}
+    test = splits[splits["split"] == "test"]
+    print(f"{len(pairs)} sibling pairs differ only in colour; their classes hold "
+          f"{test['label'].isin(classes).sum()} of {len(test)} test photos. Luminance of the "
+          "differing parts (0-255):")
+    for a, b, luminance in pairs:
+        print(f"  {a} / {b}: " + ", ".join(f"{part} {x} vs {y}"
+                                           for part, (x, y) in luminance.items()))
+
+
+def _subset(cached: dict[str, CachedSplit], views: int | None, n_train: int
+            ) -> dict[str, CachedSplit]:
     train = cached["train_views"]
+    rows = len(train.targets) if views is None else views * n_train
     return {**cached, "train_views": CachedSplit(train.activations[:rows], train.targets[:rows],
                                                  train.paths[:rows])}
 
@@ -98,14 +142,14 @@ def run() -> dict:
     n_train = int((splits["split"] == "train").sum())
     n_eval = len(splits)
     variants = _chosen(VARIANTS, "DEMO_BUDGET_VARIANTS")
-    cached_views = max(views for views, _ in variants.values())
+    cached_views = max(views or params.train.feature_views for views, _ in variants.values())
     print(f"demo split: {n_train} train photos, {n_eval - n_train} val + test; each setting "
           f"cached at {cached_views} views")
     results: dict[str, Outcome] = {}
     for setting_name, setting in _chosen(SETTINGS, "DEMO_BUDGET_SETTINGS").items():
         augment = params.train.augment.model_copy(update=setting.get("augment", {}))
         cfg = params.train.model_copy(update={
-            **setting, "feature_views": cached_views, "min_views_per_class": 0,
+            "min_views_per_class": 0, **setting, "feature_views": cached_views,
             "augment": augment})
         torch.manual_seed(cfg.seed)
         model = build_model(classes, cfg)
@@ -115,25 +159,29 @@ def run() -> dict:
         cache_s = time.perf_counter() - start
         gray = _grayscale_test(model, splits, params)
         for name, (views, phase2) in variants.items():
+            train_views = _subset(cached, views, n_train)
             variant_cfg = cfg.model_copy(update={
-                "feature_views": views, "phase2": cfg.phase2.model_copy(update=phase2)})
+                "feature_views": views or cached_views,
+                "phase2": cfg.phase2.model_copy(update=phase2)})
             torch.manual_seed(cfg.seed)
             fresh = build_model(classes, variant_cfg)
             timings: dict[str, float] = {}
-            result = fit_on_cache(fresh, _subset(cached, views, n_train), variant_cfg,
+            result = fit_on_cache(fresh, train_views, variant_cfg,
                                   torch.ones(len(classes)), [], timings)
             test = _accuracy(result.model, cached["test"])
             outcome = Outcome(
                 _accuracy(result.model, cached["val"])["accuracy"], test["accuracy"],
                 test["macro_recall"], _accuracy(result.model, gray)["accuracy"],
                 timings["phase1_head_s"], timings["phase2_s"],
-                cache_s * (views * n_train + n_eval) / (cached_views * n_train + n_eval))
+                cache_s * (len(train_views["train_views"].targets) + n_eval)
+                / (len(cached["train_views"].targets) + n_eval))
             results[f"{setting_name}, {name}"] = outcome
             print(f"  {setting_name}, {name}: val {outcome.val_accuracy:.1%} | test top-1 "
                   f"{outcome.test_accuracy:.1%}, macro recall {outcome.macro_recall:.1%}, "
                   f"grayscale {outcome.grayscale_accuracy:.1%} | cache ~{outcome.cache_s:.0f} s, "
                   f"phase 1 {outcome.phase1_s:.0f} s (embedding {timings['phase1_embed_s']:.0f} s)"
                   f", phase 2 {outcome.phase2_s:.0f} s", flush=True)
+    _print_colour_only_siblings(params, splits)
     # The most accurate on validation; of equals, the quickest.
     best = max(results, key=lambda k: (results[k].val_accuracy, -results[k].phase2_s))
     print(f"chosen on validation accuracy (then time): {best}")

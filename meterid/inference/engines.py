@@ -91,14 +91,20 @@ def export_onnx(model: MeterClassifier, path: Path, image_size: int) -> Path:
     return export_module(_LogitsAndEmbeddings(model), path, image_size, ["logits", "embeddings"])
 
 
-def onnx_session(graph: Path | bytes, threads: int):
-    """An ONNX Runtime CPU session at full graph optimisation, ``threads`` intra-op threads."""
+def onnx_session(graph: Path | bytes, threads: int, spinning: bool = False):
+    """An ONNX Runtime CPU session at full graph optimisation, ``threads`` intra-op threads.
+
+    ``spinning``: ONNX Runtime's default keeps its idle intra-op threads busy-waiting for the
+    next operator; off, they sleep, and the decode threads sharing these cores get them
+    (``make bench``: scoring measures both)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning",
+                                     "1" if spinning else "0")
     return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), options,
                                 providers=["CPUExecutionProvider"])
 
@@ -132,9 +138,10 @@ def engine_threads() -> int:
 class OnnxEngine:
     name = "onnxruntime"
 
-    def __init__(self, graph: Path | bytes, threads: int, name: str = "onnxruntime"):
-        self.name = name
-        self.session = onnx_session(graph, threads)
+    def __init__(self, graph: Path | bytes, threads: int, name: str = "onnxruntime",
+                 spinning: bool = False):
+        self.name, self.graph = name, graph
+        self.session = onnx_session(graph, threads, spinning)
 
     def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         logits, embeddings = self.session.run(None, {"images": batch.numpy()})
