@@ -38,7 +38,8 @@ def tiny_model() -> MeterClassifier:
 @pytest.fixture(scope="module")
 def tiny_train_cfg(params: Params) -> TrainConfig:
     return params.train.model_copy(update=dict(
-        image_size=SIZE, batch_size=8, workers=0, feature_views=2, channels_last=False,
+        image_size=SIZE, batch_size=8, workers=0, feature_views=2, min_views_per_class=0,
+        channels_last=False,
         phase1=params.train.phase1.model_copy(update=dict(epochs=2)),
         phase2=params.train.phase2.model_copy(update=dict(epochs=1))))
 

@@ -91,6 +91,8 @@ def test_the_int8_check_measures_real_agreement_and_passes_into_use(int8_graph, 
     options = int8.session.get_session_options()
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert options.intra_op_num_threads == 1
+    # idle threads sleep rather than spin: the decode threads share these cores
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 @pytest.mark.parametrize("fault", ["failed check", "other bytes", "no graph"])
