@@ -550,8 +550,8 @@ def flow_cluster(
 @flow_app.command("demo")
 def flow_demo(ctx: typer.Context) -> None:
     """Run the training flow, score-demo and the clustering flow in one process (what
-    `make demo` runs): one ephemeral Prefect server and one import of torch instead of three,
-    ~45 s less on 2 cores."""
+    `make demo` runs): one ephemeral Prefect server and one import of torch instead of three
+    (~20 s each on 2 cores)."""
     flow_train(ctx)
     flow_score_demo(ctx)
     flow_cluster(ctx)

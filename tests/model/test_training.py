@@ -240,6 +240,9 @@ def test_rare_classes_get_more_augmented_views(params):
     items = _view_items(splits, Path("."), "train", range(1, 21), {"a": 0, "b": 1, "c": 2},
                         views)
     assert sum(item.target == 1 for item in items) == 60 and len(items) == 40 * 4 + 60
+    # view-major: every image's first 4 views come before any extra view of a rare class, so
+    # the first 4 x 43 cached rows are the plain 4-view cache (benchmarks/demo_budget.py)
+    assert [item.view for item in items[:43 * 4]] == [v for v in range(1, 5) for _ in range(43)]
     off = augmented_views(splits, cfg.model_copy(update={"min_views_per_class": 0}))
     assert set(off.values()) == {4}
 
