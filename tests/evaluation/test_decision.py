@@ -21,7 +21,13 @@ from meterid.evaluation.openset import (
     knn_score,
     threshold_for_known_acceptance,
 )
-from meterid.evaluation.operating_point import HeldOut, choose_rule, split_brand_sets
+from meterid.evaluation.operating_point import (
+    HeldOut,
+    choose_rule,
+    mcnemar_z,
+    split_brand_sets,
+    switch_z,
+)
 from meterid.inference.quality import measure_quality, quality_issues
 
 DIM, CLASSES = 16, 4
@@ -86,6 +92,48 @@ def test_the_rule_is_chosen_on_the_selection_brands_and_reported_on_the_others()
                        fixed).rule.threshold == 0.4
     assert "no held-out brands" in choose_rule(
         val, test, None, Reference(train.embeddings, train_labels), _cfg()).selected_by
+
+
+def test_the_paired_test_counts_only_the_photos_the_rules_disagree_on():
+    prior = np.array([True] * 40 + [False] * 10)
+    assert mcnemar_z(prior, prior) == 0.0
+    three_more = prior.copy()
+    three_more[40:43] = True
+    assert mcnemar_z(three_more, prior) == pytest.approx(np.sqrt(3))  # b = 3, c = 0
+    assert mcnemar_z(prior, three_more) == pytest.approx(-np.sqrt(3))
+    # 3 more of 50 photos is chance over 9 challengers; 12 more is not
+    assert np.sqrt(3) < switch_z(9) < np.sqrt(12)
+    assert switch_z(1) == pytest.approx(1.645, abs=1e-3) and switch_z(9) > switch_z(1)
+
+
+def _flat_logits_world(rng: np.random.Generator, n: int, known: np.ndarray) -> ModelOutputs:
+    """Photos whose embeddings sit on known classes but whose head is undecided: kNN cannot
+    see them, max-softmax can."""
+    outputs, _ = _world(rng, n, known, 0.3)
+    flat = np.zeros_like(outputs.logits)
+    return ModelOutputs(flat, np.full_like(outputs.probabilities, 1 / CLASSES),
+                        outputs.embeddings)
+
+
+def test_the_knn_prior_is_kept_unless_a_challenger_clearly_flags_more():
+    rng = np.random.default_rng(2)
+    known = np.eye(DIM)[:CLASSES] * 3
+    train, train_labels = _world(rng, 400, known, 0.3)
+    reference = Reference(train.embeddings, train_labels)
+    val, _ = _world(rng, 200, known, 0.3)
+    test, _ = _world(rng, 200, known, 0.3)
+    far = np.eye(DIM)[CLASSES:CLASSES + 4] * 3 + known
+    seen, seen_brands = _world(rng, 160, far, 0.3)
+    kept = choose_rule(val, test, HeldOut(seen, np.array([f"b{i}" for i in seen_brands])),
+                       reference, _cfg())
+    assert kept.rule.label == "knn(k=5)" and kept.selected_by.startswith("the prior knn(k=5)")
+    hidden = _flat_logits_world(rng, 160, known)
+    brands = np.array([f"b{i}" for i in rng.integers(4, size=160)])
+    switched = choose_rule(val, test, HeldOut(hidden, brands), reference, _cfg())
+    assert switched.rule.score in ("msp", "energy") and "replaces the prior" in switched.selected_by
+    chosen = switched.table[switched.table["chosen"]].iloc[0]
+    assert chosen["mcnemar_z_vs_prior"] >= switch_z(len(switched.table) - 2)
+    assert chosen["flagged_report"] > 0.9  # the report half agrees with the switch
 
 
 def test_knn_score_leave_one_out_and_reference_needed():
