@@ -4,14 +4,13 @@ Every candidate score gets its threshold from the same stated target: the share 
 validation photos it accepts (``evaluate.known_accept_share``). kNN at ``evaluate.knn_k`` is the
 prior; another candidate replaces it only when it flags clearly more of the same *selection*-brand
 photos at that operating point (a paired McNemar z, Bonferroni over the challengers at
-``SWITCH_ALPHA``). With four brands per half, the plain maximum over ten candidates picked noise:
-on two demo models it chose energy for 3-5 points more of the selection photos, and energy then
-flagged 65-70% of the report brands where kNN flagged 97-100%. The test guards against photo
-noise only: photos of one brand fail together, and on a third demo model energy beat kNN by
-z = 4.6 on the selection half and lost 65% to 96% on the report half (README: brand-level
-evidence is the open step). The figures users can trust are
-those on the *report* brands, which took no part in the choice, and on the known test photos,
-which set no threshold.
+``SWITCH_ALPHA``). The plain maximum over ten candidates, used before, chose energy on two demo
+models for 3-5 points more of the selection photos, and energy then flagged 65-70% of the report
+brands where kNN flagged 97-100%. The test guards against photo noise only: photos of one brand
+fail together, and on a third demo model energy beat kNN by z = 4.6 on the selection half and
+lost 65% to 96% on the report half (README: brand-level evidence is the open step). The figures
+users can trust are those on the *report* brands, which took no part in the choice, and on the
+known test photos, which set no threshold.
 """
 
 from __future__ import annotations
