@@ -2,15 +2,15 @@
 
 Every candidate score gets its threshold from the same stated target: the share of known
 validation photos it accepts (``evaluate.known_accept_share``). kNN at ``evaluate.knn_k`` is the
-prior; another candidate replaces it only when it flags clearly more of the same *selection*-brand
-photos at that operating point (a paired McNemar z, Bonferroni over the challengers at
-``SWITCH_ALPHA``). The plain maximum over ten candidates, used before, chose energy on two demo
-models for 3-5 points more of the selection photos, and energy then flagged 65-70% of the report
-brands where kNN flagged 97-100%. The test guards against photo noise only: photos of one brand
-fail together, and on a third demo model energy beat kNN by z = 4.6 on the selection half and
-lost 65% to 96% on the report half (README: brand-level evidence is the open step). The figures
-users can trust are those on the *report* brands, which took no part in the choice, and on the
-known test photos, which set no threshold.
+prior; another candidate replaces it only when the *brands* of the selection half say so. Photos
+of one brand fail together, so the brand is the unit of evidence: a challenger must flag more
+photos than the prior on more selection brands than chance allows (a one-sided sign test over
+the brands, Bonferroni over the challengers at ``SWITCH_ALPHA``), and more of the same photos
+(a paired McNemar z at the same bar). A photo-level test alone let energy replace kNN on a demo
+model (z = 4.6 on the selection half) that then flagged 65% of the report brands against kNN's
+96%. With the Bonferroni bar over seven challengers, a switch needs at least 8 selection brands,
+so the demo's 4 keep the prior. The figures users can trust are those on the *report* brands,
+which took no part in the choice, and on the known test photos, which set no threshold.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import binomtest, norm
 
 from meterid.config import EvaluateConfig
 from meterid.evaluation.openset import (
@@ -67,6 +67,10 @@ class HeldOut:
 
     def of(self, names: tuple[str, ...]) -> ModelOutputs:
         return self.outputs.subset(np.isin(self.brands, names))
+
+    def brands_of(self, names: tuple[str, ...]) -> np.ndarray:
+        """The brand of each photo of ``of(names)``, in the same order."""
+        return self.brands[np.isin(self.brands, names)]
 
 
 @dataclass(frozen=True)
@@ -132,18 +136,60 @@ def switch_z(challengers: int, alpha: float = SWITCH_ALPHA) -> float:
     return float(norm.isf(alpha / max(challengers, 1)))
 
 
+@dataclass(frozen=True)
+class BrandVote:
+    """Selection brands on which a challenger flags a larger (wins) or smaller (losses) share of
+    photos than the prior; ties carry no evidence. ``p`` is the one-sided sign test's."""
+
+    wins: int
+    losses: int
+
+    @property
+    def p(self) -> float:
+        if not self.wins + self.losses:
+            return 1.0
+        return float(binomtest(self.wins, self.wins + self.losses, 0.5,
+                               alternative="greater").pvalue)
+
+
+def brand_vote(challenger: np.ndarray, prior: np.ndarray, brands: np.ndarray) -> BrandVote:
+    """Compare the flagged share of the two rules brand by brand."""
+    wins = losses = 0
+    for brand in np.unique(brands):
+        mine, theirs = challenger[brands == brand].mean(), prior[brands == brand].mean()
+        wins, losses = wins + int(mine > theirs), losses + int(mine < theirs)
+    return BrandVote(wins, losses)
+
+
 def _auto_choice(table: pd.DataFrame, prior: str) -> tuple[str, str]:
-    """The prior unless a candidate flags more of the selection photos beyond chance."""
+    """The prior unless a candidate flags more of the selection photos on more brands, and more
+    of the same photos, than chance allows over all the challengers."""
     challengers = table[~table["candidate"].isin([FIXED, prior])]
-    best = challengers.sort_values(["mcnemar_z_vs_prior", "flagged_selection"], ascending=False,
-                                   kind="stable").iloc[0]
+    alpha = SWITCH_ALPHA / max(len(challengers), 1)
+    best = challengers.sort_values(["brand_sign_p", "mcnemar_z_vs_prior", "flagged_selection"],
+                                   ascending=[True, False, False], kind="stable").iloc[0]
     needed = switch_z(len(challengers))
     prior_share = table.set_index("candidate").loc[prior, "flagged_selection"]
     versus = (f"{best['candidate']} flags {best['flagged_selection']:.1%} of the selection-brand "
-              f"photos, {prior} {prior_share:.1%}: paired z = {best['mcnemar_z_vs_prior']:.2f}")
-    if best["mcnemar_z_vs_prior"] >= needed:
-        return best["candidate"], f"{versus} >= {needed:.2f}: it replaces the prior {prior}"
-    return prior, f"the prior {prior} kept ({versus} < {needed:.2f})"
+              f"photos, {prior} {prior_share:.1%}; it flags more on {best['brand_wins']} and fewer "
+              f"on {best['brand_losses']} brands (sign test p = {best['brand_sign_p']:.3f}, "
+              f"needed <= {alpha:.4f}), paired z = {best['mcnemar_z_vs_prior']:.2f} (needed >= "
+              f"{needed:.2f})")
+    if best["brand_sign_p"] <= alpha and best["mcnemar_z_vs_prior"] >= needed:
+        return best["candidate"], f"{versus}: it replaces the prior {prior}"
+    return prior, f"the prior {prior} kept ({versus})"
+
+
+def _compare_with_prior(table: pd.DataFrame, prior: str, brands: np.ndarray) -> None:
+    """Add each candidate's evidence against the prior on the selection photos: the paired z
+    and the brand vote (consumes the ``selection_flags`` column)."""
+    prior_flags = table.set_index("candidate").loc[prior, "selection_flags"]
+    flags = table.pop("selection_flags")
+    votes = [brand_vote(mine, prior_flags, brands) for mine in flags]
+    table["mcnemar_z_vs_prior"] = [mcnemar_z(mine, prior_flags) for mine in flags]
+    table["brand_wins"] = [vote.wins for vote in votes]
+    table["brand_losses"] = [vote.losses for vote in votes]
+    table["brand_sign_p"] = [vote.p for vote in votes]
 
 
 def choose_rule(known_val: ModelOutputs, known_test: ModelOutputs, held_out: HeldOut | None,
@@ -158,9 +204,8 @@ def choose_rule(known_val: ModelOutputs, known_test: ModelOutputs, held_out: Hel
     rules[FIXED] = OpenSetRule.fixed_confidence(cfg.threshold)
     table = pd.DataFrame([_row(name, rule, groups, reference) for name, rule in rules.items()])
     prior = f"knn(k={cfg.knn_k})" if len(reference) else "msp"
-    prior_flags = table.set_index("candidate").loc[prior, "selection_flags"]
-    table["mcnemar_z_vs_prior"] = [mcnemar_z(flags, prior_flags)
-                                   for flags in table.pop("selection_flags")]
+    _compare_with_prior(table, prior, held_out.brands_of(sets.selection) if held_out and sets
+                        else np.array([], dtype=str))
     if cfg.operating_point == "fixed_confidence":
         name, how = FIXED, "the design's fixed confidence (evaluate.operating_point)"
     elif cfg.open_set_rule != "auto":

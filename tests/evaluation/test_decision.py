@@ -23,6 +23,7 @@ from meterid.evaluation.openset import (
 )
 from meterid.evaluation.operating_point import (
     HeldOut,
+    brand_vote,
     choose_rule,
     mcnemar_z,
     split_brand_sets,
@@ -127,13 +128,34 @@ def test_the_knn_prior_is_kept_unless_a_challenger_clearly_flags_more():
     kept = choose_rule(val, test, HeldOut(seen, np.array([f"b{i}" for i in seen_brands])),
                        reference, _cfg())
     assert kept.rule.label == "knn(k=5)" and kept.selected_by.startswith("the prior knn(k=5)")
-    hidden = _flat_logits_world(rng, 160, known)
-    brands = np.array([f"b{i}" for i in rng.integers(4, size=160)])
+    hidden = _flat_logits_world(rng, 320, known)
+    # four brands: two a half, and a challenger winning on both is chance (p = 0.25)
+    few = choose_rule(val, test, HeldOut(hidden, np.array([f"b{i}" for i in
+                                                           rng.integers(4, size=320)])),
+                      reference, _cfg())
+    assert few.rule.label == "knn(k=5)" and few.selected_by.startswith("the prior knn(k=5)")
+    best = few.table.sort_values("brand_sign_p").iloc[0]
+    assert best["mcnemar_z_vs_prior"] >= switch_z(len(few.table) - 2)  # photos alone would switch
+    # sixteen brands: eight a half, all won, p = 1/256 clears 5% over seven challengers
+    brands = np.array([f"b{i:02d}" for i in rng.integers(16, size=320)])
     switched = choose_rule(val, test, HeldOut(hidden, brands), reference, _cfg())
     assert switched.rule.score in ("msp", "energy") and "replaces the prior" in switched.selected_by
     chosen = switched.table[switched.table["chosen"]].iloc[0]
+    assert (chosen["brand_wins"], chosen["brand_losses"]) == (8, 0)
     assert chosen["mcnemar_z_vs_prior"] >= switch_z(len(switched.table) - 2)
     assert chosen["flagged_report"] > 0.9  # the report half agrees with the switch
+
+
+def test_the_brand_vote_counts_brands_not_photos():
+    brands = np.array(["a"] * 90 + ["b"] * 5 + ["c"] * 5)
+    prior = np.zeros(100, dtype=bool)
+    challenger = prior.copy()
+    challenger[:90] = True  # 90 more photos, all of one brand
+    challenger[90] = True   # and one of brand b; brand c ties
+    vote = brand_vote(challenger, prior, brands)
+    assert (vote.wins, vote.losses) == (2, 0) and vote.p == pytest.approx(0.25)
+    assert brand_vote(prior, challenger, brands).p == 1.0
+    assert brand_vote(prior, prior, brands).p == 1.0  # only ties: no evidence
 
 
 def test_knn_score_leave_one_out_and_reference_needed():
