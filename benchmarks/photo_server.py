@@ -1,5 +1,9 @@
 """A folder of photos served on 127.0.0.1 by its own process, as a field server would be:
-``python -m benchmarks.photo_server DIR`` prints its port on the first line.
+``python -m benchmarks.photo_server DIR [HTTP/1.0]`` prints its port on the first line.
+
+It speaks HTTP/1.1 with keep-alive, as field servers (nginx, object stores) do; ``HTTP/1.0``, the
+default of Python's ``http.server``, closes every connection, so each photo costs both processes a
+new TCP connection and the server a new thread (``make bench`` measures both).
 
 ``?copy=N`` appends a few bytes naming N after the file's last byte. Decoders stop at the JPEG
 end marker, so the photo looks the same, but its sha256 differs: one folder of 2,000 photos
@@ -37,7 +41,8 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
 
-def main(folder: str) -> None:
+def main(folder: str, protocol: str = "HTTP/1.1") -> None:
+    _Handler.protocol_version = protocol
     handler = lambda *args: _Handler(*args, directory=folder)  # noqa: E731
     with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
         print(f"port {server.server_address[1]}", flush=True)
@@ -45,4 +50,4 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

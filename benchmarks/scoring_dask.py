@@ -118,7 +118,8 @@ def run(n_urls: int = N_URLS) -> dict[str, float]:
         root, paths = _photos(params, folder)
         params_file = _project(params, folder, _model(params, folder))
         outputs = {}
-        with photo_server(root) as base:
+        with photo_server(root) as server:
+            base = server.base
             warm_up, list_file = folder / "warm-up.txt", folder / "urls.txt"
             warm_up.write_text("".join(f"{url_for(base, root, p)}\n" for p in paths[:8]))
             list_file.write_text("".join(f"{url_for(base, root, p)}\n" for p in paths[:n_urls]))
