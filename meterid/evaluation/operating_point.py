@@ -161,21 +161,27 @@ def brand_vote(challenger: np.ndarray, prior: np.ndarray, brands: np.ndarray) ->
     return BrandVote(wins, losses)
 
 
-def _auto_choice(table: pd.DataFrame, prior: str) -> tuple[str, str]:
+def auto_choice(table: pd.DataFrame, prior: str) -> tuple[str, str]:
     """The prior unless a candidate flags more of the selection photos on more brands, and more
-    of the same photos, than chance allows over all the challengers."""
+    of the same photos, than chance allows over all the challengers. Of several that clear both
+    bars, the one with the largest paired z; when none does, the message names the closest."""
     challengers = table[~table["candidate"].isin([FIXED, prior])]
-    alpha = SWITCH_ALPHA / max(len(challengers), 1)
-    best = challengers.sort_values(["brand_sign_p", "mcnemar_z_vs_prior", "flagged_selection"],
-                                   ascending=[True, False, False], kind="stable").iloc[0]
-    needed = switch_z(len(challengers))
+    alpha, needed = SWITCH_ALPHA / max(len(challengers), 1), switch_z(len(challengers))
+    passing = challengers[(challengers["brand_sign_p"] <= alpha)
+                          & (challengers["mcnemar_z_vs_prior"] >= needed)]
+    if len(passing):
+        best = passing.sort_values(["mcnemar_z_vs_prior", "flagged_selection"], ascending=False,
+                                   kind="stable").iloc[0]
+    else:
+        best = challengers.sort_values(["brand_sign_p", "mcnemar_z_vs_prior"],
+                                       ascending=[True, False], kind="stable").iloc[0]
     prior_share = table.set_index("candidate").loc[prior, "flagged_selection"]
     versus = (f"{best['candidate']} flags {best['flagged_selection']:.1%} of the selection-brand "
               f"photos, {prior} {prior_share:.1%}; it flags more on {best['brand_wins']} and fewer "
               f"on {best['brand_losses']} brands (sign test p = {best['brand_sign_p']:.3f}, "
               f"needed <= {alpha:.4f}), paired z = {best['mcnemar_z_vs_prior']:.2f} (needed >= "
               f"{needed:.2f})")
-    if best["brand_sign_p"] <= alpha and best["mcnemar_z_vs_prior"] >= needed:
+    if len(passing):
         return best["candidate"], f"{versus}: it replaces the prior {prior}"
     return prior, f"the prior {prior} kept ({versus})"
 
@@ -217,7 +223,7 @@ def choose_rule(known_val: ModelOutputs, known_test: ModelOutputs, held_out: Hel
     elif not len(groups["selection"]):
         name, how = prior, f"no held-out brands to choose on: {prior} by default"
     else:
-        name, how = _auto_choice(table, prior)
+        name, how = auto_choice(table, prior)
     table["chosen"] = table["candidate"] == name
     return OpenSetChoice(rules[name], table, sets, how)
 

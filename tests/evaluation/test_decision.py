@@ -5,6 +5,7 @@ sets on synthetic scores with known error rates, and non-meter scenes."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from meterid.config import EvaluateConfig
@@ -22,7 +23,9 @@ from meterid.evaluation.openset import (
     threshold_for_known_acceptance,
 )
 from meterid.evaluation.operating_point import (
+    FIXED,
     HeldOut,
+    auto_choice,
     brand_vote,
     choose_rule,
     mcnemar_z,
@@ -156,6 +159,23 @@ def test_the_brand_vote_counts_brands_not_photos():
     assert (vote.wins, vote.losses) == (2, 0) and vote.p == pytest.approx(0.25)
     assert brand_vote(prior, challenger, brands).p == 1.0
     assert brand_vote(prior, prior, brands).p == 1.0  # only ties: no evidence
+
+
+def test_a_challenger_must_clear_both_bars_and_the_best_that_does_is_chosen():
+    prior = "knn(k=5)"
+    rows = [  # candidate, flagged on the selection photos, paired z, sign-test p over brands
+        (prior, 0.60, 0.0, 1.0),
+        ("msp", 0.95, 1.0, 0.001),        # more brands, but not more of the same photos
+        ("energy", 0.80, 3.0, 0.004),     # both bars (p <= 0.05 / 3, z >= 2.13)
+        ("mahalanobis", 0.99, 6.0, 0.2),  # many photos of a few brands
+        (FIXED, 0.10, -5.0, 1.0),
+    ]
+    table = pd.DataFrame(rows, columns=["candidate", "flagged_selection", "mcnemar_z_vs_prior",
+                                        "brand_sign_p"]).assign(brand_wins=8, brand_losses=0)
+    name, how = auto_choice(table, prior)
+    assert name == "energy" and "replaces the prior" in how
+    kept, why = auto_choice(table[table["candidate"] != "energy"], prior)
+    assert kept == prior and why.startswith(f"the prior {prior} kept (msp")  # the closest named
 
 
 def test_knn_score_leave_one_out_and_reference_needed():
