@@ -33,6 +33,7 @@ from pathlib import Path
 
 import requests
 import torch
+import urllib3
 from PIL import Image
 
 from benchmarks.scaled_decode import phone_jpeg
@@ -42,6 +43,7 @@ from meterid.evaluation.decision import DecisionPolicy
 from meterid.inference.engines import ENGINES, OnnxEngine, engine_threads
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
+from meterid.inference.quality import measure_quality
 from meterid.model.presets import eval_preset
 from meterid.registry import LoadedModel, load_classifier
 from meterid.scoring.demo import url_for
@@ -280,6 +282,50 @@ def _spinning(ours: Predictor, params: Params, urls: list[str], batch: int, pipe
     return {"engine_spinning": alone, "pipeline_spinning": piped}
 
 
+def _core_ms(work, items: list, passes: int = 5) -> float:
+    """CPU (every thread of this process) a call of ``work`` costs, best of ``passes`` passes
+    over ``items``, in core-ms."""
+    best = float("inf")
+    for _ in range(passes):
+        start = time.process_time()
+        for item in items:
+            work(item)
+        best = min(best, time.process_time() - start)
+    return 1000 * best / len(items)
+
+
+def _preparation_costs(ours: Predictor, params: Params, paths: list[Path], urls: list[str],
+                       engine_core_ms: float) -> dict:
+    """What each photo costs around the engine, one step at a time, and the share of the engine
+    that a pipeline doing nothing else could reach on any number of cores shared with it."""
+    max_pixels, size, batch = params.validate_.max_pixels, ours.image_size, params.score.batch_size
+    blobs = [path.read_bytes() for path in paths[:256]]
+    images = [rgb_from_bytes(blob, max_pixels, size) for blob in blobs]
+    tensors = [ours.preprocess(image) for image in images]
+    batches = [tensors[i:i + batch] for i in range(0, len(tensors), batch)]
+    stacked = [torch.stack(group) for group in batches]
+    costs = {
+        "decode": _core_ms(lambda blob: rgb_from_bytes(blob, max_pixels, size), blobs),
+        "resize": _core_ms(ours.preprocess, images),
+        "quality_gate": _core_ms(measure_quality, images),
+        "stack": _core_ms(torch.stack, batches) / batch,
+        "normalise": _core_ms(ours.normalize, stacked) / batch,
+    }
+    ceiling = engine_core_ms / (engine_core_ms + sum(costs.values()))
+    print("around the engine, core-ms a photo (480x640 demo JPEG): " + ", ".join(
+        f"{name} {value:.2f}" for name, value in costs.items()) + f"; with the engine's "
+        f"{engine_core_ms:.1f}, a pipeline doing nothing else reaches {ceiling:.0%} of it")
+    fetcher, pool = Fetcher(params.score.fetch, 1), urllib3.PoolManager()
+    clients = {"http_fetcher": _core_ms(fetcher.fetch, urls[:500], passes=1),
+               "http_urllib3": _core_ms(lambda url: pool.request("GET", url).data, urls[:500],
+                                        passes=1)}
+    print(f"HTTP client, core-ms a photo (keep-alive, one at a time): meterid's Fetcher "
+          f"(requests, address checks) {clients['http_fetcher']:.2f}, urllib3 alone "
+          f"{clients['http_urllib3']:.2f}")
+    return {**{f"prepare_{k}_core_ms": v for k, v in costs.items()}, **clients,
+            "pipeline_ceiling": ceiling}
+
+
 def _pipelines(ours: Predictor, params: Params, root: Path, paths: list[Path],
                server: PhotoServer, model: float, naive: float) -> dict:
     """The pipeline over the demo photos served with keep-alive (the headline), served by a
@@ -317,6 +363,8 @@ def run() -> dict:
         print(f"naive loop (get, open, 1 image):          {results['naive']:6.1f} img/s "
               f"(first {NAIVE_URLS} URLs)")
         results.update(_pipelines(ours, params, root, paths, server, model, results["naive"]))
+        results.update(_preparation_costs(ours, params, paths, urls,
+                                          results[f"{params.score.engine}_core_ms"]))
         results.update(_spinning(ours, params, urls, batch, results["pipeline"], model))
         for size in RSS_SIZES:  # every URL a distinct photo: no sha256 repeats
             rss = peak_rss_of_run([f"{urls[i % len(urls)]}?copy={i}" for i in range(size)])
