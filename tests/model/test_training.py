@@ -152,11 +152,15 @@ def test_weights_from_a_local_file(tmp_path: Path):
     assert not torch.equal(random.stem[0].weight, reference.conv1.weight)
 
 
-def test_bundled_efficientnet_imagenet_weights_load_offline():
-    backbone = build_backbone("efficientnet_lite0", "imagenet")
-    random = build_backbone("efficientnet_lite0", "none")
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_bundled_efficientnet_imagenet_weights_load_offline(name: str):
+    backbone = build_backbone(name, "imagenet", "last_stage")
+    random = build_backbone(name, "none", "last_stage")
     assert not torch.equal(backbone.stem[0].weight, random.stem[0].weight)
-    assert backbone.dim == 1280
+    assert backbone.dim == 1280 and backbone.name == name
+    with torch.no_grad():  # the stem/last-stage cut holds for each width and depth
+        embedding = backbone.last_block(backbone.stem.eval()(torch.zeros(1, 3, 224, 224)))
+    assert embedding.shape == (1, 1280)
 
 
 @pytest.mark.parametrize("weights,message", [

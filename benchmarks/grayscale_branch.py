@@ -1,0 +1,146 @@
+"""What a grayscale branch would give night-mode photos, measured before building it into the model.
+
+Grayscale augmentation in the one network (``train.augment.grayscale_prob``, `demo_budget`)
+trades colour accuracy for grayscale accuracy. A second copy of the last stage and head,
+fine-tuned on grayscale views only and used when a photo has no colour, would leave the colour
+model as it is. This benchmark trains such a branch on the demo model (``make demo``): the
+same stem, a copy of the trained last stage and head as its start, grayscale training views,
+phase 2's settings, early stopping on the grayscale validation photos. It then scores it on
+the grayscale test photos, which took no part in any choice. It also measures how well a
+photo's colour tells the two kinds apart: a grayscale photo must reach the branch, and a colour
+photo must not.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from meterid.config import load_params
+from meterid.data.images import load_rgb
+from meterid.data.split import read_splits
+from meterid.model.classifier import load_checkpoint
+from meterid.model.presets import eval_preset, train_preset
+from meterid.training.activations import ViewDataset, stem_activations
+from meterid.training.steps import field_case_activations
+from meterid.training.trainer import (
+    _Fit,
+    _run_phase,
+    _view_items,
+    augmented_views,
+    cache_images,
+)
+
+GRAY_VIEWS = 4  # grayscale training views per image (rare classes: up to their colour views)
+CHROMA_LIMIT = 2.0  # mean |R-G| + |G-B| (0-255) below which a photo counts as grayscale
+TARGET_DROP = 0.03  # issue 12: grayscale top-1 within 3 points of colour
+
+
+def chroma(path: Path, max_pixels: int) -> float:
+    """Mean |R-G| + |G-B| over the pixels, 0-255: ~0 for a grayscale camera's JPEG."""
+    rgb = np.asarray(load_rgb(path, max_pixels, 224), dtype=np.int16)
+    return float(np.abs(np.diff(rgb, axis=-1)).mean(axis=(0, 1)).sum())
+
+
+def _top1(module: nn.Module, activations: torch.Tensor, targets: torch.Tensor) -> float:
+    module.eval()
+    with torch.no_grad():
+        logits = torch.cat([module(a.contiguous(memory_format=torch.channels_last))
+                            for a in activations.split(256)])
+    return float((logits.argmax(1) == targets).float().mean())
+
+
+def _gray_views(model, splits, params):
+    """Stem activations of grayscale augmented views of the training photos."""
+    cfg, pre = params.train, model.preprocessing
+    index = {c: i for i, c in enumerate(model.classes)}
+    views = {label: min(n, GRAY_VIEWS) for label, n in augmented_views(splits, cfg).items()}
+    items = _view_items(splits, params.paths.raw_dir, "train", range(1, GRAY_VIEWS + 1), index,
+                        views)
+    augment = cfg.augment.model_copy(update={"grayscale_prob": 1.0})
+    dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
+                          train_preset(pre.image_size, pre.mean, pre.std, augment), cfg.seed,
+                          params.validate_.max_pixels, pre.image_size)
+    activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers,
+                                   torch.device("cpu"), cfg.channels_last, cfg.bf16,
+                                   desc="grayscale views", engine=cfg.cache_engine)
+    return activations, torch.tensor([i.target for i in items])
+
+
+def _photos(splits, split: str, params, index) -> tuple[list[Path], list[int]]:
+    rows = splits[splits["split"] == split]
+    return ([params.paths.raw_dir / p for p in rows["path"]], [index[c] for c in rows["label"]])
+
+
+def run() -> dict:
+    params = load_params()
+    checkpoint = params.paths.models_dir / "candidate" / "model.pt"
+    if not checkpoint.is_file():
+        raise SystemExit(f"{checkpoint} is missing: run `make demo` first")
+    model = load_checkpoint(checkpoint)
+    splits = read_splits(params.paths.splits)
+    index = {c: i for i, c in enumerate(model.classes)}
+    val_photos, test_photos = (_photos(splits, s, params, index) for s in ("val", "test"))
+    colour_test = cache_images(model, *test_photos, params.train, params.validate_.max_pixels,
+                               params.paths.raw_dir, "colour test photos")
+    gray_val, gray_test = (field_case_activations(model, *photos, "grayscale", params)
+                           for photos in (val_photos, test_photos))
+    colour_model = nn.Sequential(model.last_block, model.head)
+    colour_top1 = _top1(colour_model, colour_test.activations, colour_test.targets)
+    before = _top1(colour_model, gray_test.activations, gray_test.targets)
+
+    start = time.perf_counter()
+    inputs, targets = _gray_views(model, splits, params)
+    cache_s = time.perf_counter() - start
+    branch = copy.deepcopy(colour_model)
+    for parameter in branch.parameters():
+        parameter.requires_grad = True
+    start, history = time.perf_counter(), []
+    _run_phase(_Fit(2, branch, inputs, targets, gray_val.activations, gray_val.targets),
+               params.train.phase2, params.train, len(model.classes),
+               torch.ones(len(model.classes)), history)
+    train_s = time.perf_counter() - start
+    after = _top1(branch, gray_test.activations, gray_test.targets)
+    branch_on_colour = _top1(branch, colour_test.activations, colour_test.targets)
+
+    print(f"{len(targets)} grayscale training views ({GRAY_VIEWS} per photo at most); cache "
+          f"{cache_s:.0f} s, {len(history)} epochs {train_s:.0f} s")
+    for row in history:
+        print(f"  epoch {row['epoch']}: train loss {row['train_loss']:.3f}, grayscale val loss "
+              f"{row['val_loss']:.3f}")
+    print(f"colour test top-1 (the model as it is): {colour_top1:.1%}")
+    print(f"grayscale test top-1: colour model {before:.1%} -> grayscale branch {after:.1%} "
+          f"({colour_top1 - after:+.1%} below colour; target within {TARGET_DROP:.0%}: "
+          f"{'meets' if colour_top1 - after <= TARGET_DROP else 'misses'})")
+    print(f"the grayscale branch on colour photos: {branch_on_colour:.1%} (why it needs routing)")
+    return {"colour": colour_top1, "gray_before": before, "gray_after": after,
+            "branch_on_colour": branch_on_colour, "epochs": len(history),
+            "routing": _routing(test_photos[0], params)}
+
+
+def _routing(photos: list[Path], params) -> dict:
+    """How often the chroma test sends a colour test photo to the grayscale branch, and a
+    grayscale copy (JPEG-encoded, as field cameras save it) to the colour model."""
+    import tempfile
+
+    from meterid.data.demo.field import grayscale
+
+    max_pixels = params.validate_.max_pixels
+    colour = np.array([chroma(p, max_pixels) for p in photos])
+    with tempfile.TemporaryDirectory(prefix="meterid-gray-") as tmp:
+        gray = []
+        for i, photo in enumerate(photos):
+            path = Path(tmp) / f"{i:05d}.jpg"
+            grayscale(load_rgb(photo, max_pixels)).save(path, quality=90)
+            gray.append(chroma(path, max_pixels))
+    gray = np.array(gray)
+    print(f"chroma (mean |R-G| + |G-B|, 0-255): colour test photos min {colour.min():.1f}, "
+          f"median {np.median(colour):.1f}; grayscale copies max {gray.max():.2f}. At "
+          f"{CHROMA_LIMIT}: {np.mean(colour < CHROMA_LIMIT):.1%} of colour photos routed to the "
+          f"branch, {np.mean(gray >= CHROMA_LIMIT):.1%} of grayscale photos missed")
+    return {"colour_min": float(colour.min()), "gray_max": float(gray.max())}
