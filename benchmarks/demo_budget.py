@@ -55,6 +55,9 @@ SETTINGS = {  # name: train-config updates (``augment``: of the augmentation), o
     "colour, rare classes 80 views": {"min_views_per_class": 80},
     "grayscale 0.3, rare classes 80 views": {"augment": {"grayscale_prob": 0.3},
                                              "min_views_per_class": 80},
+    # A larger pretrained backbone (issue 12's small-data regime asks which one holds)
+    "Lite1, rare classes 80 views": {"backbone": "efficientnet_lite1",
+                                     "min_views_per_class": 80},
 }
 VARIANTS = {  # name: (views, phase-2 settings); views None: every cached view
     "all cached views, phase 2 cosine 8 epochs": (None, {"epochs": 8, "patience": 8,
