@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.demo_budget import sibling_map
 from meterid.config import load_params
 from meterid.data.images import load_rgb
 from meterid.data.split import read_splits
@@ -47,12 +49,30 @@ def chroma(path: Path, max_pixels: int) -> float:
     return float(np.abs(np.diff(rgb, axis=-1)).mean(axis=(0, 1)).sum())
 
 
-def _top1(module: nn.Module, activations: torch.Tensor, targets: torch.Tensor) -> float:
+def _predicted(module: nn.Module, activations: torch.Tensor) -> torch.Tensor:
     module.eval()
     with torch.no_grad():
-        logits = torch.cat([module(a.contiguous(memory_format=torch.channels_last))
-                            for a in activations.split(256)])
-    return float((logits.argmax(1) == targets).float().mean())
+        return torch.cat([module(a.contiguous(memory_format=torch.channels_last)).argmax(1)
+                          for a in activations.split(256)])
+
+
+def _top1(module: nn.Module, activations: torch.Tensor, targets: torch.Tensor) -> float:
+    return float((_predicted(module, activations) == targets).float().mean())
+
+
+def _errors_by_kind(module: nn.Module, split, classes: list[str], params) -> None:
+    """How many grayscale errors take a class for its colour-only sibling (what luminance may
+    not tell apart), and the most frequent confusions."""
+    siblings = sibling_map(params)
+    predicted = _predicted(module, split.activations).tolist()
+    wrong = [(classes[t], classes[p]) for p, t in zip(predicted, split.targets.tolist(),
+                                                      strict=True) if p != t]
+    sibling = sum(p in siblings.get(t, ()) for t, p in wrong)
+    print(f"grayscale branch errors: {len(wrong)} of {len(predicted)} test photos, {sibling} of "
+          f"them a colour-only sibling ({sibling / len(predicted):.1%} of the photos)")
+    for (truth, guess), count in Counter(wrong).most_common(5):
+        print(f"  {truth} taken for {guess}: {count}"
+              f"{' (colour-only sibling)' if guess in siblings.get(truth, ()) else ''}")
 
 
 def _gray_views(model, splits, params):
@@ -118,6 +138,7 @@ def run() -> dict:
           f"({colour_top1 - after:+.1%} below colour; target within {TARGET_DROP:.0%}: "
           f"{'meets' if colour_top1 - after <= TARGET_DROP else 'misses'})")
     print(f"the grayscale branch on colour photos: {branch_on_colour:.1%} (why it needs routing)")
+    _errors_by_kind(branch, gray_test, model.classes, params)
     return {"colour": colour_top1, "gray_before": before, "gray_after": after,
             "branch_on_colour": branch_on_colour, "epochs": len(history),
             "routing": _routing(test_photos[0], params)}

