@@ -14,6 +14,7 @@ photo must not.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,7 +39,9 @@ from meterid.training.trainer import (
     cache_images,
 )
 
-GRAY_VIEWS = 4  # grayscale training views per image (rare classes: up to their colour views)
+# Grayscale training views per photo (rare classes more, as in colour training); the
+# environment's GRAY_BRANCH_VIEWS sets another budget
+GRAY_VIEWS = int(os.environ.get("GRAY_BRANCH_VIEWS", "4"))
 CHROMA_LIMIT = 2.0  # mean |R-G| + |G-B| (0-255) below which a photo counts as grayscale
 TARGET_DROP = 0.03  # issue 12: grayscale top-1 within 3 points of colour
 
@@ -79,9 +82,10 @@ def _gray_views(model, splits, params):
     """Stem activations of grayscale augmented views of the training photos."""
     cfg, pre = params.train, model.preprocessing
     index = {c: i for i, c in enumerate(model.classes)}
-    views = {label: min(n, GRAY_VIEWS) for label, n in augmented_views(splits, cfg).items()}
-    items = _view_items(splits, params.paths.raw_dir, "train", range(1, GRAY_VIEWS + 1), index,
-                        views)
+    # As the colour training: GRAY_VIEWS per photo, more for rare classes (min_views_per_class)
+    views = augmented_views(splits, cfg.model_copy(update={"feature_views": GRAY_VIEWS}))
+    items = _view_items(splits, params.paths.raw_dir, "train", range(1, max(views.values()) + 1),
+                        index, views)
     augment = cfg.augment.model_copy(update={"grayscale_prob": 1.0})
     dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
                           train_preset(pre.image_size, pre.mean, pre.std, augment), cfg.seed,
@@ -128,8 +132,8 @@ def run() -> dict:
     after = _top1(branch, gray_test.activations, gray_test.targets)
     branch_on_colour = _top1(branch, colour_test.activations, colour_test.targets)
 
-    print(f"{len(targets)} grayscale training views ({GRAY_VIEWS} per photo at most); cache "
-          f"{cache_s:.0f} s, {len(history)} epochs {train_s:.0f} s")
+    print(f"{len(targets)} grayscale training views ({GRAY_VIEWS} per photo, rare classes more); "
+          f"cache {cache_s:.0f} s, {len(history)} epochs {train_s:.0f} s")
     for row in history:
         print(f"  epoch {row['epoch']}: train loss {row['train_loss']:.3f}, grayscale val loss "
               f"{row['val_loss']:.3f}")
