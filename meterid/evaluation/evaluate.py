@@ -141,21 +141,27 @@ def _scores_by_group(choice: OpenSetChoice, data: EvaluationData, reference: Ref
     return {name: choice.rule.scores(outputs, reference) for name, outputs in groups.items()}
 
 
-def _field_metrics(rule: OpenSetRule, data: EvaluationData, reference: Reference,
+def _share_wrong(correct: np.ndarray, among: np.ndarray) -> float:
+    return float(1 - correct[among].mean()) if among.any() else float("nan")
+
+
+def _field_metrics(policy: DecisionPolicy, data: EvaluationData, reference: Reference,
                    accuracy: float) -> dict[str, float]:
-    """Top-1 accuracy on each field case of the test photos, its drop from the plain photos'
-    accuracy, the share the open-set rule flags UNKNOWN, and the error among the photos it lets
-    through (what a user gets as a label: a low accuracy that is flagged is review work, one
-    that is accepted is wrong labels; NaN when none is let through)."""
+    """Each field case of the test photos under the whole decision policy: top-1 and its drop
+    from the plain photos, the share flagged UNKNOWN, the error among the photos given a label,
+    and the share auto-accepted with its error. A low accuracy that is flagged is review work;
+    a wrong label that is auto-accepted is what no one checks (NaN: no photo in that group)."""
     metrics = {}
     for case, outputs in data.field_cases.items():
         correct = outputs.probabilities.argmax(axis=1) == data.test_targets
-        flagged = rule.flags(outputs, reference)
+        decisions = policy.decide(outputs, reference)
         metrics[f"field_{case}_accuracy"] = float(correct.mean())
         metrics[f"field_{case}_accuracy_drop"] = accuracy - float(correct.mean())
-        metrics[f"field_{case}_unknown_share"] = float(flagged.mean())
-        metrics[f"field_{case}_accepted_error"] = (float(1 - correct[~flagged].mean())
-                                                   if (~flagged).any() else float("nan"))
+        metrics[f"field_{case}_unknown_share"] = float(decisions.unknown.mean())
+        metrics[f"field_{case}_accepted_error"] = _share_wrong(correct, ~decisions.unknown)
+        metrics[f"field_{case}_auto_accept_share"] = float(decisions.auto_accepted.mean())
+        metrics[f"field_{case}_auto_accepted_error"] = _share_wrong(correct,
+                                                                   decisions.auto_accepted)
     return metrics
 
 
@@ -211,7 +217,7 @@ def evaluate(model: MeterClassifier, data: EvaluationData, frozen: FrozenEmbeddi
         **_guarantee_metrics(policy, data, reference),
         **_non_meter_metrics(choice.rule, data, reference),
     })
-    metrics.update(_field_metrics(choice.rule, data, reference, metrics["accuracy"]))
+    metrics.update(_field_metrics(policy, data, reference, metrics["accuracy"]))
     per_class = per_class_table(targets, probabilities.argmax(1), classes)
     oof = out_of_fold_probabilities(frozen.embeddings, frozen.labels, cfg.cv_folds, seed)
     per_class["cv_recall"] = cross_validated_recall(oof, frozen.labels).reindex(per_class.index)

@@ -246,21 +246,32 @@ def test_non_meter_scenes_are_each_kind_and_blank_or_black_fail_the_quality_gate
         assert poor == (kind in ("blank", "black")), kind
 
 
-def test_a_field_case_reports_the_error_among_the_photos_it_lets_through():
+def test_a_field_case_reports_the_errors_among_labelled_and_auto_accepted_photos():
+    from meterid.evaluation.conformal import AcceptRule, PredictionSetRule
+    from meterid.evaluation.decision import DecisionPolicy
     from meterid.evaluation.evaluate import EvaluationData, _field_metrics
     from meterid.evaluation.openset import OpenSetRule
 
-    # 4 grayscale photos of class 0: two confident and right, one confident and wrong, one
-    # unsure and wrong. MSP at 0.6 flags the unsure one, so 1 of the 3 let through is wrong.
+    # 4 grayscale photos of class 0: very sure and right, fairly sure and right, very sure and
+    # wrong, unsure and wrong. MSP at 0.6 flags the unsure one, so 1 of the 3 labelled is
+    # wrong; auto-accept at 0.85 takes the two very sure ones, and 1 of those 2 is wrong.
     probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.45, 0.55]])
     outputs = ModelOutputs(np.log(probabilities), probabilities, np.zeros((4, 2)))
     data = EvaluationData(outputs, np.zeros(4, int), outputs, np.zeros(4, int), [], None,
                           field_cases={"grayscale": outputs})
-    metrics = _field_metrics(OpenSetRule("msp", 0.6), data, Reference(np.zeros((0, 2)),
-                                                                      np.zeros(0, int)), 1.0)
+    no_reference = Reference(np.zeros((0, 2)), np.zeros(0, int))
+
+    def policy(unknown_below: float, accept_from: float) -> DecisionPolicy:
+        return DecisionPolicy(OpenSetRule("msp", unknown_below),
+                              AcceptRule(accept_from, 0.02, 0.1, True, 0.02, accept_from, 100),
+                              PredictionSetRule(0.01, 0.5, 100))
+
+    metrics = _field_metrics(policy(0.6, 0.85), data, no_reference, 1.0)
     assert metrics["field_grayscale_accuracy"] == pytest.approx(0.5)
     assert metrics["field_grayscale_unknown_share"] == pytest.approx(0.25)
     assert metrics["field_grayscale_accepted_error"] == pytest.approx(1 / 3)
-    nothing_through = _field_metrics(OpenSetRule("msp", 0.99), data,
-                                     Reference(np.zeros((0, 2)), np.zeros(0, int)), 1.0)
+    assert metrics["field_grayscale_auto_accept_share"] == pytest.approx(0.5)
+    assert metrics["field_grayscale_auto_accepted_error"] == pytest.approx(0.5)
+    nothing_through = _field_metrics(policy(0.99, 0.995), data, no_reference, 1.0)
     assert np.isnan(nothing_through["field_grayscale_accepted_error"])
+    assert np.isnan(nothing_through["field_grayscale_auto_accepted_error"])
