@@ -232,7 +232,7 @@ ThresholdOption = Annotated[float | None, typer.Option(
     "evaluated open-set rule (default: the model's rule).")]
 PREDICT_KEYS = ("input", "status", "error", "label", "is_unknown", "top1_label", "top1_conf",
                 "top2_label", "top2_conf", "top3_label", "top3_conf", "open_set_score",
-                "auto_accepted", "prediction_set", "quality_issue", "model_version")
+                "auto_accepted", "prediction_set", "grayscale", "quality_issue", "model_version")
 
 
 def _load_predictor(params: Params, model: str | None, threshold: float | None):  # noqa: ANN202
@@ -255,7 +255,8 @@ def _predict_line(row: dict) -> str:
                      if row.get(f"top{k}_label") is not None)
     quality = f" [{row['quality_issue']}]" if row.get("quality_issue") else ""
     review = ("auto-accepted" if row.get("auto_accepted")
-              else f"review: {' | '.join(row.get('prediction_set') or [])}")
+              else f"review{' (grayscale)' if row.get('grayscale') else ''}: "
+                   f"{' | '.join(row.get('prediction_set') or [])}")
     return (f"{row['input']}: {row['label']}{quality} ({review}; top-3: {tops}; "
             f"model v{row['model_version']})")
 

@@ -75,7 +75,9 @@ def _show_prediction(row: dict) -> None:
     if row.get("auto_accepted"):
         st.success("auto-accepted (within the model's certified error bound)")
     elif row.get("prediction_set") is not None:
-        st.warning("to review; candidates: " + " | ".join(row["prediction_set"]))
+        why = (" (a grayscale photo: the error bound was certified on colour photos)"
+               if row.get("grayscale") else "")
+        st.warning(f"to review{why}; candidates: " + " | ".join(row["prediction_set"]))
     version = row.get("model_version")
     st.caption(f"{row['url']} · " + (f"model v{version}" if version else "exported model"))
     st.bar_chart(data.top3(row), x="label", y="confidence", horizontal=True)

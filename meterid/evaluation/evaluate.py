@@ -83,7 +83,7 @@ class FrozenEmbeddings:
 def model_outputs(model: MeterClassifier, split: CachedSplit) -> ModelOutputs:
     logits, embeddings = logits_from_activations(model, split.activations)
     return ModelOutputs(logits.numpy(), model.calibrated_probabilities(logits).numpy(),
-                        embeddings.numpy(), float(model.temperature))
+                        embeddings.numpy(), float(model.temperature), split.grayscale)
 
 
 def brands_of(split: CachedSplit) -> np.ndarray:

@@ -87,19 +87,22 @@ class Reference:
 
 @dataclass(frozen=True)
 class ModelOutputs:
-    """What one forward pass gives a batch: raw logits, calibrated probabilities, embeddings."""
+    """What one forward pass gives a batch: raw logits, calibrated probabilities, embeddings;
+    and, where the pixels were seen, which photos had no colour (``quality.grayscale``)."""
 
     logits: np.ndarray
     probabilities: np.ndarray
     embeddings: np.ndarray
     temperature: float = 1.0
+    grayscale: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.logits)
 
     def subset(self, mask: np.ndarray) -> ModelOutputs:
         return ModelOutputs(self.logits[mask], self.probabilities[mask], self.embeddings[mask],
-                            self.temperature)
+                            self.temperature,
+                            None if self.grayscale is None else self.grayscale[mask])
 
 
 def open_set_score(score: ScoreName, outputs: ModelOutputs, reference: Reference,

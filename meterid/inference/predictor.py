@@ -21,6 +21,7 @@ from meterid.evaluation.decision import DecisionPolicy
 from meterid.evaluation.metrics import UNKNOWN
 from meterid.evaluation.openset import ModelOutputs, Reference
 from meterid.inference.engines import build_engine
+from meterid.inference.quality import grayscale
 from meterid.model.classifier import MeterClassifier
 from meterid.model.presets import BatchNormalizer, eval_resize
 from meterid.registry import LoadedModel
@@ -37,17 +38,18 @@ class Prediction:
     open_set_score: float = float("nan")  # the open-set rule's score (UNKNOWN under threshold)
     auto_accepted: bool = False           # trusted without review (the certified rule)
     prediction_set: tuple[str, ...] = ()  # conformal candidates, most probable first
+    grayscale: bool = False               # no colour (night mode, infrared): never auto-accepted
 
     def columns(self) -> dict[str, object]:
         """Flat output columns: label, is_unknown, top1_label, top1_conf, ..., top3_conf,
-        open_set_score, auto_accepted, prediction_set (a list of labels)."""
+        open_set_score, auto_accepted, prediction_set (a list of labels), grayscale."""
         row: dict[str, object] = {"label": self.label, "is_unknown": self.is_unknown}
         for rank in range(TOP_K):
             has = rank < len(self.top_labels)
             row[f"top{rank + 1}_label"] = self.top_labels[rank] if has else None
             row[f"top{rank + 1}_conf"] = self.top_confidences[rank] if has else None
         row.update(open_set_score=self.open_set_score, auto_accepted=self.auto_accepted,
-                   prediction_set=list(self.prediction_set))
+                   prediction_set=list(self.prediction_set), grayscale=self.grayscale)
         return row
 
 
@@ -97,13 +99,15 @@ class Predictor:
     def _run(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         return self.engine(self.normalize(batch).contiguous())
 
-    def outputs(self, logits: np.ndarray, embeddings: np.ndarray) -> ModelOutputs:
+    def outputs(self, logits: np.ndarray, embeddings: np.ndarray,
+                grayscale: np.ndarray | None = None) -> ModelOutputs:
         temperature = float(self.model.temperature)
         probabilities = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
-        return ModelOutputs(logits, probabilities, embeddings, temperature)
+        return ModelOutputs(logits, probabilities, embeddings, temperature, grayscale)
 
     def predict(self, batch: torch.Tensor) -> list[Prediction]:
-        return self.predictions(self.outputs(*self._run(batch)))
+        """``batch``: uint8 images as ``preprocess`` gives them."""
+        return self.predictions(self.outputs(*self._run(batch), grayscale(batch.numpy())))
 
     def predictions(self, outputs: ModelOutputs) -> list[Prediction]:
         decided = self.policy.decide(outputs, self.reference)
@@ -120,7 +124,8 @@ class Predictor:
                 top_confidences=tuple(round(float(row[j]), 6) for j in top),
                 open_set_score=round(float(decided.open_set_scores[i]), 6),
                 auto_accepted=bool(decided.auto_accepted[i]),
-                prediction_set=tuple(classes[j] for j in decided.prediction_sets[i])))
+                prediction_set=tuple(classes[j] for j in decided.prediction_sets[i]),
+                grayscale=outputs.grayscale is not None and bool(outputs.grayscale[i])))
         return out
 
     def embed(self, batch: torch.Tensor) -> np.ndarray:

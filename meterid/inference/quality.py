@@ -22,6 +22,10 @@ from meterid.config import QualityConfig
 
 MEASURE_SIDE = 320  # a 480x640 photo decoded at 224 px is 240x320: no resampling there
 SATURATED = 250
+# Mean |R-G| + |G-B| (0-255) under which a photo has no colour (night-mode and infrared cameras).
+# benchmarks/grayscale_branch.py: the 311 demo test photos measure >= 10.8 (median 46), their
+# grayscale copies, JPEG-encoded, 0.0.
+GRAYSCALE_MAX_CHROMA = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,14 @@ def measure_quality(image: Image.Image) -> Quality:
         sharpness=float(laplacian_std[0, 0] ** 2),
         glare=float(np.count_nonzero(pixels >= SATURATED) / pixels.size),
     )
+
+
+def grayscale(images: np.ndarray) -> np.ndarray:
+    """Per uint8 image of ``images`` (N, 3, H, W): True when it has no colour to speak of
+    (mean |R-G| + |G-B| under ``GRAYSCALE_MAX_CHROMA``)."""
+    pixels = images.astype(np.int16)
+    chroma = (np.abs(pixels[:, 0] - pixels[:, 1]) + np.abs(pixels[:, 1] - pixels[:, 2]))
+    return chroma.mean(axis=(1, 2)) < GRAYSCALE_MAX_CHROMA
 
 
 def quality_issues(quality: Quality, limits: QualityConfig) -> list[str]:

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = (
     ROW, SOURCE, "status", "error", "label", "is_unknown",
     "top1_label", "top1_conf", "top2_label", "top2_conf", "top3_label", "top3_conf",
-    "open_set_score", "auto_accepted", "prediction_set",
+    "open_set_score", "auto_accepted", "prediction_set", "grayscale",
     "quality_issue", "brightness", "contrast", "sharpness", "glare",
     "sha256", "bytes", "image_format", "model_version", "scored_at", "run_id",
 )

@@ -23,6 +23,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from meterid.config import PhaseConfig, TrainConfig
+from meterid.data.images import load_rgb
+from meterid.inference.quality import grayscale
 from meterid.model.backbones import build_backbone
 from meterid.model.classifier import MeterClassifier, Preprocessing, set_phase
 from meterid.model.presets import eval_preset, train_preset
@@ -34,11 +36,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CachedSplit:
-    """Stem activations of one split (one row per image and view) with their targets."""
+    """Stem activations of one split (one row per image and view) with their targets; for
+    photos cached whole (``cache_images``), which of them have no colour."""
 
     activations: torch.Tensor
     targets: torch.Tensor
     paths: list[str] = field(default_factory=list)
+    grayscale: np.ndarray | None = None
 
 
 MAX_VIEWS = 32  # augmented views of one image, whatever its class's size
@@ -345,8 +349,11 @@ def cache_images(model: MeterClassifier, paths: list[Path], targets: list[int], 
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
                                    cfg.channels_last, cfg.bf16, desc=desc,
                                    engine=cfg.cache_engine)
+    colourless = [grayscale(np.asarray(load_rgb(p, max_pixels, pre.image_size))
+                            .transpose(2, 0, 1)[None])[0] for p in paths]
     return CachedSplit(activations, torch.tensor(targets, dtype=torch.long),
-                       [p.relative_to(root).as_posix() for p in paths])
+                       [p.relative_to(root).as_posix() for p in paths],
+                       np.array(colourless, dtype=bool))
 
 
 def cache_folder(model: MeterClassifier, folder: Path, cfg: TrainConfig, max_pixels: int

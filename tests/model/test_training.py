@@ -412,3 +412,7 @@ def test_a_field_case_is_the_photo_altered_then_jpeg_encoded(
     scale = float(colour.abs().max())  # a randomly initialised stem's outputs are tiny
     torch.testing.assert_close(case.activations / scale, stem_of(gray) / scale)
     assert float((case.activations - colour).abs().max()) > 0.1 * scale
+    # and evaluation knows which photos had no colour, as scoring does from its pixels
+    assert case.grayscale.tolist() == [True]
+    assert cache_images(tiny_model, [photo], [2], project.train, project.validate_.max_pixels,
+                        tmp_path, "colour").grayscale.tolist() == [False]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from PIL import Image
 
 from meterid.evaluation.conformal import AcceptRule, PredictionSetRule
 from meterid.evaluation.decision import DecisionPolicy
@@ -231,3 +234,33 @@ def test_demo_list_covers_test_photos_held_out_brands_and_broken_links(tmp_path:
         assert requests.get(rows["url"][1], timeout=5).content == b"\xff\xd8\xffx 0.jpg"
     assert base.startswith("http://127.0.0.1:") and len(rows) == 5
     assert set(rows["truth"][2:]) == {"broken link", "an HTML page", "unsupported scheme"}
+
+
+def test_a_grayscale_photo_is_never_auto_accepted_and_says_so(tiny_model):
+    dim = tiny_model.model.embedding_dim
+    reference = np.eye(dim, dtype=np.float32)[:4]
+    policy = _policy(OpenSetRule("knn", -0.5, 1), accept_threshold=0.9, quantile=0.75)
+    predictor = Predictor(dataclasses.replace(tiny_model, policy=policy))
+    predictor.reference = Reference(reference, np.array([0, 1, 2, 0]))
+    probabilities = np.array([[0.95, 0.03, 0.02]] * 2)
+    outputs = ModelOutputs(np.log(probabilities), probabilities,
+                           np.stack([reference[0]] * 2), grayscale=np.array([False, True]))
+    colour, gray = predictor.predictions(outputs)
+    assert (colour.label, colour.auto_accepted, colour.grayscale) == ("alpha", True, False)
+    # the same sure, known-looking photo without colour: labelled, but for a reviewer
+    assert (gray.label, gray.auto_accepted, gray.grayscale) == ("alpha", False, True)
+    assert gray.columns()["grayscale"] is True
+
+
+def test_the_predictor_tells_grayscale_photos_from_the_pixels_it_scores(tiny_model):
+    from meterid.data.demo.field import grayscale
+
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8))
+    night = grayscale(photo)
+    buffer = io.BytesIO()
+    night.save(buffer, format="JPEG", quality=90)  # as a night-mode camera stores it
+    stored = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    predictor = Predictor(tiny_model)
+    batch = torch.stack([predictor.preprocess(image) for image in (photo, night, stored)])
+    assert [p.grayscale for p in predictor.predict(batch)] == [False, True, True]
