@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,8 +26,10 @@ from torch import nn
 
 from benchmarks.demo_budget import sibling_map
 from meterid.config import load_params
+from meterid.data.demo.field import grayscale as to_grayscale
 from meterid.data.images import load_rgb
 from meterid.data.split import read_splits
+from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
 from meterid.model.classifier import load_checkpoint
 from meterid.model.presets import eval_preset, train_preset
 from meterid.training.activations import ViewDataset, stem_activations
@@ -42,14 +45,12 @@ from meterid.training.trainer import (
 # Grayscale training views per photo (rare classes more, as in colour training); the
 # environment's GRAY_BRANCH_VIEWS sets another budget
 GRAY_VIEWS = int(os.environ.get("GRAY_BRANCH_VIEWS", "4"))
-CHROMA_LIMIT = 2.0  # mean |R-G| + |G-B| (0-255) below which a photo counts as grayscale
 TARGET_DROP = 0.03  # issue 12: grayscale top-1 within 3 points of colour
 
 
-def chroma(path: Path, max_pixels: int) -> float:
-    """Mean |R-G| + |G-B| over the pixels, 0-255: ~0 for a grayscale camera's JPEG."""
-    rgb = np.asarray(load_rgb(path, max_pixels, 224), dtype=np.int16)
-    return float(np.abs(np.diff(rgb, axis=-1)).mean(axis=(0, 1)).sum())
+def _chroma(path: Path, params) -> float:
+    """The product's colour measure of a photo as the model decodes it."""
+    return image_chroma(load_rgb(path, params.validate_.max_pixels, params.train.image_size))
 
 
 def _predicted(module: nn.Module, activations: torch.Tensor) -> torch.Tensor:
@@ -149,23 +150,19 @@ def run() -> dict:
 
 
 def _routing(photos: list[Path], params) -> dict:
-    """How often the chroma test sends a colour test photo to the grayscale branch, and a
-    grayscale copy (JPEG-encoded, as field cameras save it) to the colour model."""
-    import tempfile
-
-    from meterid.data.demo.field import grayscale
-
-    max_pixels = params.validate_.max_pixels
-    colour = np.array([chroma(p, max_pixels) for p in photos])
+    """How often the product's chroma test (``quality.grayscale``) takes a colour test photo for
+    a grayscale one, and a grayscale copy (JPEG-encoded, as field cameras save it) for colour."""
+    colour = np.array([_chroma(p, params) for p in photos])
     with tempfile.TemporaryDirectory(prefix="meterid-gray-") as tmp:
         gray = []
         for i, photo in enumerate(photos):
             path = Path(tmp) / f"{i:05d}.jpg"
-            grayscale(load_rgb(photo, max_pixels)).save(path, quality=90)
-            gray.append(chroma(path, max_pixels))
+            to_grayscale(load_rgb(photo, params.validate_.max_pixels)).save(path, quality=90)
+            gray.append(_chroma(path, params))
     gray = np.array(gray)
     print(f"chroma (mean |R-G| + |G-B|, 0-255): colour test photos min {colour.min():.1f}, "
           f"median {np.median(colour):.1f}; grayscale copies max {gray.max():.2f}. At "
-          f"{CHROMA_LIMIT}: {np.mean(colour < CHROMA_LIMIT):.1%} of colour photos routed to the "
-          f"branch, {np.mean(gray >= CHROMA_LIMIT):.1%} of grayscale photos missed")
+          f"{GRAYSCALE_MAX_CHROMA}: {np.mean(colour < GRAYSCALE_MAX_CHROMA):.1%} of colour photos "
+          f"routed to the branch, {np.mean(gray >= GRAYSCALE_MAX_CHROMA):.1%} of grayscale photos "
+          "missed")
     return {"colour_min": float(colour.min()), "gray_max": float(gray.max())}

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from meterid.config import PhaseConfig, TrainConfig
 from meterid.data.images import load_rgb
-from meterid.inference.quality import grayscale
+from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
 from meterid.model.backbones import build_backbone
 from meterid.model.classifier import MeterClassifier, Preprocessing, set_phase
 from meterid.model.presets import eval_preset, train_preset
@@ -349,8 +349,8 @@ def cache_images(model: MeterClassifier, paths: list[Path], targets: list[int], 
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
                                    cfg.channels_last, cfg.bf16, desc=desc,
                                    engine=cfg.cache_engine)
-    colourless = [grayscale(np.asarray(load_rgb(p, max_pixels, pre.image_size))
-                            .transpose(2, 0, 1)[None])[0] for p in paths]
+    colourless = [image_chroma(load_rgb(p, max_pixels, pre.image_size)) < GRAYSCALE_MAX_CHROMA
+                  for p in paths]
     return CachedSplit(activations, torch.tensor(targets, dtype=torch.long),
                        [p.relative_to(root).as_posix() for p in paths],
                        np.array(colourless, dtype=bool))
