@@ -75,7 +75,7 @@ def _show_prediction(row: dict) -> None:
     if row.get("auto_accepted"):
         st.success("auto-accepted (within the model's certified error bound)")
     elif row.get("prediction_set") is not None:
-        why = (" (a grayscale photo: the error bound was certified on colour photos)"
+        why = (" (a grayscale photo: no error bound is certified for grayscale photos)"
                if row.get("grayscale") else "")
         st.warning(f"to review{why}; candidates: " + " | ".join(row["prediction_set"]))
     version = row.get("model_version")

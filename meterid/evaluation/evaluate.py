@@ -93,16 +93,24 @@ def brands_of(split: CachedSplit) -> np.ndarray:
 
 
 def _accept_and_sets(policy_rule: OpenSetRule, data: EvaluationData, reference: Reference,
-                     cfg: EvaluateConfig) -> tuple[AcceptRule, PredictionSetRule]:
-    """The certified auto-accept threshold and the conformal sets, both set on validation."""
+                     cfg: EvaluateConfig
+                     ) -> tuple[AcceptRule, PredictionSetRule, AcceptRule | None]:
+    """The conformal sets and the certified auto-accept thresholds, all set on validation: one
+    on its colour photos, one on its grayscale photos when it has any (None: it has none)."""
     confidence = data.val.probabilities.max(axis=1)
     correct = data.val.probabilities.argmax(axis=1) == data.val_targets
     kept = ~policy_rule.flags(data.val, reference)
-    accept = conformal.certify_accept_threshold(confidence, correct, kept, cfg.max_accept_error,
-                                                1 - cfg.accept_confidence)
+    gray = (data.val.grayscale if data.val.grayscale is not None
+            else np.zeros(len(correct), dtype=bool))
+
+    def certify(photos: np.ndarray) -> AcceptRule:
+        return conformal.certify_accept_threshold(
+            confidence[photos], correct[photos], kept[photos], cfg.max_accept_error,
+            1 - cfg.accept_confidence)
+
     sets = conformal.fit_prediction_sets(data.val.probabilities, data.val_targets,
                                          cfg.prediction_set_alpha)
-    return accept, sets
+    return certify(~gray), sets, (certify(gray) if gray.any() else None)
 
 
 def _guarantee_metrics(policy: DecisionPolicy, data: EvaluationData,

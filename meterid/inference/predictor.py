@@ -38,7 +38,8 @@ class Prediction:
     open_set_score: float = float("nan")  # the open-set rule's score (UNKNOWN under threshold)
     auto_accepted: bool = False           # trusted without review (the certified rule)
     prediction_set: tuple[str, ...] = ()  # conformal candidates, most probable first
-    grayscale: bool = False               # no colour (night mode, infrared): never auto-accepted
+    grayscale: bool = False               # no colour (night mode, infrared): auto-accepted only
+                                          # under a bound certified on grayscale photos
 
     def columns(self) -> dict[str, object]:
         """Flat output columns: label, is_unknown, top1_label, top1_conf, ..., top3_conf,

@@ -275,3 +275,39 @@ def test_a_field_case_reports_the_errors_among_labelled_and_auto_accepted_photos
     nothing_through = _field_metrics(policy(0.99, 0.995), data, no_reference, 1.0)
     assert np.isnan(nothing_through["field_grayscale_accepted_error"])
     assert np.isnan(nothing_through["field_grayscale_auto_accepted_error"])
+
+
+def test_grayscale_photos_are_certified_apart_from_colour_ones():
+    from meterid.evaluation.decision import DecisionPolicy
+    from meterid.evaluation.evaluate import EvaluationData, _accept_and_sets
+    from meterid.evaluation.openset import OpenSetRule
+
+    # 400 colour validation photos, all right at 0.99; 400 grayscale ones at 0.99, a fifth of
+    # them wrong. Certified together (as before) the 10% error would pass nobody's 2% bound.
+    n = 400
+    probabilities = np.tile([[0.99, 0.01]], (2 * n, 1))
+    targets = np.zeros(2 * n, int)
+    targets[n::5] = 1  # every fifth grayscale photo is of the other class
+    gray = np.r_[np.zeros(n, bool), np.ones(n, bool)]
+    outputs = ModelOutputs(np.log(probabilities), probabilities, np.zeros((2 * n, 2)),
+                           grayscale=gray)
+    data = EvaluationData(outputs, targets, outputs, targets, [], None)
+    cfg = _cfg(max_accept_error=0.02, accept_confidence=0.9)
+    no_reference = Reference(np.zeros((0, 2)), np.zeros(0, int))
+    accept, sets, gray_accept = _accept_and_sets(OpenSetRule("msp", 0.5), data, no_reference, cfg)
+    assert accept.certified and accept.calibration_photos == n
+    assert not gray_accept.certified and gray_accept.calibration_photos == n
+    policy = DecisionPolicy(OpenSetRule("msp", 0.5), accept, sets, gray_accept)
+    decided = policy.decide(outputs, no_reference)
+    assert decided.auto_accepted[:n].all() and not decided.auto_accepted[n:].any()
+    # an infrared-only collection: its grayscale photos earn their own bound
+    right = EvaluationData(outputs, np.zeros(2 * n, int), outputs, np.zeros(2 * n, int), [], None)
+    _, _, earned = _accept_and_sets(OpenSetRule("msp", 0.5), right, no_reference, cfg)
+    assert earned.certified
+    both = DecisionPolicy(OpenSetRule("msp", 0.5), accept, sets, earned)
+    assert both.decide(outputs, no_reference).auto_accepted.all()
+    # stored with the model and read back; a policy stored before the field existed has none
+    assert DecisionPolicy.from_dict(both.to_dict()) == both
+    older = {k: v for k, v in both.to_dict().items() if k != "grayscale_accept"}
+    assert DecisionPolicy.from_dict(older).grayscale_accept is None
+    assert not DecisionPolicy.from_dict(older).decide(outputs, no_reference).auto_accepted[n:].any()
