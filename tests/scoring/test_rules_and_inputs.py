@@ -62,12 +62,18 @@ def _policy(open_set: OpenSetRule, accept_threshold: float, quantile: float) -> 
                           PredictionSetRule(0.05, quantile, 100))
 
 
-def test_knn_rule_accept_rule_and_sets_from_the_stored_policy(tiny_model):
-    dim = tiny_model.model.embedding_dim
-    reference = np.eye(dim, dtype=np.float32)[:4]
+def _knn_predictor(tiny_model) -> tuple[Predictor, np.ndarray]:
+    """kNN (k = 1) at similarity -0.5, auto-accept from 0.9, sets at p >= 0.25, over 4
+    reference embeddings (unit vectors e0, e1, e2, e0); returns the predictor and them."""
+    reference = np.eye(tiny_model.model.embedding_dim, dtype=np.float32)[:4]
     policy = _policy(OpenSetRule("knn", -0.5, 1), accept_threshold=0.9, quantile=0.75)
     predictor = Predictor(dataclasses.replace(tiny_model, policy=policy))
     predictor.reference = Reference(reference, np.array([0, 1, 2, 0]))
+    return predictor, reference
+
+
+def test_knn_rule_accept_rule_and_sets_from_the_stored_policy(tiny_model):
+    predictor, reference = _knn_predictor(tiny_model)
     near, far = reference[0], -reference[0]  # nearest similarity 1 and 0 (orthogonal to e1..e3)
     probabilities = np.array([[0.95, 0.03, 0.02], [0.6, 0.3, 0.1], [0.95, 0.03, 0.02]])
     sure, unsure, stranger = predictor.predictions(
@@ -236,12 +242,8 @@ def test_demo_list_covers_test_photos_held_out_brands_and_broken_links(tmp_path:
     assert set(rows["truth"][2:]) == {"broken link", "an HTML page", "unsupported scheme"}
 
 
-def test_a_grayscale_photo_is_never_auto_accepted_and_says_so(tiny_model):
-    dim = tiny_model.model.embedding_dim
-    reference = np.eye(dim, dtype=np.float32)[:4]
-    policy = _policy(OpenSetRule("knn", -0.5, 1), accept_threshold=0.9, quantile=0.75)
-    predictor = Predictor(dataclasses.replace(tiny_model, policy=policy))
-    predictor.reference = Reference(reference, np.array([0, 1, 2, 0]))
+def test_a_grayscale_photo_without_a_bound_of_its_own_goes_to_review_and_says_so(tiny_model):
+    predictor, reference = _knn_predictor(tiny_model)
     probabilities = np.array([[0.95, 0.03, 0.02]] * 2)
     outputs = ModelOutputs(np.log(probabilities), probabilities,
                            np.stack([reference[0]] * 2), grayscale=np.array([False, True]))
