@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.model_throughput import images_per_second
 from meterid.config import TrainConfig, load_params
 from meterid.data.split import read_splits
 from meterid.evaluation.metrics import headline_metrics
@@ -74,14 +75,7 @@ def inference_rate(cfg: TrainConfig) -> float:
     model = model.to(memory_format=torch.channels_last)
     batch = torch.randn(SPEED_BATCH, 3, cfg.image_size, cfg.image_size).contiguous(
         memory_format=torch.channels_last)
-    seconds = []
-    with torch.inference_mode():
-        model(batch)  # warm-up
-        for _ in range(SPEED_ROUNDS):
-            start = time.perf_counter()
-            model(batch)
-            seconds.append(time.perf_counter() - start)
-    return SPEED_BATCH / min(seconds)
+    return images_per_second(model, batch, rounds=SPEED_ROUNDS)
 
 
 def run() -> dict:
