@@ -160,6 +160,7 @@ class TrainConfig(_Strict):
     class_weight_power: float
     feature_views: int = Field(ge=1)
     min_views_per_class: int = Field(ge=0)
+    grayscale_head_views: int = Field(ge=0)  # 0: no grayscale head
     unfreeze: Literal["last_block", "last_stage"]
     phase1: PhaseConfig
     phase2: PhaseConfig

@@ -82,6 +82,8 @@ class FrozenEmbeddings:
 
 def model_outputs(model: MeterClassifier, split: CachedSplit) -> ModelOutputs:
     logits, embeddings = logits_from_activations(model, split.activations)
+    logits = torch.from_numpy(model.route_grayscale(logits.numpy(), embeddings.numpy(),
+                                                    split.grayscale))
     return ModelOutputs(logits.numpy(), model.calibrated_probabilities(logits).numpy(),
                         embeddings.numpy(), float(model.temperature), split.grayscale)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,6 +46,26 @@ class MeterClassifier(nn.Module):
         self.register_buffer("reference_labels", torch.empty(0, dtype=torch.long))
         # The evaluated DecisionPolicy as plain values (it travels in checkpoints and MLmodel).
         self.decision: dict = DecisionPolicy.untested().to_dict()
+        # A second head for photos without colour (``with_grayscale_head``); None: the one head
+        # reads every photo.
+        self.gray_head: nn.Sequential | None = None
+
+    def with_grayscale_head(self) -> nn.Sequential:
+        """Add the grayscale head, as a copy of the trained head (its starting point)."""
+        self.gray_head = copy.deepcopy(self.head)
+        return self.gray_head
+
+    def route_grayscale(self, logits: np.ndarray, embeddings: np.ndarray,
+                        grayscale: np.ndarray | None) -> np.ndarray:
+        """``logits`` with the grayscale head's in the rows of photos without colour. It reads
+        the same embeddings, so the engines and their speed are those of the colour model."""
+        head = getattr(self, "gray_head", None)  # models pickled before it had none
+        if head is None or grayscale is None or not grayscale.any():
+            return logits
+        routed = logits.copy()
+        with torch.no_grad():
+            routed[grayscale] = head.eval()(torch.from_numpy(embeddings[grayscale])).numpy()
+        return routed
 
     @property
     def embedding_dim(self) -> int:
@@ -95,6 +117,8 @@ def load_checkpoint(path: Path) -> MeterClassifier:
     backbone = build_backbone(checkpoint["backbone"], "none",
                               checkpoint.get("unfreeze", "last_block"))
     model = MeterClassifier(backbone, checkpoint["classes"])
+    if any(name.startswith("gray_head.") for name in checkpoint["state_dict"]):
+        model.with_grayscale_head()
     for name in ("reference_embeddings", "reference_labels"):
         setattr(model, name, torch.empty_like(checkpoint["state_dict"][name]))
     model.load_state_dict(checkpoint["state_dict"])

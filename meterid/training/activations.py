@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from meterid.data.demo.field import grayscale
 from meterid.data.images import load_rgb
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class ViewItem:
     path: Path
     target: int
     view: int  # 0: eval preset; >= 1: an augmented view
+    grayscale: bool = False  # as a night-mode camera gives it (the same crop as in colour)
 
 
 class ViewDataset(Dataset):
@@ -46,6 +48,8 @@ class ViewDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.items[index]
         image = load_rgb(item.path, self.max_pixels, self.min_side)  # the model's decode
+        if item.grayscale:
+            image = grayscale(image)
         if item.view == 0 or self.train_transform is None:
             return self.eval_transform(image), item.target
         torch.manual_seed(zlib.crc32(f"{self.seed}|{item.view}|{item.path}".encode()))

@@ -44,6 +44,7 @@ from meterid.model.classifier import MeterClassifier, load_checkpoint, save_chec
 from meterid.model.presets import eval_preset
 from meterid.training.calibration import Calibration
 from meterid.training.trainer import (
+    GRAYSCALE_HEAD_PHASE,
     CachedSplit,
     cache_folder,
     cache_images,
@@ -124,8 +125,9 @@ def train_candidate(params: Params, repo: Path) -> dict:
                              for t in result.cached[s].targets.tolist()]),
             paths=np.array([p for s in SPLITS for p in result.cached[s].paths]))
         summary = {"run_id": run.info.run_id, "timings": result.timings,
-                   "epochs": {f"phase{p}": sum(r["phase"] == p for r in result.history)
-                              for p in (1, 2)},
+                   "epochs": {name: sum(r["phase"] == p for r in result.history)
+                              for name, p in (("phase1", 1), ("phase2", 2),
+                                              ("grayscale_head", GRAYSCALE_HEAD_PHASE))},
                    "temperature": float(model.temperature),
                    "calibration": result.calibration.to_dict(), "classes": list(model.classes)}
         files.run_info.write_text(json.dumps(summary, indent=2) + "\n")

@@ -73,13 +73,13 @@ def class_weights(targets: torch.Tensor, n_classes: int, power: float) -> torch.
 
 
 def _view_items(splits: pd.DataFrame, data_dir: Path, split: str, views: range,
-                index: dict[str, int], views_by_label: dict[str, int] | None = None
-                ) -> list[ViewItem]:
+                index: dict[str, int], views_by_label: dict[str, int] | None = None,
+                grayscale: bool = False) -> list[ViewItem]:
     """View-major order; ``views_by_label`` caps a class's views below ``views.stop - 1``."""
     rows = splits[splits["split"] == split]
     pairs = list(zip(rows["path"], rows["label"], strict=True))
-    return [ViewItem(data_dir / path, index[label], view) for view in views for path, label in pairs
-            if views_by_label is None or view <= views_by_label[label]]
+    return [ViewItem(data_dir / path, index[label], view, grayscale) for view in views
+            for path, label in pairs if views_by_label is None or view <= views_by_label[label]]
 
 
 def augmented_views(splits: pd.DataFrame, cfg: TrainConfig) -> dict[str, int]:
@@ -107,6 +107,13 @@ def cache_splits(
         "val": _view_items(splits, data_dir, "val", range(0, 1), index),
         "test": _view_items(splits, data_dir, "test", range(0, 1), index),
     }
+    if cfg.grayscale_head_views:
+        # The grayscale head's views: the colour recipe (rare classes more) at its own count
+        gray = augmented_views(splits, cfg.model_copy(
+            update={"feature_views": cfg.grayscale_head_views}))
+        parts["gray_views"] = _view_items(splits, data_dir, "train",
+                                          range(1, max(gray.values()) + 1), index, gray, True)
+        parts["gray_val"] = _view_items(splits, data_dir, "val", range(0, 1), index, None, True)
     items = [item for part in parts.values() for item in part]
     dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
                           train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
@@ -333,9 +340,42 @@ def fit_on_cache(
     model.temperature.fill_(calibration.temperature)
     log.info("temperature %.3f (%s): %s", calibration.temperature, calibration.method,
              calibration.reason)
+    if "gray_views" in data:
+        start = time.perf_counter()
+        fit_grayscale_head(model, data, cfg, loss_weights, history)
+        timings["grayscale_head_s"] = time.perf_counter() - start
     for parameter in model.parameters():
         parameter.requires_grad = False
     return TrainResult(model.eval(), history, data, frozen, timings, calibration)
+
+
+GRAYSCALE_HEAD_PHASE = 3  # its epochs in the training history
+
+
+def fit_grayscale_head(model: MeterClassifier, data: dict[str, CachedSplit], cfg: TrainConfig,
+                       loss_weights: torch.Tensor, history: list[dict]) -> Calibration:
+    """A second head for photos without colour (night-mode and infrared cameras), read from the
+    trained model's own embeddings of grayscale views; the colour head and backbone stay as
+    they are. Phase 1's settings, from a copy of the colour head, early-stopped on grayscale
+    copies of the validation photos. Its temperature, fitted on those copies, is folded into
+    its weights, so the model's one temperature calibrates both heads."""
+    embeddings = _batched(model.last_block, data["gray_views"].activations)
+    val_embeddings = _batched(model.last_block, data["gray_val"].activations)
+    head = model.with_grayscale_head()
+    for parameter in head.parameters():
+        parameter.requires_grad = True
+    log.info("grayscale head on %d grayscale views", len(embeddings))
+    _run_phase(_Fit(GRAYSCALE_HEAD_PHASE, head, embeddings, data["gray_views"].targets,
+                    val_embeddings, data["gray_val"].targets),
+               cfg.phase1, cfg, len(model.classes), loss_weights, history)
+    calibration = calibrate(_batched(head, val_embeddings), data["gray_val"].targets,
+                            seed=cfg.seed)
+    with torch.no_grad():  # softmax(z / T_gray) == softmax(z * (T / T_gray) / T)
+        for parameter in head[1].parameters():
+            parameter.mul_(float(model.temperature) / calibration.temperature)
+    log.info("grayscale head temperature %.3f (%s): %s", calibration.temperature,
+             calibration.method, calibration.reason)
+    return calibration
 
 
 def cache_images(model: MeterClassifier, paths: list[Path], targets: list[int], cfg: TrainConfig,

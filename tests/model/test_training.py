@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,11 @@ from meterid.model.classifier import (
 from meterid.model.presets import eval_preset, train_preset
 from meterid.training.activations import ViewDataset, ViewItem, stem_activations
 from meterid.training.calibration import calibrate, expected_calibration_error, fit_temperature
-from meterid.training.trainer import logits_from_activations, train_two_phase
+from meterid.training.trainer import (
+    GRAYSCALE_HEAD_PHASE,
+    logits_from_activations,
+    train_two_phase,
+)
 from tests.conftest import REPO_ROOT
 
 SIZE = 48
@@ -123,6 +128,25 @@ def test_augmented_views_are_deterministic_and_distinct(
     assert not torch.equal(dataset[0][0], dataset[half][0])  # view 1 vs view 2 of one image
 
 
+def test_a_grayscale_view_is_the_colour_view_without_its_colour(
+    tiny_model: MeterClassifier, small_demo: Path
+):
+    """The grayscale head's views: the same crop, rotation and lighting as the colour view of
+    the same image and number (one seed), with three equal channels."""
+    dataset = _view_dataset(small_demo, tiny_model, [1])
+    colour = dataset.items[0]
+    dataset.items = [colour, dataclasses.replace(colour, grayscale=True)]
+    pre = tiny_model.preprocessing
+    std, mean = (torch.tensor(v).view(3, 1, 1) for v in (pre.std, pre.mean))
+    in_colour, in_grey = (dataset[i][0] * std + mean for i in (0, 1))
+    assert torch.allclose(in_grey[0], in_grey[1], atol=1e-5)
+    assert torch.allclose(in_grey[1], in_grey[2], atol=1e-5)
+    assert not torch.allclose(in_colour[0], in_colour[2], atol=0.05)
+    # the same geometry: the grey view is close to the colour view's luminance
+    luminance = 0.299 * in_colour[0] + 0.587 * in_colour[1] + 0.114 * in_colour[2]
+    assert float((in_grey[0] - luminance).abs().mean()) < 0.05
+
+
 def test_checkpoint_round_trip(tiny_model: MeterClassifier, tmp_path: Path):
     tiny_model.temperature.fill_(1.7)
     tiny_model.reference_embeddings = torch.randn(5, tiny_model.embedding_dim)
@@ -138,6 +162,22 @@ def test_checkpoint_round_trip(tiny_model: MeterClassifier, tmp_path: Path):
     assert loaded.preprocessing == tiny_model.preprocessing
     assert torch.equal(loaded.reference_embeddings, tiny_model.reference_embeddings)
     assert torch.equal(loaded.reference_labels, tiny_model.reference_labels)
+    assert loaded.gray_head is None
+
+
+def test_a_grayscale_head_survives_the_checkpoint(tiny_model: MeterClassifier, tmp_path: Path):
+    head = tiny_model.with_grayscale_head()
+    with torch.no_grad():
+        head[1].weight.normal_()
+    loaded = load_checkpoint(save_checkpoint(tiny_model, tmp_path / "model.pt"))
+    assert torch.equal(loaded.gray_head[1].weight, head[1].weight)
+    embeddings = torch.randn(3, tiny_model.embedding_dim).numpy()
+    logits = np.zeros((3, 3), dtype=np.float32)
+    routed = loaded.route_grayscale(logits, embeddings, np.array([False, True, False]))
+    with torch.no_grad():
+        expected = head.eval()(torch.from_numpy(embeddings[1:2])).numpy()
+    assert np.allclose(routed[1:2], expected, atol=1e-6)
+    assert not routed[[0, 2]].any() and not logits.any()  # the input is left as it was
 
 
 def test_weights_from_a_local_file(tmp_path: Path):
@@ -222,11 +262,15 @@ def test_two_phase_training_end_to_end(small_demo: Path, tiny_train_cfg: TrainCo
     splits = pd.DataFrame(rows, columns=["path", "label"])
     splits["split"] = np.where(np.arange(len(splits)) % 4 == 0, "test",
                                np.where(np.arange(len(splits)) % 4 == 1, "val", "train"))
-    cfg = tiny_train_cfg.model_copy(update=dict(weights=weights))
+    cfg = tiny_train_cfg.model_copy(update=dict(weights=weights, grayscale_head_views=1))
     result = train_two_phase(splits, small_demo / "raw", cfg, 10**8)
 
     phases = {record["phase"] for record in result.history}
-    assert phases == {1, 2}
+    assert phases == {1, 2, GRAYSCALE_HEAD_PHASE}
+    assert result.model.gray_head is not None and "grayscale_head_s" in result.timings
+    n_val = int((splits["split"] == "val").sum())
+    assert result.cached["gray_val"].activations.shape == result.cached["val"].activations.shape
+    assert len(result.cached["gray_val"].targets) == n_val
     n_train = int((splits["split"] == "train").sum())
     assert len(result.cached["train_views"].targets) == 2 * n_train
     assert len(result.cached["test"].paths) == int((splits["split"] == "test").sum())

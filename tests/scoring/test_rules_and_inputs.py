@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import math
@@ -266,3 +267,24 @@ def test_the_predictor_tells_grayscale_photos_from_the_pixels_it_scores(tiny_mod
     predictor = Predictor(tiny_model)
     batch = torch.stack([predictor.preprocess(image) for image in (photo, night, stored)])
     assert [p.grayscale for p in predictor.predict(batch)] == [False, True, True]
+
+
+def test_a_grayscale_head_labels_the_photos_without_colour_and_only_them(tiny_model):
+    """The second head reads the photos without colour from the same embeddings; the colour
+    photo's prediction is the one the model gives without it."""
+    from meterid.data.demo.field import grayscale
+
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8))
+    with_head = dataclasses.replace(tiny_model, model=copy.deepcopy(tiny_model.model))
+    head = with_head.model.with_grayscale_head()
+    with torch.no_grad():  # a head that sees "gamma" in everything
+        head[1].weight.zero_()
+        head[1].bias.copy_(torch.tensor([0.0, 0.0, 20.0]))
+    plain, routed = Predictor(tiny_model), Predictor(with_head)
+    batch = torch.stack([plain.preprocess(image) for image in (photo, grayscale(photo))])
+    before, after = plain.predict(batch), routed.predict(batch)
+    assert after[0] == before[0]
+    assert after[1].grayscale and after[1].top_labels[0] == "gamma"
+    assert after[1].top_confidences[0] == pytest.approx(1.0, abs=1e-6)
+    assert before[1].top_confidences[0] < 0.99
