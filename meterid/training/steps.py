@@ -129,7 +129,10 @@ def train_candidate(params: Params, repo: Path) -> dict:
                               for name, p in (("phase1", 1), ("phase2", 2),
                                               ("grayscale_head", GRAYSCALE_HEAD_PHASE))},
                    "temperature": float(model.temperature),
-                   "calibration": result.calibration.to_dict(), "classes": list(model.classes)}
+                   "calibration": result.calibration.to_dict(),
+                   "grayscale_head_calibration": None if result.grayscale_calibration is None
+                   else result.grayscale_calibration.to_dict(),
+                   "classes": list(model.classes)}
         files.run_info.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("candidate model in %s (MLflow run %s)", files.folder, summary["run_id"])
     return summary

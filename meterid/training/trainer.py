@@ -4,6 +4,8 @@ Phase 1 trains the head on frozen-backbone features; phase 2 unfreezes the last 
 learning rate. Both run on cached stem activations (see ``activations``), so neither recomputes
 the frozen part of the backbone per epoch. With ``weights: none`` phase 1 trains the whole network
 on images instead (a frozen random backbone is meaningless), then the cache is built from it.
+A grayscale head may follow (``fit_grayscale_head``): a second head, for photos without colour,
+on the trained model's own embeddings of grayscale views.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class CachedSplit:
 
 
 MAX_VIEWS = 32  # augmented views of one image, whatever its class's size
+GRAYSCALE_HEAD_PHASE = 3  # the grayscale head's epochs in the training history
 
 
 @dataclass
@@ -58,6 +61,7 @@ class TrainResult:
     frozen_embeddings: dict[str, torch.Tensor]
     timings: dict[str, float]
     calibration: Calibration
+    grayscale_calibration: Calibration | None = None  # the grayscale head's, when trained
 
 
 def choose_device(name: str) -> torch.device:
@@ -340,16 +344,15 @@ def fit_on_cache(
     model.temperature.fill_(calibration.temperature)
     log.info("temperature %.3f (%s): %s", calibration.temperature, calibration.method,
              calibration.reason)
+    gray_calibration = None
     if "gray_views" in data:
         start = time.perf_counter()
-        fit_grayscale_head(model, data, cfg, loss_weights, history)
+        gray_calibration = fit_grayscale_head(model, data, cfg, loss_weights, history)
         timings["grayscale_head_s"] = time.perf_counter() - start
     for parameter in model.parameters():
         parameter.requires_grad = False
-    return TrainResult(model.eval(), history, data, frozen, timings, calibration)
-
-
-GRAYSCALE_HEAD_PHASE = 3  # its epochs in the training history
+    return TrainResult(model.eval(), history, data, frozen, timings, calibration,
+                       gray_calibration)
 
 
 def fit_grayscale_head(model: MeterClassifier, data: dict[str, CachedSplit], cfg: TrainConfig,

@@ -268,6 +268,7 @@ def test_two_phase_training_end_to_end(small_demo: Path, tiny_train_cfg: TrainCo
     phases = {record["phase"] for record in result.history}
     assert phases == {1, 2, GRAYSCALE_HEAD_PHASE}
     assert result.model.gray_head is not None and "grayscale_head_s" in result.timings
+    assert result.grayscale_calibration is not None
     n_val = int((splits["split"] == "val").sum())
     assert result.cached["gray_val"].activations.shape == result.cached["val"].activations.shape
     assert len(result.cached["gray_val"].targets) == n_val
