@@ -19,7 +19,6 @@ reach the grayscale reader, and a colour photo must not.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import tempfile
 import time
@@ -45,19 +44,15 @@ from meterid.training.trainer import (
     CachedSplit,
     _Fit,
     _run_phase,
-    _view_items,
-    augmented_views,
     cache_images,
     fit_grayscale_head,
+    grayscale_view_items,
     logits_from_activations,
 )
 
 # Grayscale training views per photo (rare classes more, as in colour training); the
 # environment's GRAY_BRANCH_VIEWS sets another budget
 GRAY_VIEWS = int(os.environ.get("GRAY_BRANCH_VIEWS", "4"))
-# The branch's input size: grey photos tell look-alike brands apart only by their printed names,
-# which a larger input resolves better (GRAY_BRANCH_SIZE; the model's own size by default)
-GRAY_SIZE = int(os.environ.get("GRAY_BRANCH_SIZE", "0"))
 TARGET_DROP = 0.03  # issue 12: grayscale top-1 within 3 points of colour
 
 
@@ -98,10 +93,7 @@ def _gray_views(model, splits, params):
     them for its grayscale head."""
     cfg, pre = params.train, model.preprocessing
     index = {c: i for i, c in enumerate(model.classes)}
-    # As the colour training: GRAY_VIEWS per photo, more for rare classes (min_views_per_class)
-    views = augmented_views(splits, cfg.model_copy(update={"feature_views": GRAY_VIEWS}))
-    items = _view_items(splits, params.paths.raw_dir, "train", range(1, max(views.values()) + 1),
-                        index, views, grayscale=True)
+    items = grayscale_view_items(splits, params.paths.raw_dir, index, cfg, GRAY_VIEWS)
     dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
                           train_preset(pre.image_size, pre.mean, pre.std, cfg.augment), cfg.seed,
                           params.validate_.max_pixels, pre.image_size)
@@ -122,20 +114,19 @@ def run() -> dict:
     if not checkpoint.is_file():
         raise SystemExit(f"{checkpoint} is missing: run `make demo` first")
     model = load_checkpoint(checkpoint)
-    branch_model = _at_size(model, GRAY_SIZE or model.preprocessing.image_size)
     splits = read_splits(params.paths.splits)
     index = {c: i for i, c in enumerate(model.classes)}
     val_photos, test_photos = (_photos(splits, s, params, index) for s in ("val", "test"))
     colour_test = cache_images(model, *test_photos, params.train, params.validate_.max_pixels,
                                params.paths.raw_dir, "colour test photos")
-    gray_val, gray_test = (field_case_activations(branch_model, *photos, "grayscale", params)
+    gray_val, gray_test = (field_case_activations(model, *photos, "grayscale", params)
                            for photos in (val_photos, test_photos))
     colour_model = nn.Sequential(model.last_block, model.head)
     colour_top1 = _top1(colour_model, colour_test.activations, colour_test.targets)
     before = _top1(colour_model, gray_test.activations, gray_test.targets)
 
     start = time.perf_counter()
-    inputs, targets = _gray_views(branch_model, splits, params)
+    inputs, targets = _gray_views(model, splits, params)
     cache_s = time.perf_counter() - start
     head_only = _gray_head(model, inputs, targets, gray_val, gray_test, params)
     branch = copy.deepcopy(colour_model)
@@ -147,14 +138,9 @@ def run() -> dict:
                torch.ones(len(model.classes)), history)
     train_s = time.perf_counter() - start
     after = _top1(branch, gray_test.activations, gray_test.targets)
-    if branch_model is not model:
-        colour_test = cache_images(branch_model, *test_photos, params.train,
-                                   params.validate_.max_pixels, params.paths.raw_dir,
-                                   f"colour test photos at {GRAY_SIZE} px")
     branch_on_colour = _top1(branch, colour_test.activations, colour_test.targets)
 
-    print(f"{len(targets)} grayscale training views at {branch_model.preprocessing.image_size} px "
-          f"({GRAY_VIEWS} per photo, rare classes more); "
+    print(f"{len(targets)} grayscale training views ({GRAY_VIEWS} per photo, rare classes more); "
           f"cache {cache_s:.0f} s, {len(history)} epochs {train_s:.0f} s")
     for row in history:
         print(f"  epoch {row['epoch']}: train loss {row['train_loss']:.3f}, grayscale val loss "
@@ -196,16 +182,6 @@ def _knn_labels(reference: torch.Tensor, labels: torch.Tensor, queries: torch.Te
     similarity = F.normalize(queries, dim=1) @ F.normalize(reference, dim=1).T
     nearest = labels[similarity.topk(k, dim=1).indices]
     return torch.mode(nearest, dim=1).values
-
-
-def _at_size(model, image_size: int):
-    """The model with its stem fed ``image_size`` px photos (the stem is fully convolutional;
-    the last stage pools whatever it gets)."""
-    if image_size == model.preprocessing.image_size:
-        return model
-    resized = copy.copy(model)
-    resized.preprocessing = dataclasses.replace(model.preprocessing, image_size=image_size)
-    return resized
 
 
 def _routing(photos: list[Path], params) -> dict:

@@ -96,6 +96,15 @@ def augmented_views(splits: pd.DataFrame, cfg: TrainConfig) -> dict[str, int]:
             for label, n in counts.items()}
 
 
+def grayscale_view_items(splits: pd.DataFrame, data_dir: Path, index: dict[str, int],
+                         cfg: TrainConfig, views: int) -> list[ViewItem]:
+    """Grayscale augmented views of the training photos: the colour recipe (rare classes
+    more) at ``views`` a photo, each the same crop as the colour view of its number."""
+    by_label = augmented_views(splits, cfg.model_copy(update={"feature_views": views}))
+    return _view_items(splits, data_dir, "train", range(1, max(by_label.values()) + 1), index,
+                       by_label, grayscale=True)
+
+
 def cache_splits(
     model: MeterClassifier, splits: pd.DataFrame, data_dir: Path, cfg: TrainConfig,
     max_pixels: int, device: torch.device,
@@ -112,11 +121,8 @@ def cache_splits(
         "test": _view_items(splits, data_dir, "test", range(0, 1), index),
     }
     if cfg.grayscale_head_views:
-        # The grayscale head's views: the colour recipe (rare classes more) at its own count
-        gray = augmented_views(splits, cfg.model_copy(
-            update={"feature_views": cfg.grayscale_head_views}))
-        parts["gray_views"] = _view_items(splits, data_dir, "train",
-                                          range(1, max(gray.values()) + 1), index, gray, True)
+        parts["gray_views"] = grayscale_view_items(splits, data_dir, index, cfg,
+                                                   cfg.grayscale_head_views)
         parts["gray_val"] = _view_items(splits, data_dir, "val", range(0, 1), index, None, True)
     items = [item for part in parts.values() for item in part]
     dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),

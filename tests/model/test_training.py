@@ -21,9 +21,16 @@ from meterid.model.classifier import (
 )
 from meterid.model.presets import eval_preset, train_preset
 from meterid.training.activations import ViewDataset, ViewItem, stem_activations
-from meterid.training.calibration import calibrate, expected_calibration_error, fit_temperature
+from meterid.training.calibration import (
+    Calibration,
+    calibrate,
+    expected_calibration_error,
+    fit_temperature,
+)
 from meterid.training.trainer import (
     GRAYSCALE_HEAD_PHASE,
+    CachedSplit,
+    fit_grayscale_head,
     logits_from_activations,
     train_two_phase,
 )
@@ -252,6 +259,50 @@ def test_temperature_scaling_recovers_an_overconfident_model():
     after = expected_calibration_error(torch.softmax(overconfident / temperature, 1).numpy(),
                                        targets.numpy())
     assert after < before / 3
+
+
+def _grayscale_head_of(model_temperature: float, tiny_train_cfg: TrainConfig
+                       ) -> tuple[MeterClassifier, torch.Tensor, Calibration]:
+    """A grayscale head fitted (same seed, same data) under the given model temperature."""
+    torch.manual_seed(0)
+    model = MeterClassifier(build_backbone("efficientnet_lite0", "none"), ["a", "b", "c"]).eval()
+    with torch.no_grad():
+        activations = model.stem(torch.randn(60, 3, SIZE, SIZE))
+    targets = torch.arange(60) % 3
+    data = {"gray_views": CachedSplit(activations[:30], targets[:30]),
+            "gray_val": CachedSplit(activations[30:], targets[30:])}
+    model.temperature.fill_(model_temperature)
+    torch.manual_seed(1)
+    calibration = fit_grayscale_head(model, data, tiny_train_cfg, torch.ones(3), [])
+    return model, activations[30:], calibration
+
+
+def test_the_grayscale_heads_temperature_is_folded_under_the_models_one(
+    tiny_train_cfg: TrainConfig,
+):
+    """The model divides every head's logits by its one temperature; the grayscale head's own
+    calibration must hold whatever that temperature is."""
+    cool, val, calibration = _grayscale_head_of(1.0, tiny_train_cfg)
+    warm, _, again = _grayscale_head_of(2.0, tiny_train_cfg)
+    assert again.temperature == pytest.approx(calibration.temperature)
+    with torch.no_grad():
+        embeddings = cool.last_block(val).numpy()
+    gray = np.ones(len(embeddings), dtype=bool)
+    logits = np.zeros((len(embeddings), 3), dtype=np.float32)
+    as_scored = [torch.from_numpy(model.route_grayscale(logits, embeddings, gray))
+                 for model in (cool, warm)]
+    assert torch.allclose(cool.calibrated_probabilities(as_scored[0]),
+                          warm.calibrated_probabilities(as_scored[1]), atol=1e-5)
+
+
+def test_a_model_pickled_before_the_grayscale_head_scores_with_its_one_head(
+    tiny_model: MeterClassifier,
+):
+    del tiny_model.__dict__["gray_head"]  # as an older pickle unpickles: no such attribute
+    logits = np.arange(6, dtype=np.float32).reshape(2, 3)
+    embeddings = np.zeros((2, tiny_model.embedding_dim), dtype=np.float32)
+    routed = tiny_model.route_grayscale(logits, embeddings, np.array([True, False]))
+    assert np.array_equal(routed, logits)
 
 
 @pytest.mark.parametrize("weights", ["imagenet", "none"])
