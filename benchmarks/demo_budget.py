@@ -35,8 +35,8 @@ from meterid.data.demo.catalog import (
     build_catalog,
 )
 from meterid.data.split import read_splits
+from meterid.evaluation.inputs import field_case_activations
 from meterid.evaluation.metrics import headline_metrics
-from meterid.training.steps import field_case_activations
 from meterid.training.trainer import (
     CachedSplit,
     build_model,

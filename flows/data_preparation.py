@@ -1,4 +1,5 @@
-"""Data preparation flow: (demo data) -> manifest -> Great Expectations -> adaptive split."""
+"""Data preparation flow: (demo data) -> manifest -> Great Expectations -> split (adaptive, or
+the one ``split.given_csv`` in params.yaml names)."""
 
 from __future__ import annotations
 

@@ -150,15 +150,32 @@ def split(
         help="Splits CSV to write (default: params paths.splits).")] = None,
     report_dir: Annotated[Path | None, typer.Option(
         help="Folder for the class-balance chart (default: params paths.split_reports).")] = None,
+    given_csv: Annotated[Path | None, typer.Option(
+        help="Keep the split this CSV gives each photo instead of the adaptive one "
+        "(default: params split.given_csv).")] = None,
+    given_column: Annotated[str | None, typer.Option(
+        help="Its column of train | val | test (default: params split.given_column).")] = None,
+    given_path_column: Annotated[str | None, typer.Option(
+        help="Its column of photo paths, <class>/<photo> under the image folder "
+        "(default: params split.given_path_column).")] = None,
 ) -> None:
-    """Assign every image to train/val/test by its class size, keeping duplicates together."""
-    from meterid.data.split import format_split_table, split_table
+    """Assign every image to train/val/test by its class size, keeping duplicates together; or
+    keep the split a CSV gives (--given-csv). Exit 2 when the split cannot be made."""
+    from meterid.data.split import SplitError, format_split_table, split_table
     from meterid.data.steps import split_dataset
 
     params = _params(ctx)
-    splits = split_dataset(data or params.paths.raw_dir, manifest or params.paths.manifest,
-                           out or params.paths.splits, report_dir or params.paths.split_reports,
-                           params.validate_, params.split)
+    overrides = {k: v for k, v in {"given_csv": given_csv, "given_column": given_column,
+                                   "given_path_column": given_path_column}.items()
+                 if v is not None}
+    try:
+        splits = split_dataset(data or params.paths.raw_dir, manifest or params.paths.manifest,
+                               out or params.paths.splits,
+                               report_dir or params.paths.split_reports, params.validate_,
+                               params.split.model_copy(update=overrides))
+    except SplitError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
     typer.echo(format_split_table(split_table(splits)))
 
 
@@ -306,6 +323,7 @@ def score(
         min=1, help="Images per forward pass (default: params score.batch_size).")] = None,
 ) -> None:
     """Score a list of image URLs into Parquet: every row out, resumable after a kill."""
+    from meterid.inference.quality import QualityLimits
     from meterid.registry import model_uri
     from meterid.scoring.sources import InputError
     from meterid.scoring.steps import record_run, score_list, with_overrides
@@ -324,6 +342,8 @@ def score(
     typer.echo(f"wrote {summary['rows']} rows to {outcome.output}: {summary['ok']} scored "
                f"({summary['unknown']} UNKNOWN, {summary['poor_quality']} POOR_QUALITY), "
                f"{summary['errors']} errors")
+    typer.echo("quality gate: "
+               + QualityLimits.from_dict(summary["quality_limits"]).describe())
     for alert in alerts:
         typer.echo(f"DRIFT ALERT: {alert}", err=True)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Range = Annotated[tuple[float, float], Field(description="[low, high]")]
 IntRange = Annotated[tuple[int, int], Field(description="[low, high]")]
@@ -119,6 +119,11 @@ class SplitConfig(_Strict):
     large_val_fraction: float = Field(gt=0, lt=1)
     large_test_fraction: float = Field(gt=0, lt=1)
     near_duplicate_max_distance: int = Field(ge=0, le=64)
+    # A split given by a CSV (one row per photo) instead of the adaptive one; None: adaptive.
+    # Defaults, so that a params.yaml written before these keys still parses.
+    given_csv: Path | None = None
+    given_column: str = Field(default="split", min_length=1)  # train | val (validation) | test
+    given_path_column: str = Field(default="path", min_length=1)  # photo path, see split.py
 
 
 class AugmentConfig(_Strict):
@@ -147,6 +152,9 @@ class PhaseConfig(_Strict):
     patience: int = Field(ge=1)
     # constant: lr throughout | cosine: lr decays to 0 over `epochs`, step by step
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    # > 0: the phase keeps an exponential moving average of its weights (decay per step), which
+    # early stopping judges and the model keeps: a steadier result from one training
+    ema_decay: float = Field(default=0.0, ge=0, lt=1)
 
 
 class TrainConfig(_Strict):
@@ -161,7 +169,8 @@ class TrainConfig(_Strict):
     feature_views: int = Field(ge=1)
     min_views_per_class: int = Field(ge=0)
     grayscale_head_views: int = Field(ge=0)  # 0: no grayscale head
-    unfreeze: Literal["last_block", "last_stage"]
+    unfreeze: Literal["last_block", "last_stage", "last_two_stages"]
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)  # of the cross-entropy targets
     phase1: PhaseConfig
     phase2: PhaseConfig
     device: str
@@ -219,14 +228,33 @@ class FetchConfig(_Strict):
     allow_local_paths: bool
 
 
-class QualityConfig(_Strict):
+class QualityBounds(_Strict):
     """Limits beyond which a photo is POOR_QUALITY (measures: meterid/inference/quality.py)."""
 
-    min_brightness: float
-    max_brightness: float
-    min_contrast: float
-    min_sharpness: float
-    max_glare: float
+    min_brightness: float = Field(ge=0, le=1)
+    max_brightness: float = Field(ge=0, le=1)
+    min_contrast: float = Field(ge=0, le=1)
+    min_sharpness: float = Field(ge=0)
+    max_glare: float = Field(ge=0, le=1)
+
+
+class QualityConfig(QualityBounds):
+    """The generic limits, used as they are by a model without limits derived from its training
+    photos; a collection can loosen them up to ``outer`` (``quality.derive_limits``)."""
+
+    outer: QualityBounds
+
+    @model_validator(mode="after")
+    def _outer_is_looser(self) -> QualityConfig:
+        looser = {"min_brightness": self.outer.min_brightness <= self.min_brightness,
+                  "max_brightness": self.outer.max_brightness >= self.max_brightness,
+                  "min_contrast": self.outer.min_contrast <= self.min_contrast,
+                  "min_sharpness": self.outer.min_sharpness <= self.min_sharpness,
+                  "max_glare": self.outer.max_glare >= self.max_glare}
+        if not all(looser.values()):
+            raise ValueError("score.quality.outer must be at least as loose as the generic "
+                             f"limits; not for {[k for k, ok in looser.items() if not ok]}")
+        return self
 
 
 class MonitorConfig(_Strict):

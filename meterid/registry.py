@@ -4,8 +4,8 @@ Aliases, not stages (deprecated in MLflow 3): every new version becomes ``challe
 ``champion`` is the version that scoring loads (``models:/meterid@champion``). A version's
 headline metrics and the test split it was evaluated on are version tags, so the promotion rule
 and the dashboard read them without opening runs. Everything that rebuilds the classifier
-(classes, temperature, threshold, preprocessing, open-set rule) is the MLflow Model's
-``metadata``, next to the weights.
+(classes, temperature, threshold, preprocessing, open-set rule, and the quality gate's limits
+derived from the training photos) is the MLflow Model's ``metadata``, next to the weights.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
 from meterid.evaluation.decision import DecisionPolicy
+from meterid.inference.quality import QualityLimits
 from meterid.inference.quantize import Int8Check, Int8Graph
 from meterid.model.classifier import MeterClassifier, Preprocessing
 from meterid.stores import describe_tracking_store
@@ -51,6 +52,7 @@ EXPORTED_VERSION_KEY = "registry_version"
 EXPORTED_SOURCE_KEY = "exported_from"
 INT8_KEY, INT8_FILE = "int8", "int8.onnx"  # optional: a bundle may lack them
 METADATA_KEYS = ("classes", "temperature", "threshold", "preprocessing", "backbone", "decision")
+QUALITY_KEY = "quality_limits"  # optional: models trained before it score with the params' limits
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]{32})$")
 _NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
@@ -77,6 +79,7 @@ class LoadedModel:
     policy: DecisionPolicy  # UNKNOWN, auto-accept and prediction-set rules, as evaluated
     source: str  # the URI (or folder) actually loaded, an alias already resolved
     int8: Int8Graph | None = None  # the checked int8 ONNX graph, when evaluation made one
+    quality_limits: QualityLimits | None = None  # derived from the training photos; None: params
 
 
 # --- logging and registering -------------------------------------------------------------------
@@ -106,7 +109,7 @@ def _pip_requirements(model: torch.nn.Module) -> list[str]:
 
 
 def _metadata(model: MeterClassifier, threshold: float) -> dict:
-    return {
+    metadata = {
         "classes": list(model.classes),
         "temperature": float(model.temperature),
         "threshold": float(threshold),
@@ -114,6 +117,10 @@ def _metadata(model: MeterClassifier, threshold: float) -> dict:
         "backbone": model.backbone_name,
         "decision": _plain(model.decision),
     }
+    quality = getattr(model, "quality_limits", None)
+    if quality is not None:
+        metadata[QUALITY_KEY] = _plain(quality)
+    return metadata
 
 
 def _plain(value: dict) -> dict:
@@ -347,6 +354,8 @@ def _load_local(path: str, source: str, version: int | None) -> LoadedModel:
     pre = dict(metadata["preprocessing"])
     preprocessing = Preprocessing(**{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])})
     model.preprocessing = preprocessing
+    quality = metadata.get(QUALITY_KEY)
+    model.quality_limits = quality
     return LoadedModel(
         model=model,
         classes=list(metadata["classes"]),
@@ -357,6 +366,7 @@ def _load_local(path: str, source: str, version: int | None) -> LoadedModel:
         policy=DecisionPolicy.from_dict(metadata["decision"]),
         source=source,
         int8=_int8_of(Path(path), metadata, source),
+        quality_limits=QualityLimits.from_dict(quality) if quality is not None else None,
     )
 
 

@@ -19,6 +19,7 @@ from meterid.config import Params, load_params
 from meterid.dashboard import data
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
+from meterid.inference.quality import gate_limits
 from meterid.registry import (
     LoadedModel,
     list_versions,
@@ -98,7 +99,8 @@ def identify_tab(params: Params, params_file: str) -> None:
         predictor = _predictor(params_file, pinned).with_threshold(threshold)
         st.caption(f"UNKNOWN rule: {predictor.policy.open_set.label} < "
                    f"{predictor.policy.open_set.threshold:.4g} "
-                   f"({predictor.policy.open_set.operating_point})")
+                   f"({predictor.policy.open_set.operating_point}); quality gate: "
+                   + gate_limits(predictor.loaded.quality_limits, params.score.quality).describe())
     except Exception as error:  # noqa: BLE001 - any load failure is shown, the page stays up
         st.error(f"cannot load model {model!r}: {error}. An exported model works without a "
                  "registry: models/champion")

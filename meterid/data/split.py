@@ -10,6 +10,10 @@ A class that has a held-out split gets at least one image in it, and train alway
 one. Exact duplicates (same sha256) and near-duplicates (phash within
 ``near_duplicate_max_distance``) form groups that are assigned whole, so no image has a copy in
 another split. The result depends only on the seed and the set of rows, not on their order.
+
+A split can also be given (``split.given_csv``): a CSV names each photo's split, for a user who
+must keep a fixed (e.g. published) test set. ``given_splits`` checks it against the manifest and
+returns the same columns, so nothing downstream knows which kind of split it reads.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,6 +227,168 @@ def assign_splits(manifest: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
     log.info("split %d images of %d classes: %s", len(out), len(counts),
              out["split"].value_counts().reindex(list(SPLITS), fill_value=0).to_dict())
     return out
+
+
+_GIVEN_VALUES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+_SHOWN = 5  # offending rows or photos named in an error or warning
+
+
+def read_given_csv(path: Path) -> pd.DataFrame:
+    """The given split's CSV with every cell as text (a class named ``NaN`` stays a name)."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError as error:
+        raise SplitError(f"split.given_csv={path}: no such file (relative paths are the "
+                         "project's, like the other paths in params.yaml)") from error
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise SplitError(f"split.given_csv={path}: not a readable CSV ({error})") from error
+
+
+def _some(items: Sequence[str], total: int | None = None, sep: str = ", ") -> str:
+    """The first few ``items``, and how many more of ``total`` (default: all items) there are."""
+    more = (len(items) if total is None else total) - _SHOWN
+    return sep.join(items[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+
+def _lines(given: pd.DataFrame, index: Sequence[int], column: str) -> str:
+    """The first rows of ``index`` as ``line N ('value')``; line 1 is the CSV's header, so this
+    needs the frame's index as ``read_given_csv`` makes it (0 for the first row)."""
+    return _some([f"line {i + 2} ({given.at[i, column]!r})" for i in index])
+
+
+def _given_path_column(given: pd.DataFrame, raw_folder: str, manifest_paths: set[str],
+                       config: SplitConfig, source: str) -> pd.Series:
+    """The manifest path of each CSV row that lies in the image folder.
+
+    Paths are POSIX and relative to the image folder, ``<class>/<photo>``, as in the manifest
+    (``\\`` read as ``/``, a leading ``./`` ignored). A CSV written one folder up, whose paths
+    start with the image folder's name (the grocery ``MANIFEST.csv``: ``raw/<class>/<photo>``
+    for an image folder named ``raw``), is read that way instead, when none of its paths is a
+    manifest path as written and at least one is once that name is taken off. Its rows in
+    other folders (the grocery ``unseen/...``) are then outside the image folder: left out,
+    and logged. The reading is chosen once per CSV, never row by row.
+    """
+    written = (given[config.given_path_column].astype(str).str.strip()
+               .str.replace("\\", "/", regex=False).str.removeprefix("./"))
+    prefix = f"{raw_folder}/"
+    inside = written.str.startswith(prefix)
+    if not raw_folder or written.isin(manifest_paths).any() or not inside.any():
+        return written
+    stripped = written[inside].str.slice(len(prefix))
+    if not stripped.isin(manifest_paths).any():
+        return written
+    if not inside.all():
+        outside = written[~inside].tolist()
+        log.info("%s: %d row(s) outside the image folder %r left out: %s", source,
+                 len(outside), raw_folder, _some(outside))
+    return stripped
+
+
+def _given_values(given: pd.DataFrame, rows: pd.Index, config: SplitConfig,
+                  source: str) -> pd.Series:
+    """train, val or test per row: the CSV's value, any case, ``validation`` read as val."""
+    column = config.given_column
+    values = given.loc[rows, column].astype(str).str.strip().str.lower().map(_GIVEN_VALUES)
+    unknown = values.index[values.isna()]
+    if len(unknown):
+        raise SplitError(f"{source}, column {column!r}: {len(unknown)} row(s) name no split "
+                         "(train, val or validation, test; any case): "
+                         f"{_lines(given, unknown, column)}")
+    return values
+
+
+def _check_given_photos(given: pd.DataFrame, paths: pd.Series, manifest_paths: set[str],
+                        readable: pd.Series, raw_folder: str, config: SplitConfig,
+                        source: str) -> None:
+    """Every row names one photo of the manifest, once; every readable photo has a row."""
+    column = config.given_path_column
+    unknown = paths.index[~paths.isin(manifest_paths)]
+    if len(unknown):
+        raise SplitError(f"{source}, column {column!r}: {len(unknown)} row(s) name no photo of "
+                         "the image folder (paths are <class>/<photo> under it, as in the "
+                         f"manifest, or {raw_folder or '<its name>'}/<class>/<photo>): "
+                         f"{_lines(given, unknown, column)}")
+    twice = paths.index[paths.duplicated(keep=False)]
+    if len(twice):
+        raise SplitError(f"{source}, column {column!r}: {paths[twice].nunique()} photo(s) on "
+                         f"more than one row: {_lines(given, twice, column)}")
+    missing = sorted(set(readable) - set(paths))
+    if missing:
+        raise SplitError(f"{source}, column {column!r}: {len(missing)} photo(s) of the image "
+                         "folder have no row, and a given split drops none: add them (or "
+                         f"remove the photos): {_some(missing)}")
+
+
+def _check_train_per_class(out: pd.DataFrame, config: SplitConfig, source: str) -> None:
+    counts = pd.crosstab(out["label"], out["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    untrained = counts[counts["train"] == 0]
+    if len(untrained):
+        classes = [f"{label!r} (val {row['val']}, test {row['test']})"
+                   for label, row in untrained.iterrows()]
+        raise SplitError(f"{source}, column {config.given_column!r}: {len(classes)} class(es) "
+                         f"without a train photo, which the model could not learn: "
+                         f"{_some(classes)}")
+
+
+def _warn_straddling(out: pd.DataFrame, config: SplitConfig, source: str) -> None:
+    """Log duplicate groups given more than one split (kept: the user's split is the rule)."""
+    per_group = out.groupby("group")["split"].nunique()
+    straddling = per_group.index[per_group > 1]
+    if not len(straddling):
+        return
+    examples = [" ~ ".join(f"{r.split} {r.path}" for r in out[out["group"] == g].itertuples())
+                for g in straddling[:_SHOWN]]
+    log.warning("%s: %d duplicate group(s) (same bytes, or phash within %d bits) span splits, "
+                "so a held-out photo has a copy in another split; kept as given: %s", source,
+                len(straddling), config.near_duplicate_max_distance,
+                _some(examples, len(straddling), "; "))
+
+
+def _given_regime(splits: set[str]) -> str:
+    """train_only, train_test or train_val_test, by the splits a class was given; train_val for
+    val but no test photos, which only a given split makes."""
+    return "train_only" if splits == {"train"} else "_".join(s for s in SPLITS if s in splits)
+
+
+def given_splits(manifest: pd.DataFrame, given: pd.DataFrame, config: SplitConfig,
+                 raw_folder: str = "") -> pd.DataFrame:
+    """The split named by ``given`` (``config.given_csv`` as read): each photo's split comes
+    from column ``config.given_column``, its label from the manifest (its folder), never the CSV.
+
+    ``raw_folder`` is the image folder's name (see ``_given_path_column``). The same rows and
+    columns as ``assign_splits``: unreadable photos and exact copies inside a class are left
+    out (logged). Raises SplitError, naming the CSV, the column and the first offending rows,
+    on a value that is no split, a row that names no photo, a photo on two rows, a photo with no
+    row, or a class with no train photo. Duplicate groups across splits are only logged.
+    """
+    source = str(config.given_csv or "the given split")
+    given = given.reset_index(drop=True)  # row i is line i + 2 of the CSV
+    absent = [c for c in (config.given_path_column, config.given_column) if c not in given]
+    if absent:
+        raise SplitError(f"{source}: no column(s) {absent}; its columns are "
+                         f"{list(given.columns)} (split.given_path_column, split.given_column)")
+    readable = _usable_rows(manifest)
+    manifest_paths = set(manifest["path"].astype(str))
+    paths = _given_path_column(given, raw_folder, manifest_paths, config, source)
+    values = _given_values(given, paths.index, config, source)
+    _check_given_photos(given, paths, manifest_paths, readable["path"].astype(str), raw_folder,
+                        config, source)
+    rows = _without_copies_in_class(readable)
+    split_of = pd.Series(values.to_numpy(), index=paths.to_numpy())
+    labels = rows["label"].astype(str)
+    out = pd.DataFrame({
+        "path": rows["path"].astype(str),
+        "label": labels,
+        "split": rows["path"].astype(str).map(split_of),
+        "group": pd.factorize(duplicate_groups(rows, config.near_duplicate_max_distance))[0],
+    })
+    _check_train_per_class(out, config, source)
+    _warn_straddling(out, config, source)
+    out["class_regime"] = labels.map(out.groupby("label")["split"].agg(set).map(_given_regime))
+    out["group"] = out["group"].astype(np.int64)
+    log.info("split %d images of %d classes as given by %s: %s", len(out), labels.nunique(),
+             source, out["split"].value_counts().reindex(list(SPLITS), fill_value=0).to_dict())
+    return out[OUTPUT_COLUMNS]
 
 
 def split_table(splits: pd.DataFrame) -> pd.DataFrame:

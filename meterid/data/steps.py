@@ -21,7 +21,13 @@ from meterid.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from meterid.data.split import assign_splits, plot_class_balance, write_splits
+from meterid.data.split import (
+    assign_splits,
+    given_splits,
+    plot_class_balance,
+    read_given_csv,
+    write_splits,
+)
 from meterid.data.validation import (
     NearDuplicate,
     ValidationReport,
@@ -97,8 +103,14 @@ def split_dataset(
     data_dir: Path, manifest_path: Path, splits_path: Path, report_dir: Path,
     validate_cfg: ValidateConfig, split_cfg: SplitConfig,
 ) -> pd.DataFrame:
-    """Write ``splits.csv`` and the class-balance chart; returns the splits."""
-    splits = assign_splits(current_manifest(data_dir, manifest_path, validate_cfg), split_cfg)
+    """Write ``splits.csv`` and the class-balance chart; returns the splits: adaptive, or as
+    ``split_cfg.given_csv`` names them."""
+    manifest = current_manifest(data_dir, manifest_path, validate_cfg)
+    if split_cfg.given_csv is None:
+        splits = assign_splits(manifest, split_cfg)
+    else:
+        splits = given_splits(manifest, read_given_csv(split_cfg.given_csv), split_cfg,
+                              Path(data_dir).resolve().name)
     write_splits(splits, splits_path)
     report_dir.mkdir(parents=True, exist_ok=True)
     plot_class_balance(splits, report_dir / "class_balance.png")

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from meterid.clustering.report import contact_sheet
 from meterid.config import EvaluateConfig
 from meterid.data.suspects import OutOfFold, out_of_fold_probabilities, suspect_labels
 from meterid.evaluation import conformal
@@ -263,6 +262,8 @@ SUSPECT_SHEET = 36  # thumbnails on the suspected-label sheet
 
 def _write_suspects(suspects: pd.DataFrame, image_root: Path, out_dir: Path
                     ) -> dict[str, Path]:
+    from meterid.clustering.report import contact_sheet  # matplotlib, only for this sheet
+
     paths = {"suspect_labels": out_dir / "suspect_labels.csv"}
     suspects.to_csv(paths["suspect_labels"], index=False)
     if len(suspects):

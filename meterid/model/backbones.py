@@ -24,9 +24,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # larger variants are wider and deeper (1280-d embeddings for all three).
 EFFICIENTNET_LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BACKBONES = ("resnet18", *EFFICIENTNET_LITE)
-# What phase 2 unfreezes: the last block, or the whole last (stride-32) stage. ResNet-18's layer4
-# is both; EfficientNet-Lite0's last stage is its last five MBConv blocks.
-UNFREEZE = ("last_block", "last_stage")
+# What phase 2 unfreezes: the last block, the whole last (stride-32) stage, or the last two
+# resolution stages (EfficientNet-Lite: from the stride-16 stage on). ResNet-18's layer4 is the
+# first two; EfficientNet-Lite0's last stage is its last five MBConv blocks.
+UNFREEZE = ("last_block", "last_stage", "last_two_stages")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -112,16 +113,18 @@ def _resnet18(weights: str, unfreeze: str) -> Backbone:
         _load_backbone_weights(model, state, "torchvision ImageNet weights")
     elif weights != "none":
         _load_backbone_weights(model, _load_state_dict(Path(weights)), weights)
-    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1,
-                         model.layer2, model.layer3)
-    last = nn.Sequential(model.layer4, _GlobalAvgPool())
+    stages = [model.layer1, model.layer2, model.layer3, model.layer4]
+    trained = 2 if unfreeze == "last_two_stages" else 1
+    stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, *stages[:-trained])
+    last = nn.Sequential(*stages[-trained:], _GlobalAvgPool())
     return Backbone("resnet18", stem, last, model.fc.in_features, unfreeze)
 
 
-def _last_stage_start(net: nn.Module) -> int:
-    """Index of the block that starts the last resolution stage (the last stride-2 block)."""
+def _stage_start(net: nn.Module, from_last: int = 1) -> int:
+    """Index of the block that starts the ``from_last``-th resolution stage from the end (a
+    stride-2 block)."""
     strides = [max(np.atleast_1d(block._block_args.stride)) for block in net._blocks]
-    return max(i for i, stride in enumerate(strides) if stride > 1)
+    return [i for i, stride in enumerate(strides) if stride > 1][-from_last]
 
 
 def _lite_weights_file(name: str) -> Path:
@@ -147,7 +150,8 @@ def _efficientnet_lite(name: str, weights: str, unfreeze: str) -> Backbone:
     elif weights != "none":
         _load_backbone_weights(net, _load_state_dict(Path(weights)), weights)
     n = len(net._blocks)
-    split = n - 1 if unfreeze == "last_block" else _last_stage_start(net)
+    split = {"last_block": n - 1, "last_stage": _stage_start(net, 1),
+             "last_two_stages": _stage_start(net, 2)}[unfreeze]
     stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(), _EfficientNetStages(net, 0, split))
     # Phase 2 unfreezes the blocks from ``split`` on and the 1x1 head convolution.
     last = nn.Sequential(_EfficientNetStages(net, split, n), net._conv_head, net._bn1, nn.ReLU6(),

@@ -46,6 +46,9 @@ class MeterClassifier(nn.Module):
         self.register_buffer("reference_labels", torch.empty(0, dtype=torch.long))
         # The evaluated DecisionPolicy as plain values (it travels in checkpoints and MLmodel).
         self.decision: dict = DecisionPolicy.untested().to_dict()
+        # The quality gate's limits derived from the training photos (``quality.QualityLimits``
+        # as plain values); None: the params' generic limits (and models pickled before them).
+        self.quality_limits: dict | None = None
         # A second head for photos without colour (``with_grayscale_head``); None: the one head
         # reads every photo.
         self.gray_head: nn.Sequential | None = None
@@ -107,7 +110,8 @@ def save_checkpoint(model: MeterClassifier, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "classes": model.classes,
                 "backbone": model.backbone_name, "unfreeze": model.unfreeze,
-                "preprocessing": model.preprocessing.to_dict(), "decision": model.decision}, path)
+                "preprocessing": model.preprocessing.to_dict(), "decision": model.decision,
+                "quality_limits": getattr(model, "quality_limits", None)}, path)
     return path
 
 
@@ -126,4 +130,5 @@ def load_checkpoint(path: Path) -> MeterClassifier:
     model.preprocessing = Preprocessing(pre["image_size"], tuple(pre["mean"]), tuple(pre["std"]),
                                         pre["resize"])
     model.decision = dict(checkpoint["decision"])
+    model.quality_limits = checkpoint.get("quality_limits")  # None: written before them
     return model.eval()

@@ -25,7 +25,7 @@ from meterid.config import QualityConfig
 from meterid.data.images import ImageError, rgb_from_bytes
 from meterid.inference.fetch import Fetcher, FetchError
 from meterid.inference.predictor import Prediction, Predictor
-from meterid.inference.quality import measure_quality, quality_issues
+from meterid.inference.quality import gate_limits, measure_quality, quality_issues
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,16 @@ def error_columns(reason: str) -> dict[str, object]:
 
 
 class BatchScorer:
-    """Scores (row, source) pairs; ``on_unknown(bytes, row)`` receives each UNKNOWN photo."""
+    """Scores (row, source) pairs; ``on_unknown(bytes, row)`` receives each UNKNOWN photo.
+    The quality gate uses the limits the model carries (derived from its training photos), or
+    ``quality``, the params' generic ones, for a model trained before them."""
 
     def __init__(self, predictor: Predictor, fetcher: Fetcher, quality: QualityConfig,
                  max_pixels: int, batch_size: int, concurrency: int,
                  on_unknown: Callable[[bytes, dict], None] | None = None):
         self.predictor = predictor
         self.fetcher = fetcher
-        self.quality = quality
+        self.quality = gate_limits(predictor.loaded.quality_limits, quality)
         self.max_pixels = max_pixels
         self.batch_size = batch_size
         self.concurrency = concurrency

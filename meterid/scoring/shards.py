@@ -27,6 +27,7 @@ import torch
 
 from meterid.config import Params, ScoreConfig
 from meterid.inference.predictor import Predictor, decision_policy
+from meterid.inference.quality import gate_limits
 from meterid.registry import load_classifier
 from meterid.scoring.checkpoint import Checkpoint
 from meterid.scoring.sources import SOURCE
@@ -135,7 +136,7 @@ def plan_run(params: Params, cfg: ScoreConfig, threshold: float | None, input_pa
     into shards. Loads the classifier once here for its UNKNOWN rule (part of the run's key)."""
     loaded = load_classifier(cfg.model)
     run = open_run(params, cfg, loaded.source, decision_policy(loaded, threshold), input_path,
-                   output, column)
+                   output, column, quality=gate_limits(loaded.quality_limits, cfg.quality))
     folder = Path(loaded.source)  # a model folder (the key keeps it as given)
     source = str(folder.resolve()) if folder.is_dir() else loaded.source
     job = ShardJob(params, cfg, source, threshold, run.run_id, Path(root).resolve(),

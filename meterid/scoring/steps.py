@@ -22,6 +22,7 @@ from meterid.data.images import file_sha256
 from meterid.evaluation.decision import DecisionPolicy
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
+from meterid.inference.quality import QualityLimits, gate_limits
 from meterid.registry import load_classifier
 from meterid.scoring.checkpoint import Checkpoint, atomic_write_parquet, run_key
 from meterid.scoring.monitoring import SUMMARY_METRICS, drift_alerts, summarize
@@ -92,6 +93,7 @@ class ScoringRun:
     output: Path
     done: frozenset[int]  # rows already in checkpoint parts
     model_source: str
+    quality: QualityLimits  # the gate's limits: the model's own, or the params' generic ones
 
     def todo(self) -> Iterator[tuple[int, str]]:
         """(row, url) of the rows still to score, in input order."""
@@ -100,22 +102,24 @@ class ScoringRun:
 
 
 def open_run(params: Params, cfg: ScoreConfig, model_source: str, policy: DecisionPolicy,
-             input_path: Path, output: Path | None = None,
-             column: str | None = None) -> ScoringRun:
-    """Read the list and find (or start) its run; ``model_source`` is pinned to a version."""
+             input_path: Path, output: Path | None = None, column: str | None = None, *,
+             quality: QualityLimits) -> ScoringRun:
+    """Read the list and find (or start) its run; ``model_source`` is pinned to a version,
+    ``quality`` is the gate's limits the model scores with (``quality.gate_limits``)."""
     input_path = Path(input_path)
     sources = read_sources(input_path, column, reserved=frozenset(OUTPUT_COLUMNS))
     key = run_key(input=file_sha256(input_path), column=column, model=model_source,
-                  policy=policy.to_dict(), quality=cfg.quality.model_dump())
+                  policy=policy.to_dict(), quality=quality.to_dict())
     checkpoint = Checkpoint(params.paths.scoring_reports / ".work" / key)
     meta = checkpoint.run_meta({"input": str(input_path),
-                                "output": str(output or _default_output(params, input_path))})
+                                "output": str(output or _default_output(params, input_path)),
+                                "quality_limits": quality.to_dict()})
     done = checkpoint.done_rows()
     if done:
         log.info("resuming run %s: %d of %d rows already scored", meta["run_id"], len(done),
                  len(sources))
     return ScoringRun(sources, checkpoint, meta["run_id"], Path(meta["output"]),
-                      frozenset(done), model_source)
+                      frozenset(done), model_source, quality)
 
 
 def finish_run(run: ScoringRun, cfg: ScoreConfig, rescored: int) -> ScoringOutcome:
@@ -127,8 +131,10 @@ def finish_run(run: ScoringRun, cfg: ScoreConfig, rescored: int) -> ScoringOutco
             lambda labels: " | ".join(labels) if labels is not None else None))
         flat.to_csv(out_path.with_suffix(".csv"), index=False)
     run.checkpoint.remove()
-    log.info("wrote %d rows to %s", len(table), out_path)
-    return ScoringOutcome(out_path, run.run_id, summarize(table), rescored, run.model_source)
+    log.info("wrote %d rows to %s; quality gate: %s", len(table), out_path,
+             run.quality.describe())
+    summary = {**summarize(table), "quality_limits": run.quality.to_dict()}
+    return ScoringOutcome(out_path, run.run_id, summary, rescored, run.model_source)
 
 
 @contextmanager
@@ -149,7 +155,7 @@ def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_pat
                output: Path | None = None, column: str | None = None) -> ScoringOutcome:
     """Score every row of ``input_path``; a killed run started again resumes where it stopped."""
     run = open_run(params, cfg, predictor.loaded.source, predictor.policy, input_path, output,
-                   column)
+                   column, quality=gate_limits(predictor.loaded.quality_limits, cfg.quality))
     store = UnknownStore(params.paths.unknown_store) if cfg.store_unknown else None
     with open_scorer(predictor, cfg, params.validate_.max_pixels, store, run.run_id) as scorer:
         rescored = _score_into(run.checkpoint, scorer, run.todo(), run.run_id,
@@ -194,8 +200,11 @@ def record_run(outcome: ScoringOutcome, cfg: MonitorConfig) -> list[str]:
     alerts = drift_alerts(outcome.summary, trailing, cfg)
     use_experiment(cfg.experiment)
     with mlflow.start_run(run_name=f"scoring-{outcome.run_id[:8]}"):
+        quality = QualityLimits.from_dict(outcome.summary["quality_limits"])
         mlflow.log_params({"output": str(outcome.output), "model": outcome.model_source,
-                           "scoring_run_id": outcome.run_id})
+                           "scoring_run_id": outcome.run_id, "quality_limits": quality.source,
+                           **{f"quality_{k}": v for k, v in quality.to_dict().items()
+                              if k.startswith(("min_", "max_"))}})
         mlflow.log_metrics({key: float(outcome.summary[key]) for key in SUMMARY_METRICS})
         mlflow.set_tag("drift_alert", "; ".join(alerts) or "none")
         with tempfile.TemporaryDirectory() as tmp:

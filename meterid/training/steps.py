@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,34 +20,25 @@ import torch
 
 from meterid import registry, tracking
 from meterid.config import Params
-from meterid.data.demo.field import burn_text_strip, grayscale
-from meterid.data.demo.scenes import non_meter_scenes
 from meterid.data.images import load_rgb
 from meterid.data.split import read_splits
 from meterid.evaluation.decision import DecisionPolicy
 from meterid.evaluation.evaluate import (
-    EvaluationData,
     FrozenEmbeddings,
-    brands_of,
     evaluate,
     json_safe,
-    model_outputs,
     write_reports,
 )
+from meterid.evaluation.inputs import evaluation_data, evaluation_inputs, finished_model
 from meterid.evaluation.openset import ModelOutputs
-from meterid.evaluation.operating_point import HeldOut
 from meterid.inference.predictor import reference_of
-from meterid.inference.quality import measure_quality, quality_issues
 from meterid.inference.quantize import Int8Graph, make_int8_graph
 from meterid.model.classifier import MeterClassifier, load_checkpoint, save_checkpoint
 from meterid.model.presets import eval_preset
 from meterid.training.calibration import Calibration
+from meterid.training.quality_gate import log_quality_limits, training_photo_limits
 from meterid.training.trainer import (
     GRAYSCALE_HEAD_PHASE,
-    CachedSplit,
-    cache_folder,
-    cache_images,
-    logits_from_activations,
     train_two_phase,
 )
 
@@ -56,7 +46,6 @@ log = logging.getLogger(__name__)
 
 TRAINING_EXPERIMENT = "meterid-training"
 INT8_METRICS = ("top1_agreement", "unknown_agreement", "accuracy_int8", "passed")
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -113,17 +102,15 @@ def train_candidate(params: Params, repo: Path) -> dict:
         tracking.log_epoch_history(result.history)
         mlflow.log_metrics({f"time_{k}": v for k, v in result.timings.items()})
         _log_calibration(result.calibration)
-        model = result.model
-        model.reference_embeddings = logits_from_activations(
-            model, result.cached["train"].activations)[1]
-        model.reference_labels = result.cached["train"].targets.clone()
+        model, frozen = finished_model(result)
+        quality = training_photo_limits(splits, params.paths.raw_dir,
+                                        model.preprocessing.image_size,
+                                        params.validate_.max_pixels, params.score.quality)
+        log_quality_limits(quality)
+        model.quality_limits = quality.to_dict()
         save_checkpoint(model, files.checkpoint)
-        np.savez_compressed(
-            files.frozen_embeddings,
-            embeddings=torch.cat([result.frozen_embeddings[s] for s in SPLITS]).numpy(),
-            labels=np.array([model.classes[t] for s in SPLITS
-                             for t in result.cached[s].targets.tolist()]),
-            paths=np.array([p for s in SPLITS for p in result.cached[s].paths]))
+        np.savez_compressed(files.frozen_embeddings, embeddings=frozen.embeddings,
+                            labels=frozen.labels, paths=np.array(frozen.paths))
         summary = {"run_id": run.info.run_id, "timings": result.timings,
                    "epochs": {name: sum(r["phase"] == p for r in result.history)
                               for name, p in (("phase1", 1), ("phase2", 2),
@@ -132,7 +119,8 @@ def train_candidate(params: Params, repo: Path) -> dict:
                    "calibration": result.calibration.to_dict(),
                    "grayscale_head_calibration": None if result.grayscale_calibration is None
                    else result.grayscale_calibration.to_dict(),
-                   "classes": list(model.classes)}
+                   "classes": list(model.classes),
+                   "quality_limits": model.quality_limits}
         files.run_info.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("candidate model in %s (MLflow run %s)", files.folder, summary["run_id"])
     return summary
@@ -146,87 +134,6 @@ def _log_calibration(calibration: Calibration) -> None:
     mlflow.log_metrics({key: value for key, value in (
         ("calibration_cv_nll_uncalibrated", calibration.cv_nll_uncalibrated),
         ("calibration_cv_nll_calibrated", calibration.cv_nll_calibrated)) if not np.isnan(value)})
-
-
-def _split(model: MeterClassifier, splits: pd.DataFrame, params: Params, name: str
-           ) -> CachedSplit:
-    rows = splits[splits["split"] == name]
-    index = {c: i for i, c in enumerate(model.classes)}
-    paths = [params.paths.raw_dir / p for p in rows["path"]]
-    return cache_images(model, paths, [index[c] for c in rows["label"]], params.train,
-                        params.validate_.max_pixels, params.paths.raw_dir, f"{name} images")
-
-
-def _held_out(model: MeterClassifier, params: Params) -> HeldOut | None:
-    folder = params.paths.unknown_dir
-    if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
-        log.warning("no held-out brands in %s: the open-set rule cannot be chosen or measured "
-                    "on unseen brands", folder)
-        return None
-    cached = cache_folder(model, folder, params.train, params.validate_.max_pixels)
-    return HeldOut(model_outputs(model, cached), brands_of(cached))
-
-
-def _non_meter(model: MeterClassifier, params: Params) -> tuple[ModelOutputs, np.ndarray]:
-    """Generated non-meter scenes, JPEG-encoded as field photos are: the model's outputs and
-    whether the quality gate already stops each one."""
-    with tempfile.TemporaryDirectory(prefix="meterid-scenes-") as tmp:
-        paths, poor = [], []
-        for i, (kind, image) in enumerate(non_meter_scenes(params.evaluate.non_meter_scenes,
-                                                           params.train.seed)):
-            paths.append(Path(tmp) / f"{i:03d}-{kind}.jpg")
-            image.save(paths[-1], quality=85)
-            scored = load_rgb(paths[-1], params.validate_.max_pixels, params.train.image_size)
-            poor.append(bool(quality_issues(measure_quality(scored), params.score.quality)))
-        cached = cache_images(model, paths, [-1] * len(paths), params.train,
-                              params.validate_.max_pixels, Path(tmp), "non-meter scenes")
-    return model_outputs(model, cached), np.array(poor, dtype=bool)
-
-
-FIELD_CASES = {"grayscale": lambda image, rng: grayscale(image),
-               "text_strip": burn_text_strip}
-
-
-def field_case_activations(model: MeterClassifier, photos: list[Path], targets: list[int],
-                           case: str, params: Params) -> CachedSplit:
-    """``photos`` as night-mode cameras or field apps deliver them (``FIELD_CASES[case]``),
-    JPEG-encoded like field photos, through the model's stem."""
-    rng = np.random.default_rng(params.train.seed)
-    with tempfile.TemporaryDirectory(prefix=f"meterid-{case}-") as tmp:
-        paths = []
-        for i, source in enumerate(photos):
-            paths.append(Path(tmp) / f"{i:05d}.jpg")
-            FIELD_CASES[case](load_rgb(source, params.validate_.max_pixels), rng).save(
-                paths[-1], quality=90)
-        return cache_images(model, paths, targets, params.train, params.validate_.max_pixels,
-                            Path(tmp), f"test photos, {case}")
-
-
-def _field_cases(model: MeterClassifier, test_paths: list[Path], params: Params
-                 ) -> dict[str, ModelOutputs]:
-    """The model's outputs on the test photos in each field case (grayscale; a burned-in text
-    strip)."""
-    return {case: model_outputs(model, field_case_activations(
-        model, test_paths, [-1] * len(test_paths), case, params)) for case in FIELD_CASES}
-
-
-def evaluation_data(model: MeterClassifier, splits: pd.DataFrame, params: Params
-                    ) -> EvaluationData:
-    val, test = (_split(model, splits, params, name) for name in ("val", "test"))
-    threshold_set = "validation"
-    if not len(val.targets):
-        # Small collections: no class above split.high photos, so no validation split. The
-        # thresholds are then set on the test photos, and every report says so.
-        log.warning("no validation photos (no class has more than split.high=%d): the open-set "
-                    "threshold, accept bound and prediction sets are set on the test photos, "
-                    "so their known-photo figures are not independent", params.split.high)
-        val, threshold_set = test, "test"
-    non_meter, poor = (_non_meter(model, params) if params.evaluate.non_meter_scenes
-                       else (None, None))
-    field = _field_cases(model, [params.paths.raw_dir / p for p in test.paths], params)
-    return EvaluationData(model_outputs(model, val), val.targets.numpy(),
-                          model_outputs(model, test), test.targets.numpy(), test.paths,
-                          _held_out(model, params), non_meter, poor, threshold_set, field)
 
 
 def _photo_batches(paths: list[Path], model: MeterClassifier, max_pixels: int,
@@ -281,8 +188,8 @@ def evaluate_candidate(params: Params) -> dict:
                          "paths): train again (`meterid train`)")
     embeddings = FrozenEmbeddings(frozen["embeddings"], frozen["labels"].astype(str),
                                   [str(p) for p in frozen["paths"]])
-    evaluation = evaluate(model, evaluation_data(model, splits, params), embeddings,
-                          params.evaluate, params.train.seed)
+    evaluation = evaluate(model, evaluation_data(model, evaluation_inputs(model, splits, params)),
+                          embeddings, params.evaluate, params.train.seed)
     model.decision = evaluation.policy.to_dict()
     int8 = _int8_graph(model, splits, params)  # before the reports: metrics.json carries it
     if int8 is not None:

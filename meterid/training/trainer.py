@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from meterid.config import PhaseConfig, TrainConfig
@@ -30,7 +31,7 @@ from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
 from meterid.model.backbones import build_backbone
 from meterid.model.classifier import MeterClassifier, Preprocessing, set_phase
 from meterid.model.presets import eval_preset, train_preset
-from meterid.training.activations import ViewDataset, ViewItem, stem_activations
+from meterid.training.activations import ViewDataset, ViewItem, stem_activations, worker_context
 from meterid.training.calibration import Calibration, calibrate
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,14 @@ class CachedSplit:
     targets: torch.Tensor
     paths: list[str] = field(default_factory=list)
     grayscale: np.ndarray | None = None
+    views: np.ndarray | None = None  # each row's view number (cache_splits)
+
+    def rows(self, keep: np.ndarray) -> CachedSplit:
+        pick = torch.from_numpy(np.flatnonzero(keep))
+        return CachedSplit(self.activations[pick], self.targets[pick],
+                           [self.paths[i] for i in pick.tolist()],
+                           None if self.grayscale is None else self.grayscale[keep],
+                           None if self.views is None else self.views[keep])
 
 
 MAX_VIEWS = 32  # augmented views of one image, whatever its class's size
@@ -136,9 +145,32 @@ def cache_splits(
         stop = start + len(part)
         cached[name] = CachedSplit(activations[start:stop],
                                    torch.tensor([i.target for i in part], dtype=torch.long),
-                                   [i.path.relative_to(data_dir).as_posix() for i in part])
+                                   [i.path.relative_to(data_dir).as_posix() for i in part],
+                                   views=np.array([i.view for i in part]))
         start = stop
     return cached
+
+
+def cut_views(cached: dict[str, CachedSplit], splits: pd.DataFrame, classes: list[str],
+              cfg: TrainConfig) -> dict[str, CachedSplit]:
+    """What ``cache_splits`` builds for ``cfg``, cut from a cache built with at least as many
+    views a photo and the same seed and augmentation: a view depends only on (seed, view,
+    photo), so the rows are the same, in the same order. Lets a benchmark compare view counts
+    and fitting choices on one cache pass."""
+    def keep(part: CachedSplit, caps: dict[str, int]) -> np.ndarray:
+        labels = np.array(classes)[part.targets.numpy()]
+        return part.views <= np.array([caps[label] for label in labels])
+
+    out = {name: part for name, part in cached.items()
+           if name not in ("train_views", "gray_views", "gray_val")}
+    out["train_views"] = cached["train_views"].rows(
+        keep(cached["train_views"], augmented_views(splits, cfg)))
+    if cfg.grayscale_head_views:
+        gray = augmented_views(splits, cfg.model_copy(
+            update={"feature_views": cfg.grayscale_head_views}))
+        out["gray_views"] = cached["gray_views"].rows(keep(cached["gray_views"], gray))
+        out["gray_val"] = cached["gray_val"]
+    return out
 
 
 def _order(targets: torch.Tensor, cfg: TrainConfig, n_classes: int) -> dict:
@@ -189,13 +221,29 @@ class _Fit:
     val_targets: torch.Tensor
 
 
+def _averaged(module: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``module``'s weights, or None at 0. Buffers (batch-norm
+    statistics, integer step counts) are copied, not averaged: see ``_with_live_buffers``."""
+    if not decay:
+        return None
+    return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
+@torch.no_grad()
+def _with_live_buffers(average: AveragedModel, live: nn.Module) -> nn.Module:
+    for kept, current in zip(average.module.buffers(), live.buffers(), strict=True):
+        kept.copy_(current)
+    return average.module
+
+
 def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: int,
                loss_weights: torch.Tensor, history: list[dict]) -> None:
     """Adam on the trainable parameters; early stopping on val loss (train loss without val).
 
-    The best epoch's weights are restored at the end. Phase 2 (4-D activations in) runs
-    channels_last when ``train.channels_last``: the same float32 arithmetic, 1.2-2x faster per
-    step for EfficientNet-Lite0's last stage on this CPU (bf16 autocast was no faster)."""
+    The best epoch's weights are restored at the end; with ``ema_decay`` those are the moving
+    average's, which validation judges too. Phase 2 (4-D activations in) runs channels_last
+    when ``train.channels_last``: the same float32 arithmetic, 1.2-2x faster per step for
+    EfficientNet-Lite0's last stage on this CPU (bf16 autocast was no faster)."""
     layout = (torch.channels_last if cfg.channels_last and fit.inputs.dim() == 4
               else torch.contiguous_format)
     fit.module.to(memory_format=layout)
@@ -207,8 +255,10 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
         optimizer, T_max=max(1, phase_cfg.epochs * len(loader)))
         if phase_cfg.lr_schedule == "cosine" else None)
     weights = loss_weights.to(device)
+    average = _averaged(fit.module, phase_cfg.ema_decay)
+    judged = fit.module if average is None else _with_live_buffers(average, fit.module)
     has_val = len(fit.val_targets) > 0
-    best, best_state, stale = float("inf"), copy.deepcopy(fit.module.state_dict()), 0
+    best, best_state, stale = float("inf"), copy.deepcopy(judged.state_dict()), 0
     for epoch in range(1, phase_cfg.epochs + 1):
         fit.module.train()
         if cfg.freeze_batchnorm:
@@ -220,15 +270,20 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
         total = 0.0
         for inputs, targets in loader:
             inputs = inputs.to(device).contiguous(memory_format=layout)
-            loss = F.cross_entropy(fit.module(inputs), targets.to(device), weight=weights)
+            loss = F.cross_entropy(fit.module(inputs), targets.to(device), weight=weights,
+                                   label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            if average is not None:
+                average.update_parameters(fit.module)
             total += loss.item() * len(targets)
         train_loss = total / len(fit.targets)
-        val_loss = (float(F.cross_entropy(_batched(fit.module, fit.val_inputs), fit.val_targets,
+        if average is not None:
+            _with_live_buffers(average, fit.module)
+        val_loss = (float(F.cross_entropy(_batched(judged, fit.val_inputs), fit.val_targets,
                                           weight=loss_weights)) if has_val else float("nan"))
         history.append({"phase": fit.phase, "epoch": epoch, "train_loss": train_loss,
                         "val_loss": val_loss, "lr": optimizer.param_groups[0]["lr"]})
@@ -236,7 +291,7 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
                  phase_cfg.epochs, train_loss, val_loss)
         monitored = val_loss if has_val else train_loss
         if monitored < best - 1e-4:
-            best, best_state, stale = monitored, copy.deepcopy(fit.module.state_dict()), 0
+            best, best_state, stale = monitored, copy.deepcopy(judged.state_dict()), 0
         else:
             stale += 1
             if stale >= phase_cfg.patience:
@@ -264,7 +319,7 @@ def _train_whole_network(model: MeterClassifier, splits: pd.DataFrame, data_dir:
                               cfg.seed, max_pixels, pre.image_size)
         targets = torch.tensor([item.target for item in items])
         loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers,
-                            multiprocessing_context="forkserver" if cfg.workers else None,
+                            multiprocessing_context=worker_context() if cfg.workers else None,
                             **_order(targets, cfg, len(model.classes)))
         model.train()
         total, seen = 0.0, 0

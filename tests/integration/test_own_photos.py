@@ -105,6 +105,10 @@ def test_init_from_a_mixed_folder_of_class_folders_trains_a_champion_and_scores_
     splits = read_splits(project / "data/splits.csv")
     assert {"NaN", "001"} <= set(splits["label"])  # labels keep their spelling
     assert not splits["path"].str.contains("copy-of-").any()  # the in-class copy: dropped
+    # The quality gate's limits, derived from the training photos: 0-1% of them stopped.
+    quality = json.loads((project / "models/candidate/run.json").read_text())["quality_limits"]
+    assert quality["photos"] == int((splits["split"] == "train").sum())
+    assert quality["stopped_share"] <= 0.01
 
     one_of_each = [str(files[0]) for files in made.values()]
     scored = _meterid(project, "predict", "--json", *one_of_each)

@@ -355,3 +355,23 @@ def test_the_int8_graph_and_its_check_travel_in_the_bundle(
         load_classifier(str(out))
     without = log_and_register(model_a, experiment, accuracy=0.7)  # no graph: a bundle as before
     assert load_classifier(f"models:/meterid/{without}").int8 is None
+
+
+def test_the_quality_limits_travel_in_the_bundle_and_older_bundles_have_none(
+        experiment: str, model_a: MeterClassifier) -> None:
+    """Derived limits logged with the model come back on the LoadedModel (and its classifier);
+    a model logged without them (trained before them) loads with None: the params' limits."""
+    from meterid.inference.quality import QualityLimits
+
+    limits = QualityLimits(0.1, 0.95, 0.05, 10.0, 0.88, "training photos", 761, 0.004,
+                           {"max_glare": 0.6, "any": 0.6})
+    model = copy.deepcopy(model_a)
+    model.quality_limits = limits.to_dict()
+    with mlflow.start_run(experiment_id=experiment) as run:
+        registry.log_model(model, threshold=0.4)
+    loaded = load_classifier(f"runs:/{run.info.run_id}/model")
+    assert loaded.quality_limits == limits and loaded.model.quality_limits == limits.to_dict()
+    with mlflow.start_run(experiment_id=experiment) as run:
+        registry.log_model(model_a, threshold=0.4)
+    old = load_classifier(f"runs:/{run.info.run_id}/model")
+    assert old.quality_limits is None and old.model.quality_limits is None

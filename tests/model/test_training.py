@@ -486,7 +486,7 @@ def test_a_field_case_is_the_photo_altered_then_jpeg_encoded(
     JPEG of each photo, made by hand here, and not the colour photo."""
     from PIL import Image
 
-    from meterid.training.steps import field_case_activations
+    from meterid.evaluation.inputs import field_case_activations
     from meterid.training.trainer import cache_images
 
     rng = np.random.default_rng(5)

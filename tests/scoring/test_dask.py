@@ -161,6 +161,7 @@ def _mixed_list(server: str) -> list[str]:
 def test_either_path_resumes_the_others_parts(project: Path, hostile_server: str, one_thread):
     """A single-process run killed after 4 rows, resumed in shards; then a sharded run stopped
     after one shard, resumed by one process: every row once, nothing scored twice."""
+    from meterid.inference.quality import gate_limits
     from meterid.scoring.steps import (
         _score_into,
         finish_run,
@@ -175,7 +176,8 @@ def test_either_path_resumes_the_others_parts(project: Path, hostile_server: str
     (project / "list.txt").write_text("\n".join(urls) + "\n")
     predictor = load_predictor(params, params.score.model, None)
     run = open_run(params, params.score, predictor.loaded.source, predictor.policy,
-                   project / "list.txt")
+                   project / "list.txt",
+                   quality=gate_limits(predictor.loaded.quality_limits, params.score.quality))
     with open_scorer(predictor, params.score, params.validate_.max_pixels, None,
                      run.run_id) as scorer:  # the single-process run, "killed" after 4 rows
         _score_into(run.checkpoint, scorer, iter(list(run.todo())[:4]), run.run_id, 2, 7, 0)

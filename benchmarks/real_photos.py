@@ -1,0 +1,297 @@
+"""Real photos are the judge: the product's own training and evaluation (``train_two_phase``,
+then the sets and ``evaluate`` of ``meterid evaluate``) on a real collection, for each training
+choice, over split and training seeds.
+
+The collection is ``../shared/data/grocery`` (27 look-alike packaged-product classes photographed
+in shops, MIT licence; ``REAL_PHOTOS_DIR`` names another with the same layout: ``raw/<class>/``,
+``unseen/<class>/`` and a ``MANIFEST.csv`` with ``devset_path`` and ``upstream_split``). Two
+kinds of collections come from it:
+
+- ``upstream``: every photo, with the collection's own split (a CSV column, as a user keeps a
+  fixed test set); shots of one shelf stay on one side. Training seeds vary.
+- ``cut``: a user-sized cut per split seed: ``CUT_CLASSES`` classes, most with 20-40 training
+  photos and ``CUT_RARE`` with 5-10, tested on up to ``CUT_TEST`` of their upstream test photos
+  each; no validation photos, as a small collection has none.
+
+``unseen/`` (new variants of known brands, one new brand) is the held-out set of every run.
+Variants that differ only in how the cache is fitted share one cache pass per (collection,
+training seed): ``cut_views`` takes each variant's rows from it, and the evaluation sets (which
+depend on the frozen stem only) are built once. The result is the same as one ``meterid train``
++ ``meterid evaluate`` per variant, at a fraction of the cost.
+
+Environment: ``REAL_PHOTOS_VARIANTS`` (names of ``VARIANTS``), ``REAL_PHOTOS_COLLECTIONS``
+(e.g. ``upstream:0,upstream:1,cut:0``: kind and seed), ``REAL_PHOTOS_TRAIN`` (JSON overrides of
+the train section for every run, e.g. ``{"device": "cuda", "workers": 14}``),
+``REAL_PHOTOS_PER_CLASS`` (cap photos a class, for a quick look), ``REAL_PHOTOS_DEADLINE_S``
+(start no run after this many seconds), ``REAL_PHOTOS_OUT`` (a CSV of every run).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from meterid.config import Params, TrainConfig, load_params
+from meterid.evaluation.evaluate import evaluate
+from meterid.evaluation.inputs import evaluation_data, evaluation_inputs, finished_model
+from meterid.training.trainer import (
+    augmented_views,
+    build_model,
+    cache_splits,
+    choose_device,
+    class_weights,
+    cut_views,
+    fit_on_cache,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CUT_CLASSES, CUT_RARE, CUT_TEST = 12, 3, 10
+CUT_TRAIN, CUT_RARE_TRAIN = (20, 40), (5, 10)
+DEFAULT_COLLECTIONS = "upstream:0,upstream:1,cut:0,cut:1,cut:2"
+# The settings compared, as overrides of params.yaml's train section ({}: the defaults).
+# "round_21" is the defaults before this benchmark existed (chosen on generated photos).
+VARIANTS: dict[str, dict] = {
+    "defaults": {},
+    "round_21": {"feature_views": 4, "min_views_per_class": 80, "grayscale_head_views": 4,
+                 "label_smoothing": 0.0,
+                 "phase2": {"epochs": 8, "lr": 5e-4, "lr_schedule": "cosine", "ema_decay": 0.0}},
+    "round_20": {"feature_views": 8, "min_views_per_class": 0, "grayscale_head_views": 0,
+                 "label_smoothing": 0.0,
+                 "phase2": {"epochs": 20, "lr": 5e-4, "lr_schedule": "constant",
+                            "ema_decay": 0.0}},
+    "views8_cos12": {"feature_views": 8, "grayscale_head_views": 0,
+                     "phase2": {"epochs": 12, "lr_schedule": "cosine"}},
+    "views16_cos20": {"feature_views": 16, "grayscale_head_views": 0,
+                      "phase2": {"epochs": 20, "lr_schedule": "cosine"}},
+    "views8_cos12_smooth": {"feature_views": 8, "grayscale_head_views": 0,
+                            "label_smoothing": 0.1,
+                            "phase2": {"epochs": 12, "lr_schedule": "cosine"}},
+    "views8_cos12_ema": {"feature_views": 8, "grayscale_head_views": 0,
+                         "phase2": {"epochs": 12, "lr_schedule": "cosine", "ema_decay": 0.998}},
+    "views8_cos12_two_stages": {"feature_views": 8, "grayscale_head_views": 0,
+                                "unfreeze": "last_two_stages",
+                                "phase2": {"epochs": 12, "lr_schedule": "cosine"}},
+    "views8_cos12_lr1e3": {"feature_views": 8, "grayscale_head_views": 0,
+                           "phase2": {"epochs": 12, "lr": 1e-3, "lr_schedule": "cosine"}},
+}
+SHOWN = (("accuracy", "top-1"), ("macro_recall", "macro recall"), ("ece", "ECE"),
+         ("unknown_flagged_share", "unseen flagged"), ("known_flagged_share", "known flagged"),
+         ("auto_accept_share", "auto-accepted"), ("auto_accept_error", "their error"),
+         ("prediction_set_mean_size", "set size"), ("train_s", "train s"))
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A real collection cut for one run: ``splits`` has path (under ``raw_dir``), label and
+    split; ``unseen_dir`` holds classes never trained on."""
+
+    kind: str
+    seed: int
+    raw_dir: Path
+    unseen_dir: Path
+    splits: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.seed}"
+
+
+def collection_dir() -> Path:
+    return Path(os.environ.get("REAL_PHOTOS_DIR", REPO.parent / "shared" / "data" / "grocery"))
+
+
+def upstream_splits(root: Path) -> pd.DataFrame:
+    """Every photo of ``raw/`` with the collection's own split (``MANIFEST.csv``)."""
+    manifest = pd.read_csv(root / "MANIFEST.csv")
+    raw = manifest[manifest["devset_path"].str.startswith("raw/")]
+    paths = raw["devset_path"].str.removeprefix("raw/")
+    return pd.DataFrame({"path": paths, "label": paths.str.split("/").str[0],
+                         "split": raw["upstream_split"].str.lower().to_numpy()})
+
+
+def per_class_cap(splits: pd.DataFrame, cap: int | None) -> pd.DataFrame:
+    """At most ``cap`` photos of each class in each split (a quick look), in file order."""
+    if not cap:
+        return splits
+    return splits.groupby(["label", "split"], group_keys=False).head(cap).reset_index(drop=True)
+
+
+def user_cut(upstream: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """``CUT_CLASSES`` classes drawn with ``seed``; ``CUT_RARE`` of them with 5-10 training
+    photos, the rest 20-40 (upstream train and val photos), each tested on up to ``CUT_TEST``
+    upstream test photos."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(sorted(upstream["label"].unique()))[:CUT_CLASSES]
+    rows = []
+    for i, label in enumerate(labels):
+        low, high = CUT_RARE_TRAIN if i < CUT_RARE else CUT_TRAIN
+        pool = upstream[(upstream["label"] == label) & (upstream["split"] != "test")]
+        test = upstream[(upstream["label"] == label) & (upstream["split"] == "test")]
+        n_train = min(len(pool), int(rng.integers(low, high + 1)))
+        rows.append(pool.sample(n_train, random_state=seed).assign(split="train"))
+        rows.append(test.sample(min(len(test), CUT_TEST), random_state=seed))
+    return pd.concat(rows, ignore_index=True)
+
+
+def collections(spec: str, root: Path, cap: int | None) -> list[Collection]:
+    upstream = per_class_cap(upstream_splits(root), cap)
+    out = []
+    for item in filter(None, spec.split(",")):
+        kind, seed = item.split(":")
+        splits = upstream if kind == "upstream" else user_cut(upstream, int(seed))
+        out.append(Collection(kind, int(seed), root / "raw", root / "unseen", splits))
+    return out
+
+
+def deep_update(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = (deep_update(base[key], value) if isinstance(value, dict)
+                    and isinstance(base.get(key), dict) else value)
+    return out
+
+
+def variant_config(base: TrainConfig, overrides: dict, seed: int) -> TrainConfig:
+    return TrainConfig.model_validate(deep_update(base.model_dump(),
+                                                  {**overrides, "seed": seed}))
+
+
+def shared_cache_config(configs: list[TrainConfig], splits: pd.DataFrame) -> TrainConfig:
+    """One cache pass that holds every variant's rows: each photo gets as many views as the
+    variant that gives its class the most (colour and grayscale)."""
+    first = configs[0]
+    for cfg in configs[1:]:
+        different = [key for key in ("backbone", "weights", "unfreeze", "image_size", "augment")
+                     if getattr(cfg, key) != getattr(first, key)]
+        if different:
+            raise ValueError(f"variants differ in {different}: they cannot share a cache pass")
+
+    def most(cfg: TrainConfig, views: int) -> int:
+        return max(augmented_views(splits, cfg.model_copy(
+            update={"feature_views": views})).values()) if views else 0
+
+    return first.model_copy(update={
+        "feature_views": max(most(c, c.feature_views) for c in configs),
+        "min_views_per_class": 0,
+        "grayscale_head_views": max(most(c, c.grayscale_head_views) for c in configs)})
+
+
+def _run_metrics(evaluation_metrics: dict, train_s: float) -> dict:
+    metrics = {key: float(evaluation_metrics.get(key, np.nan)) for key, _ in SHOWN}
+    metrics["train_s"] = train_s
+    return metrics
+
+
+def run_group(collection: Collection, names: list[str], params: Params, deadline: float
+              ) -> Iterator[dict]:
+    """Every variant of ``names`` on one collection and training seed, on one cache pass."""
+    project = params.model_copy(update={"paths": params.paths.model_copy(update={
+        "raw_dir": collection.raw_dir, "unknown_dir": collection.unseen_dir})})
+    base = variant_config(params.train, json.loads(os.environ.get("REAL_PHOTOS_TRAIN", "{}")),
+                          collection.seed)
+    configs = {name: variant_config(base, VARIANTS[name], collection.seed) for name in names}
+    shared = shared_cache_config(list(configs.values()), collection.splits)
+    classes = sorted(collection.splits["label"].unique())
+    torch.manual_seed(shared.seed)
+    start = time.perf_counter()
+    template = build_model(classes, shared).to(choose_device(shared.device))
+    cache = cache_splits(template, collection.splits, collection.raw_dir, shared,
+                         params.validate_.max_pixels, next(template.parameters()).device)
+    cache_s = time.perf_counter() - start
+    inputs = evaluation_inputs(template, collection.splits, project)
+    print(f"  {collection.name}: {len(collection.splits)} photos, cache {cache_s:.0f} s, "
+          f"evaluation sets {time.perf_counter() - start - cache_s:.0f} s", flush=True)
+    for name, cfg in configs.items():
+        if time.perf_counter() > deadline:
+            print(f"  deadline: {name} not run", flush=True)
+            continue
+        row = {"collection": collection.kind, "seed": collection.seed, "variant": name,
+               **_fit_and_evaluate(template, cache, collection, cfg, inputs, project, cache_s)}
+        print("  " + _run_line(row), flush=True)
+        yield row
+
+
+def _fit_and_evaluate(template: torch.nn.Module, cache: dict, collection: Collection,
+                      cfg: TrainConfig, inputs: object, project: Params, cache_s: float
+                      ) -> dict:
+    """One variant: a fresh copy of the model (the same initial head), its views of the cache,
+    the phases, then evaluation as ``meterid evaluate`` does it."""
+    import copy
+
+    start = time.perf_counter()
+    model = copy.deepcopy(template)
+    data = cut_views(cache, collection.splits, model.classes, cfg)
+    train_targets = data["train"].targets
+    loss_weights = (class_weights(train_targets, len(model.classes), cfg.class_weight_power)
+                    if cfg.imbalance == "class_weights" else torch.ones(len(model.classes)))
+    result = fit_on_cache(model, data, cfg, loss_weights, [], {})
+    model, frozen = finished_model(result)
+    model = model.cpu()  # as `meterid evaluate` reads it back from the checkpoint
+    train_s = time.perf_counter() - start + cache_s * len(data["train_views"].targets) / max(
+        1, len(cache["train_views"].targets))
+    evaluation = evaluate(model, evaluation_data(model, inputs), frozen, project.evaluate,
+                          cfg.seed)
+    return _run_metrics(evaluation.metrics, train_s)
+
+
+def _run_line(row: dict) -> str:
+    parts = [f"{row['variant']} {row['collection']}:{row['seed']}"]
+    for key, label in SHOWN:
+        value = row[key]
+        parts.append(f"{label} {value:.0f}" if key == "train_s" else
+                     f"{label} {value:.2f}" if key == "prediction_set_mean_size" else
+                     f"{label} {value:.1%}")
+    return ", ".join(parts)
+
+
+def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread (sd over runs) of each figure, per collection kind and variant."""
+    rows = []
+    for (kind, variant), group in runs.groupby(["collection", "variant"], sort=False):
+        row = {"collection": kind, "variant": variant, "runs": len(group)}
+        for key, label in SHOWN:
+            values = group[key].dropna()
+            mean = values.mean() if len(values) else math.nan
+            spread = values.std(ddof=1) if len(values) > 1 else 0.0
+            row[label] = (f"{mean:.0f}" if key == "train_s" else
+                          f"{mean:.2f}" if key == "prediction_set_mean_size" else
+                          f"{mean:.1%} ± {spread:.1%}" if key in ("accuracy", "macro_recall")
+                          else f"{mean:.1%}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run() -> pd.DataFrame:
+    deadline = time.perf_counter() + float(os.environ.get("REAL_PHOTOS_DEADLINE_S", "inf"))
+    params = load_params(REPO / "params.yaml")
+    root = collection_dir()
+    if not (root / "MANIFEST.csv").is_file():
+        print(f"no real collection at {root} (REAL_PHOTOS_DIR): skipped")
+        return pd.DataFrame()
+    names = [n for n in os.environ.get("REAL_PHOTOS_VARIANTS", "defaults,round_21").split(",")
+             if n]
+    cap = int(os.environ.get("REAL_PHOTOS_PER_CLASS", "0")) or None
+    print(f"real collection {root}; variants {', '.join(names)}", flush=True)
+    rows: list[dict] = []
+    out = os.environ.get("REAL_PHOTOS_OUT")
+    for collection in collections(os.environ.get("REAL_PHOTOS_COLLECTIONS",
+                                                 DEFAULT_COLLECTIONS), root, cap):
+        if time.perf_counter() > deadline:
+            break
+        for row in run_group(collection, names, params, deadline):
+            rows.append(row)
+            if out:
+                pd.DataFrame(rows).to_csv(out, index=False)
+    runs = pd.DataFrame(rows)
+    if len(runs):
+        print(summary_table(runs).to_string(index=False))
+    return runs

@@ -1,0 +1,149 @@
+"""The sets evaluation reads, through the trained model's frozen stem: validation and test
+photos, the held-out brands, generated non-meter scenes and the test photos in each field case.
+``meterid evaluate`` and the benchmarks build them with the same calls; nothing here needs MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from meterid.config import Params
+from meterid.data.demo.field import burn_text_strip, grayscale
+from meterid.data.demo.scenes import non_meter_scenes
+from meterid.data.images import load_rgb
+from meterid.evaluation.evaluate import EvaluationData, FrozenEmbeddings, brands_of, model_outputs
+from meterid.evaluation.operating_point import HeldOut
+from meterid.inference.quality import gate_limits, measure_quality, quality_issues
+from meterid.model.classifier import MeterClassifier
+from meterid.training.trainer import (
+    CachedSplit,
+    TrainResult,
+    cache_folder,
+    cache_images,
+    logits_from_activations,
+)
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def finished_model(result: TrainResult) -> tuple[MeterClassifier, FrozenEmbeddings]:
+    """The trained model with its reference embeddings (the open-set rule's training photos),
+    and every split's pretrained-backbone embeddings for evaluation's cross-validation."""
+    model = result.model
+    model.reference_embeddings = logits_from_activations(
+        model, result.cached["train"].activations)[1]
+    model.reference_labels = result.cached["train"].targets.clone()
+    frozen = FrozenEmbeddings(
+        torch.cat([result.frozen_embeddings[s] for s in SPLITS]).numpy(),
+        np.array([model.classes[t] for s in SPLITS for t in result.cached[s].targets.tolist()]),
+        [p for s in SPLITS for p in result.cached[s].paths])
+    return model, frozen
+
+
+def split_activations(model: MeterClassifier, splits: pd.DataFrame, params: Params, name: str
+           ) -> CachedSplit:
+    rows = splits[splits["split"] == name]
+    index = {c: i for i, c in enumerate(model.classes)}
+    paths = [params.paths.raw_dir / p for p in rows["path"]]
+    return cache_images(model, paths, [index[c] for c in rows["label"]], params.train,
+                        params.validate_.max_pixels, params.paths.raw_dir, f"{name} images")
+
+
+def _held_out(model: MeterClassifier, params: Params) -> CachedSplit | None:
+    folder = params.paths.unknown_dir
+    if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
+        log.warning("no held-out brands in %s: the open-set rule cannot be chosen or measured "
+                    "on unseen brands", folder)
+        return None
+    return cache_folder(model, folder, params.train, params.validate_.max_pixels)
+
+
+def _non_meter(model: MeterClassifier, params: Params) -> tuple[CachedSplit, np.ndarray]:
+    """Generated non-meter scenes, JPEG-encoded as field photos are: their activations and
+    whether the quality gate, with the limits the model scores with, already stops each one."""
+    limits = gate_limits(getattr(model, "quality_limits", None), params.score.quality)
+    with tempfile.TemporaryDirectory(prefix="meterid-scenes-") as tmp:
+        paths, poor = [], []
+        for i, (kind, image) in enumerate(non_meter_scenes(params.evaluate.non_meter_scenes,
+                                                           params.train.seed)):
+            paths.append(Path(tmp) / f"{i:03d}-{kind}.jpg")
+            image.save(paths[-1], quality=85)
+            scored = load_rgb(paths[-1], params.validate_.max_pixels, params.train.image_size)
+            poor.append(bool(quality_issues(measure_quality(scored), limits)))
+        cached = cache_images(model, paths, [-1] * len(paths), params.train,
+                              params.validate_.max_pixels, Path(tmp), "non-meter scenes")
+    return cached, np.array(poor, dtype=bool)
+
+
+FIELD_CASES = {"grayscale": lambda image, rng: grayscale(image),
+               "text_strip": burn_text_strip}
+
+
+def field_case_activations(model: MeterClassifier, photos: list[Path], targets: list[int],
+                           case: str, params: Params) -> CachedSplit:
+    """``photos`` as night-mode cameras or field apps deliver them (``FIELD_CASES[case]``),
+    JPEG-encoded like field photos, through the model's stem."""
+    rng = np.random.default_rng(params.train.seed)
+    with tempfile.TemporaryDirectory(prefix=f"meterid-{case}-") as tmp:
+        paths = []
+        for i, source in enumerate(photos):
+            paths.append(Path(tmp) / f"{i:05d}.jpg")
+            FIELD_CASES[case](load_rgb(source, params.validate_.max_pixels), rng).save(
+                paths[-1], quality=90)
+        return cache_images(model, paths, targets, params.train, params.validate_.max_pixels,
+                            Path(tmp), f"test photos, {case}")
+
+
+@dataclass(frozen=True)
+class EvaluationInputs:
+    """The stem activations of every set evaluation reads. They depend on the frozen stem
+    alone, so models trained on one cache differently share them (benchmarks do)."""
+
+    val: CachedSplit
+    test: CachedSplit
+    threshold_set: str  # "test" when there is no validation split
+    held_out: CachedSplit | None
+    non_meter: CachedSplit | None
+    non_meter_poor_quality: np.ndarray | None
+    field_cases: dict[str, CachedSplit]
+
+
+def evaluation_inputs(model: MeterClassifier, splits: pd.DataFrame, params: Params
+                      ) -> EvaluationInputs:
+    val, test = (split_activations(model, splits, params, name) for name in ("val", "test"))
+    threshold_set = "validation"
+    if not len(val.targets):
+        # Small collections: no class above split.high photos, so no validation split. The
+        # thresholds are then set on the test photos, and every report says so.
+        log.warning("no validation photos (no class has more than split.high=%d): the open-set "
+                    "threshold, accept bound and prediction sets are set on the test photos, "
+                    "so their known-photo figures are not independent", params.split.high)
+        val, threshold_set = test, "test"
+    non_meter, poor = (_non_meter(model, params) if params.evaluate.non_meter_scenes
+                       else (None, None))
+    test_photos = [params.paths.raw_dir / p for p in test.paths]
+    field = {case: field_case_activations(model, test_photos, [-1] * len(test_photos), case,
+                                          params) for case in FIELD_CASES}
+    return EvaluationInputs(val, test, threshold_set, _held_out(model, params), non_meter,
+                            poor, field)
+
+
+def evaluation_data(model: MeterClassifier, inputs: EvaluationInputs) -> EvaluationData:
+    """The model's outputs on every set of ``inputs``."""
+    held_out = (HeldOut(model_outputs(model, inputs.held_out), brands_of(inputs.held_out))
+                if inputs.held_out is not None else None)
+    return EvaluationData(
+        model_outputs(model, inputs.val), inputs.val.targets.numpy(),
+        model_outputs(model, inputs.test), inputs.test.targets.numpy(), inputs.test.paths,
+        held_out, None if inputs.non_meter is None else model_outputs(model, inputs.non_meter),
+        inputs.non_meter_poor_quality, inputs.threshold_set,
+        {case: model_outputs(model, cached) for case, cached in inputs.field_cases.items()})
