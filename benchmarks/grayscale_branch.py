@@ -93,7 +93,8 @@ def _gray_views(model, splits, params):
     them for its grayscale head."""
     cfg, pre = params.train, model.preprocessing
     index = {c: i for i, c in enumerate(model.classes)}
-    items = grayscale_view_items(splits, params.paths.raw_dir, index, cfg, GRAY_VIEWS)
+    items = grayscale_view_items(splits, params.paths.raw_dir, index,
+                                 cfg.model_copy(update={"grayscale_head_views": GRAY_VIEWS}))
     dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
                           train_preset(pre.image_size, pre.mean, pre.std, cfg.augment), cfg.seed,
                           params.validate_.max_pixels, pre.image_size)

@@ -44,11 +44,11 @@ from meterid.config import Params, TrainConfig, load_params
 from meterid.evaluation.evaluate import evaluate
 from meterid.evaluation.inputs import evaluation_data, evaluation_inputs, finished_model
 from meterid.training.trainer import (
-    augmented_views,
     build_model,
     cache_splits,
     choose_device,
     class_weights,
+    covering_cache_config,
     cut_views,
     fit_on_cache,
 )
@@ -61,11 +61,11 @@ DEFAULT_COLLECTIONS = "upstream:0,upstream:1,cut:0,cut:1,cut:2"
 # "round_21" is the defaults before this benchmark existed (chosen on generated photos).
 VARIANTS: dict[str, dict] = {
     "defaults": {},
-    "round_21": {"feature_views": 4, "min_views_per_class": 80, "grayscale_head_views": 4,
-                 "label_smoothing": 0.0,
+    "round_21": {"feature_views": 4, "view_budget": 0, "min_views_per_class": 80,
+                 "grayscale_head_views": 4, "label_smoothing": 0.0,
                  "phase2": {"epochs": 8, "lr": 5e-4, "lr_schedule": "cosine", "ema_decay": 0.0}},
-    "round_20": {"feature_views": 8, "min_views_per_class": 0, "grayscale_head_views": 0,
-                 "label_smoothing": 0.0,
+    "round_20": {"feature_views": 8, "view_budget": 0, "min_views_per_class": 0,
+                 "grayscale_head_views": 0, "label_smoothing": 0.0,
                  "phase2": {"epochs": 20, "lr": 5e-4, "lr_schedule": "constant",
                             "ema_decay": 0.0}},
     "views8_cos12": {"feature_views": 8, "grayscale_head_views": 0,
@@ -165,26 +165,6 @@ def variant_config(base: TrainConfig, overrides: dict, seed: int) -> TrainConfig
                                                   {**overrides, "seed": seed}))
 
 
-def shared_cache_config(configs: list[TrainConfig], splits: pd.DataFrame) -> TrainConfig:
-    """One cache pass that holds every variant's rows: each photo gets as many views as the
-    variant that gives its class the most (colour and grayscale)."""
-    first = configs[0]
-    for cfg in configs[1:]:
-        different = [key for key in ("backbone", "weights", "unfreeze", "image_size", "augment")
-                     if getattr(cfg, key) != getattr(first, key)]
-        if different:
-            raise ValueError(f"variants differ in {different}: they cannot share a cache pass")
-
-    def most(cfg: TrainConfig, views: int) -> int:
-        return max(augmented_views(splits, cfg.model_copy(
-            update={"feature_views": views})).values()) if views else 0
-
-    return first.model_copy(update={
-        "feature_views": max(most(c, c.feature_views) for c in configs),
-        "min_views_per_class": 0,
-        "grayscale_head_views": max(most(c, c.grayscale_head_views) for c in configs)})
-
-
 def _run_metrics(evaluation_metrics: dict, train_s: float) -> dict:
     metrics = {key: float(evaluation_metrics.get(key, np.nan)) for key, _ in SHOWN}
     metrics["train_s"] = train_s
@@ -199,7 +179,7 @@ def run_group(collection: Collection, names: list[str], params: Params, deadline
     base = variant_config(params.train, json.loads(os.environ.get("REAL_PHOTOS_TRAIN", "{}")),
                           collection.seed)
     configs = {name: variant_config(base, VARIANTS[name], collection.seed) for name in names}
-    shared = shared_cache_config(list(configs.values()), collection.splits)
+    shared = covering_cache_config(list(configs.values()), collection.splits)
     classes = sorted(collection.splits["label"].unique())
     torch.manual_seed(shared.seed)
     start = time.perf_counter()

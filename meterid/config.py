@@ -168,6 +168,7 @@ class TrainConfig(_Strict):
     class_weight_power: float
     feature_views: int = Field(ge=1)
     min_views_per_class: int = Field(ge=0)
+    view_budget: int = Field(default=0, ge=0)  # a small collection's views a photo: see trainer
     grayscale_head_views: int = Field(ge=0)  # 0: no grayscale head
     unfreeze: Literal["last_block", "last_stage", "last_two_stages"]
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)  # of the cross-entropy targets

@@ -111,7 +111,14 @@ def _accept_and_sets(policy_rule: OpenSetRule, data: EvaluationData, reference: 
 
     sets = conformal.fit_prediction_sets(data.val.probabilities, data.val_targets,
                                          cfg.prediction_set_alpha)
+    if sets.reason:
+        log.warning("prediction sets: %s", sets.reason)
     return certify(~gray), sets, (certify(gray) if gray.any() else None)
+
+
+def _requested_alpha(policy: DecisionPolicy) -> float:
+    requested = policy.prediction_sets.requested_alpha
+    return policy.prediction_sets.alpha if requested is None else requested
 
 
 def _guarantee_metrics(policy: DecisionPolicy, data: EvaluationData,
@@ -130,6 +137,7 @@ def _guarantee_metrics(policy: DecisionPolicy, data: EvaluationData,
         "auto_accept_share": float(accepted.mean()),
         "auto_accept_error": float((~correct[accepted]).mean()) if accepted.any() else np.nan,
         "prediction_set_alpha": policy.prediction_sets.alpha,
+        "prediction_set_alpha_requested": _requested_alpha(policy),
         "prediction_set_coverage": coverage,
         "prediction_set_mean_size": size,
     }

@@ -234,7 +234,21 @@ def test_prediction_sets_cover_at_least_one_minus_alpha_and_are_never_empty():
     coverage, size = set_coverage(sets, fresh_truth)
     assert coverage >= 0.88 and 1 < size < 6
     assert min(len(s) for s in sets) == 1
-    assert fit_prediction_sets(probabilities[:5], truth[:5], alpha=0.1).quantile == np.inf
+    assert fit_prediction_sets(probabilities[:0], truth[:0], alpha=0.1).quantile == np.inf
+
+
+def test_too_few_calibration_photos_give_the_smallest_alpha_they_certify_and_say_so():
+    rng = np.random.default_rng(5)
+    probabilities = rng.dirichlet(np.full(27, 0.05), size=84)  # confident, mostly right
+    truth = probabilities.argmax(axis=1)
+    truth[:2] = (truth[:2] + 1) % 27  # two photos whose label the model barely gives
+    rule = fit_prediction_sets(probabilities, truth, alpha=0.01)  # 0.01 needs 99 photos
+    assert rule.requested_alpha == 0.01 and rule.alpha == pytest.approx(1 / 85)
+    assert "84 calibration photos" in rule.reason and "needs 99" in rule.reason
+    assert np.isfinite(rule.quantile)  # not every label
+    enough = fit_prediction_sets(probabilities, truth, alpha=0.05)
+    assert enough.alpha == enough.requested_alpha == 0.05 and enough.reason == ""
+    assert np.mean([len(s) for s in enough.sets(probabilities)]) < 27
 
 
 def test_non_meter_scenes_are_each_kind_and_blank_or_black_fail_the_quality_gate(params):

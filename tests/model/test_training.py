@@ -50,7 +50,8 @@ def tiny_model() -> MeterClassifier:
 @pytest.fixture(scope="module")
 def tiny_train_cfg(params: Params) -> TrainConfig:
     return params.train.model_copy(update=dict(
-        image_size=SIZE, batch_size=8, workers=0, feature_views=2, min_views_per_class=0,
+        image_size=SIZE, batch_size=8, workers=0, feature_views=2, view_budget=0,
+        min_views_per_class=0,
         channels_last=False,
         phase1=params.train.phase1.model_copy(update=dict(epochs=2)),
         phase2=params.train.phase2.model_copy(update=dict(epochs=1))))
@@ -341,7 +342,8 @@ def test_rare_classes_get_more_augmented_views(params):
                                                                       "b2.jpg", "c0.jpg"],
                            "label": ["a"] * 40 + ["b"] * 3 + ["c"],
                            "split": ["train"] * 43 + ["test"]})
-    cfg = params.train.model_copy(update={"feature_views": 4, "min_views_per_class": 60})
+    cfg = params.train.model_copy(update={"feature_views": 4, "min_views_per_class": 60,
+                                          "view_budget": 0})
     views = augmented_views(splits, cfg)
     assert views == {"a": 4, "b": 20}  # b: ceil(60 / 3); c has no train image
     assert augmented_views(splits, cfg.model_copy(update={"min_views_per_class": 1000}))[
@@ -512,3 +514,47 @@ def test_a_field_case_is_the_photo_altered_then_jpeg_encoded(
     assert case.grayscale.tolist() == [True]
     assert cache_images(tiny_model, [photo], [2], project.train, project.validate_.max_pixels,
                         tmp_path, "colour").grayscale.tolist() == [False]
+
+
+def test_a_small_collection_gets_more_views_a_photo_up_to_the_budget(params):
+    from meterid.training.trainer import MAX_BUDGET_VIEWS, views_per_photo
+
+    cfg = params.train.model_copy(update={"feature_views": 4, "view_budget": 6000})
+    assert views_per_photo(1407, cfg) == 4  # the demo's training photos: as before
+    assert views_per_photo(761, cfg) == 7  # the grocery collection's
+    assert views_per_photo(200, cfg) == MAX_BUDGET_VIEWS
+    assert views_per_photo(200, cfg.model_copy(update={"view_budget": 0})) == 4
+
+
+def test_a_cache_cut_to_fewer_views_is_the_cache_of_fewer_views(small_demo: Path,
+                                                                tiny_train_cfg: TrainConfig):
+    """What lets benchmarks/real_photos.py fit several view counts on one cache pass."""
+    from meterid.training.trainer import (
+        build_model,
+        cache_splits,
+        covering_cache_config,
+        cut_views,
+    )
+
+    rows = [(p.relative_to(small_demo / "raw").as_posix(), p.parent.name)
+            for p in sorted((small_demo / "raw").rglob("*.jpg"))][::3]
+    splits = pd.DataFrame(rows, columns=["path", "label"])
+    splits["split"] = np.where(np.arange(len(splits)) % 3 == 0, "test", "train")
+    classes = sorted(splits["label"].unique())
+    model = build_model(classes, tiny_train_cfg.model_copy(update={"weights": "none"}))
+    wanted = tiny_train_cfg.model_copy(update={"feature_views": 1, "min_views_per_class": 6,
+                                               "grayscale_head_views": 1})
+    other = wanted.model_copy(update={"feature_views": 3, "min_views_per_class": 0,
+                                      "grayscale_head_views": 2})
+    wide = covering_cache_config([wanted, other], splits)
+
+    def cache(cfg: TrainConfig) -> dict:
+        return cache_splits(model, splits, small_demo / "raw", cfg, 10**8, torch.device("cpu"))
+
+    direct, cut = cache(wanted), cut_views(cache(wide), splits, classes, wanted)
+    assert set(direct) == set(cut)
+    for name in direct:
+        assert direct[name].paths == cut[name].paths
+        assert torch.equal(direct[name].targets, cut[name].targets)
+        assert torch.allclose(direct[name].activations, cut[name].activations, atol=1e-5)
+    assert len(cut["train_views"].targets) > (splits["split"] == "train").sum()  # rare: more
