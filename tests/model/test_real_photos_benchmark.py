@@ -1,0 +1,73 @@
+"""benchmarks/real_photos.py on a few real photos of the grocery collection (../shared, skipped
+where a clone has none): the collections it cuts and one group of variants end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks import real_photos
+from meterid.config import Params
+
+GROCERY = real_photos.collection_dir()
+needs_grocery = pytest.mark.skipif(not (GROCERY / "MANIFEST.csv").is_file(),
+                                   reason=f"no real collection at {GROCERY}")
+TINY = {"image_size": 64, "batch_size": 16, "workers": 0, "feature_views": 1, "view_budget": 0,
+        "min_views_per_class": 0, "grayscale_head_views": 0, "channels_last": False,
+        "phase1": {"epochs": 2}, "phase2": {"epochs": 1}}
+
+
+@needs_grocery
+def test_the_upstream_split_and_a_user_sized_cut_keep_test_photos_apart():
+    upstream = real_photos.upstream_splits(GROCERY)
+    assert len(upstream) == 1545 and upstream["label"].nunique() == 27
+    assert upstream["split"].value_counts().to_dict() == {"train": 761, "test": 700, "val": 84}
+    cut = real_photos.user_cut(upstream, seed=0)
+    assert cut["label"].nunique() == real_photos.CUT_CLASSES
+    assert set(cut["split"]) == {"train", "test"}  # a small collection has no validation
+    train = cut[cut["split"] == "train"]["label"].value_counts()
+    assert (train <= real_photos.CUT_RARE_TRAIN[1]).sum() >= real_photos.CUT_RARE
+    assert train.max() <= real_photos.CUT_TRAIN[1]
+    assert (cut[cut["split"] == "test"]["label"].value_counts() <= real_photos.CUT_TEST).all()
+    upstream_test = set(upstream.loc[upstream["split"] == "test", "path"])
+    assert set(cut.loc[cut["split"] == "test", "path"]) <= upstream_test
+    assert not set(train.index) - set(upstream["label"])
+    assert not set(cut.loc[cut["split"] == "train", "path"]) & upstream_test
+    assert real_photos.user_cut(upstream, seed=0).equals(cut)  # the seed decides
+
+
+@pytest.mark.slow
+@needs_grocery
+def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    upstream = real_photos.per_class_cap(real_photos.upstream_splits(GROCERY), 2)
+    labels = sorted(upstream["label"].unique())[:3]
+    unseen = tmp_path / "unseen"
+    for brand in sorted(p for p in (GROCERY / "unseen").iterdir() if p.is_dir())[:2]:
+        (unseen / brand.name).mkdir(parents=True)
+        for photo in sorted(brand.glob("*.jpg"))[:3]:
+            shutil.copy(photo, unseen / brand.name / photo.name)
+    collection = real_photos.Collection("upstream", 0, GROCERY / "raw", unseen,
+                                        upstream[upstream["label"].isin(labels)])
+    monkeypatch.setenv("REAL_PHOTOS_TRAIN", json.dumps(TINY))
+    quick = params.model_copy(update={"evaluate": params.evaluate.model_copy(
+        update={"non_meter_scenes": 4})})
+
+    rows = list(real_photos.run_group(collection, ["defaults", "views8_cos12_smooth"], quick,
+                                      math.inf))
+
+    assert [row["variant"] for row in rows] == ["defaults", "views8_cos12_smooth"]
+    for row in rows:
+        for key in ("accuracy", "macro_recall", "ece", "unknown_flagged_share",
+                    "known_flagged_share", "auto_accept_share"):
+            assert 0 <= row[key] <= 1, key
+        assert 1 <= row["prediction_set_mean_size"] <= 3 and row["train_s"] > 0
+    table = real_photos.summary_table(pd.DataFrame(rows))
+    assert list(table["variant"]) == ["defaults", "views8_cos12_smooth"]
+    assert table["top-1"].str.contains("±").all() and np.all(table["runs"] == 1)
