@@ -28,6 +28,7 @@ the train section for every run, e.g. ``{"device": "cuda", "workers": 14}``),
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -68,6 +69,14 @@ VARIANTS: dict[str, dict] = {
                  "grayscale_head_views": 0, "label_smoothing": 0.0,
                  "phase2": {"epochs": 20, "lr": 5e-4, "lr_schedule": "constant",
                             "ema_decay": 0.0}},
+    "head_only": {"phase2": {"epochs": 0}},  # phase 1 alone: what phase 2 adds
+    "lr1e4": {"phase2": {"lr": 1e-4}},
+    "lr2e4": {"phase2": {"lr": 2e-4}},
+    "ema": {"phase2": {"ema_decay": 0.998}},
+    "smooth": {"label_smoothing": 0.1},
+    "full_cosine": {"phase2": {"early_stopping": False}},
+    "round_21_full_cosine": {"feature_views": 4, "view_budget": 0,
+                             "phase2": {"early_stopping": False}},
     "views8_cos12": {"feature_views": 8, "grayscale_head_views": 0,
                      "phase2": {"epochs": 12, "lr_schedule": "cosine"}},
     "views16_cos20": {"feature_views": 16, "grayscale_head_views": 0,
@@ -85,6 +94,8 @@ VARIANTS: dict[str, dict] = {
 }
 SHOWN = (("accuracy", "top-1"), ("macro_recall", "macro recall"), ("ece", "ECE"),
          ("unknown_flagged_share", "unseen flagged"), ("known_flagged_share", "known flagged"),
+         ("unseen_flagged_at_5pct_known", "unseen flagged at 5% known"),
+         ("unknown_auroc", "unseen AUROC"),
          ("auto_accept_share", "auto-accepted"), ("auto_accept_error", "their error"),
          ("prediction_set_mean_size", "set size"), ("train_s", "train s"))
 
@@ -165,12 +176,6 @@ def variant_config(base: TrainConfig, overrides: dict, seed: int) -> TrainConfig
                                                   {**overrides, "seed": seed}))
 
 
-def _run_metrics(evaluation_metrics: dict, train_s: float) -> dict:
-    metrics = {key: float(evaluation_metrics.get(key, np.nan)) for key, _ in SHOWN}
-    metrics["train_s"] = train_s
-    return metrics
-
-
 def run_group(collection: Collection, names: list[str], params: Params, deadline: float
               ) -> Iterator[dict]:
     """Every variant of ``names`` on one collection and training seed, on one cache pass."""
@@ -205,8 +210,6 @@ def _fit_and_evaluate(template: torch.nn.Module, cache: dict, collection: Collec
                       ) -> dict:
     """One variant: a fresh copy of the model (the same initial head), its views of the cache,
     the phases, then evaluation as ``meterid evaluate`` does it."""
-    import copy
-
     start = time.perf_counter()
     model = copy.deepcopy(template)
     data = cut_views(cache, collection.splits, model.classes, cfg)
@@ -220,17 +223,45 @@ def _fit_and_evaluate(template: torch.nn.Module, cache: dict, collection: Collec
         1, len(cache["train_views"].targets))
     evaluation = evaluate(model, evaluation_data(model, inputs), frozen, project.evaluate,
                           cfg.seed)
-    return _run_metrics(evaluation.metrics, train_s)
+    return {**{key: float(evaluation.metrics.get(key, np.nan)) for key, _ in SHOWN},
+            "unseen_flagged_at_5pct_known": unseen_flagged_at(evaluation.open_set_scores, 0.05),
+            "train_s": train_s, **_phase2_epochs(result.history)}
+
+
+def _phase2_epochs(history: list[dict]) -> dict[str, float]:
+    """How many phase-2 epochs ran and which one's val loss was lowest (1-based)."""
+    losses = [r["val_loss"] for r in history if r["phase"] == 2]
+    finite = [loss for loss in losses if np.isfinite(loss)]
+    return {"phase2_epochs_run": float(len(losses)),
+            "phase2_best_epoch": float(losses.index(min(finite)) + 1) if finite else np.nan}
+
+
+def unseen_flagged_at(scores: dict[str, np.ndarray], known_flagged: float) -> float:
+    """The share of held-out photos the chosen open-set score flags at the threshold that flags
+    ``known_flagged`` of the known test photos: what the score could do at the issue's operating
+    point, whatever threshold validation chose (set on test photos: a capability, not a
+    promise)."""
+    unseen = [v for group, v in scores.items() if group.endswith("brands")]
+    known = scores.get("known test photos", np.array([]))
+    if not unseen or not len(known):
+        return float("nan")
+    threshold = np.quantile(known, known_flagged)
+    return float((np.concatenate(unseen) < threshold).mean())
 
 
 def _run_line(row: dict) -> str:
     parts = [f"{row['variant']} {row['collection']}:{row['seed']}"]
-    for key, label in SHOWN:
-        value = row[key]
-        parts.append(f"{label} {value:.0f}" if key == "train_s" else
-                     f"{label} {value:.2f}" if key == "prediction_set_mean_size" else
-                     f"{label} {value:.1%}")
-    return ", ".join(parts)
+    parts += [f"{label} {_format(key, row[key])}" for key, label in SHOWN]
+    return ", ".join(parts + [f"phase 2: {row['phase2_epochs_run']:.0f} epochs run, best val "
+                              f"loss at {row['phase2_best_epoch']:.0f}"])
+
+
+def _format(key: str, value: float) -> str:
+    if key == "train_s":
+        return f"{value:.0f}"
+    if key in ("prediction_set_mean_size", "unknown_auroc"):
+        return f"{value:.2f}"
+    return f"{value:.1%}"
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -242,10 +273,8 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
             values = group[key].dropna()
             mean = values.mean() if len(values) else math.nan
             spread = values.std(ddof=1) if len(values) > 1 else 0.0
-            row[label] = (f"{mean:.0f}" if key == "train_s" else
-                          f"{mean:.2f}" if key == "prediction_set_mean_size" else
-                          f"{mean:.1%} ± {spread:.1%}" if key in ("accuracy", "macro_recall")
-                          else f"{mean:.1%}")
+            row[label] = (f"{mean:.1%} ± {spread:.1%}" if key in ("accuracy", "macro_recall")
+                          else _format(key, mean))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -155,6 +155,9 @@ class PhaseConfig(_Strict):
     # > 0: the phase keeps an exponential moving average of its weights (decay per step), which
     # early stopping judges and the model keeps: a steadier result from one training
     ema_decay: float = Field(default=0.0, ge=0, lt=1)
+    # false: every epoch runs and the last weights are kept (a cosine schedule's end); true:
+    # stop after `patience` epochs without a better val loss and keep the best epoch's weights
+    early_stopping: bool = True
 
 
 class TrainConfig(_Strict):

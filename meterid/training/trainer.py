@@ -281,8 +281,9 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
                loss_weights: torch.Tensor, history: list[dict]) -> None:
     """Adam on the trainable parameters; early stopping on val loss (train loss without val).
 
-    The best epoch's weights are restored at the end; with ``ema_decay`` those are the moving
-    average's, which validation judges too. Phase 2 (4-D activations in) runs channels_last
+    The best epoch's weights are restored at the end (the last epoch's without
+    ``early_stopping``); with ``ema_decay`` those are the moving average's, which validation
+    judges too. Phase 2 (4-D activations in) runs channels_last
     when ``train.channels_last``: the same float32 arithmetic, 1.2-2x faster per step for
     EfficientNet-Lite0's last stage on this CPU (bf16 autocast was no faster)."""
     layout = (torch.channels_last if cfg.channels_last and fit.inputs.dim() == 4
@@ -331,7 +332,9 @@ def _run_phase(fit: _Fit, phase_cfg: PhaseConfig, cfg: TrainConfig, n_classes: i
         log.info("phase %d epoch %d/%d: train loss %.4f, val loss %.4f", fit.phase, epoch,
                  phase_cfg.epochs, train_loss, val_loss)
         monitored = val_loss if has_val else train_loss
-        if monitored < best - 1e-4:
+        if not phase_cfg.early_stopping:
+            best_state = judged.state_dict()
+        elif monitored < best - 1e-4:
             best, best_state, stale = monitored, copy.deepcopy(judged.state_dict()), 0
         else:
             stale += 1
