@@ -59,15 +59,15 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     quick = params.model_copy(update={"evaluate": params.evaluate.model_copy(
         update={"non_meter_scenes": 4})})
 
-    rows = list(real_photos.run_group(collection, ["defaults", "views8_cos12_smooth"], quick,
+    rows = list(real_photos.run_group(collection, ["defaults", "four_views"], quick,
                                       math.inf))
 
-    assert [row["variant"] for row in rows] == ["defaults", "views8_cos12_smooth"]
+    assert [row["variant"] for row in rows] == ["defaults", "four_views"]
     for row in rows:
         for key in ("accuracy", "macro_recall", "ece", "unknown_flagged_share",
                     "known_flagged_share", "auto_accept_share"):
             assert 0 <= row[key] <= 1, key
         assert 1 <= row["prediction_set_mean_size"] <= 3 and row["train_s"] > 0
     table = real_photos.summary_table(pd.DataFrame(rows))
-    assert list(table["variant"]) == ["defaults", "views8_cos12_smooth"]
+    assert list(table["variant"]) == ["defaults", "four_views"]
     assert table["top-1"].str.contains("±").all() and np.all(table["runs"] == 1)
