@@ -14,6 +14,8 @@ kinds of collections come from it:
   each; no validation photos, as a small collection has none.
 
 ``unseen/`` (new variants of known brands, one new brand) is the held-out set of every run.
+``demo`` rows, beside them in the same run, train on the generated demo (``make demo`` made its
+split) with its held-out brands.
 Variants that differ only in how the cache is fitted share one cache pass per (collection,
 training seed): ``cut_views`` takes each variant's rows from it, and the evaluation sets (which
 depend on the frozen stem only) are built once. The result is the same as one ``meterid train``
@@ -42,6 +44,7 @@ import pandas as pd
 import torch
 
 from meterid.config import Params, TrainConfig, load_params
+from meterid.data.split import read_splits
 from meterid.evaluation.evaluate import evaluate
 from meterid.evaluation.inputs import evaluation_data, evaluation_inputs, finished_model
 from meterid.training.trainer import (
@@ -57,7 +60,7 @@ from meterid.training.trainer import (
 REPO = Path(__file__).resolve().parents[1]
 CUT_CLASSES, CUT_RARE, CUT_TEST = 12, 3, 10
 CUT_TRAIN, CUT_RARE_TRAIN = (20, 40), (5, 10)
-DEFAULT_COLLECTIONS = "upstream:0,upstream:1,cut:0,cut:1,cut:2"
+DEFAULT_COLLECTIONS = "upstream:0,upstream:1,cut:0,cut:1,cut:2,demo:42"
 # The settings compared, as overrides of params.yaml's train section ({}: the defaults).
 # "round_21" is the defaults before this benchmark existed (chosen on generated photos).
 VARIANTS: dict[str, dict] = {
@@ -143,11 +146,21 @@ def user_cut(upstream: pd.DataFrame, seed: int) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def collections(spec: str, root: Path, cap: int | None) -> list[Collection]:
+def collections(spec: str, root: Path, cap: int | None, params: Params) -> list[Collection]:
+    """``kind:seed`` items: ``upstream`` and ``cut`` from the real collection at ``root``;
+    ``demo``, the generated demo beside them (its split, ``make demo``), when it is there."""
     upstream = per_class_cap(upstream_splits(root), cap)
     out = []
     for item in filter(None, spec.split(",")):
         kind, seed = item.split(":")
+        if kind == "demo":
+            if not params.paths.splits.is_file():
+                print(f"no demo split at {params.paths.splits} (make demo): demo skipped")
+                continue
+            out.append(Collection("demo", int(seed), params.paths.raw_dir,
+                                  params.paths.unknown_dir,
+                                  per_class_cap(read_splits(params.paths.splits), cap)))
+            continue
         splits = upstream if kind == "upstream" else user_cut(upstream, int(seed))
         out.append(Collection(kind, int(seed), root / "raw", root / "unseen", splits))
     return out
@@ -282,8 +295,8 @@ def run() -> pd.DataFrame:
     print(f"real collection {root}; variants {', '.join(names)}", flush=True)
     rows: list[dict] = []
     out = os.environ.get("REAL_PHOTOS_OUT")
-    for collection in collections(os.environ.get("REAL_PHOTOS_COLLECTIONS",
-                                                 DEFAULT_COLLECTIONS), root, cap):
+    spec = os.environ.get("REAL_PHOTOS_COLLECTIONS", DEFAULT_COLLECTIONS)
+    for collection in collections(spec, root, cap, params):
         if time.perf_counter() > deadline:
             break
         for row in run_group(collection, names, params, deadline):
