@@ -46,15 +46,22 @@ import torch
 from meterid.config import Params, TrainConfig, load_params
 from meterid.data.split import read_splits
 from meterid.evaluation.evaluate import evaluate
-from meterid.evaluation.inputs import evaluation_data, evaluation_inputs, finished_model
+from meterid.evaluation.inputs import (
+    EvaluationInputs,
+    evaluation_data,
+    evaluation_inputs,
+    finished_model,
+)
+from meterid.model.classifier import MeterClassifier
 from meterid.training.trainer import (
+    CachedSplit,
     build_model,
     cache_splits,
     choose_device,
-    class_weights,
     covering_cache_config,
     cut_views,
     fit_on_cache,
+    loss_weights_for,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,18 +215,16 @@ def run_group(collection: Collection, names: list[str], params: Params, deadline
         yield row
 
 
-def _fit_and_evaluate(template: torch.nn.Module, cache: dict, collection: Collection,
-                      cfg: TrainConfig, inputs: object, project: Params, cache_s: float
-                      ) -> dict:
+def _fit_and_evaluate(template: MeterClassifier, cache: dict[str, CachedSplit],
+                      collection: Collection, cfg: TrainConfig, inputs: EvaluationInputs,
+                      project: Params, cache_s: float) -> dict:
     """One variant: a fresh copy of the model (the same initial head), its views of the cache,
     the phases, then evaluation as ``meterid evaluate`` does it."""
     start = time.perf_counter()
     model = copy.deepcopy(template)
     data = cut_views(cache, collection.splits, model.classes, cfg)
-    train_targets = data["train"].targets
-    loss_weights = (class_weights(train_targets, len(model.classes), cfg.class_weight_power)
-                    if cfg.imbalance == "class_weights" else torch.ones(len(model.classes)))
-    result = fit_on_cache(model, data, cfg, loss_weights, [], {})
+    weights = loss_weights_for(data["train"].targets, len(model.classes), cfg)
+    result = fit_on_cache(model, data, cfg, weights, [], {})
     model, frozen = finished_model(result)
     model = model.cpu()  # as `meterid evaluate` reads it back from the checkpoint
     train_s = time.perf_counter() - start + cache_s * len(data["train_views"].targets) / max(

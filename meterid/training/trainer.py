@@ -214,6 +214,15 @@ def covering_cache_config(configs: list[TrainConfig], splits: pd.DataFrame) -> T
         "grayscale_head_views": max(gray(c) for c in configs)})
 
 
+def loss_weights_for(train_targets: torch.Tensor, n_classes: int, cfg: TrainConfig
+                     ) -> torch.Tensor:
+    """The cross-entropy's class weights: ``class_weights`` under that imbalance setting, else
+    ones (the weighted sampler balances classes instead)."""
+    if cfg.imbalance == "class_weights":
+        return class_weights(train_targets, n_classes, cfg.class_weight_power)
+    return torch.ones(n_classes)
+
+
 def _order(targets: torch.Tensor, cfg: TrainConfig, n_classes: int) -> dict:
     """DataLoader ordering: class-balanced sampling, or a seeded shuffle."""
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -397,8 +406,7 @@ def train_two_phase(
     model = build_model(classes, cfg).to(choose_device(cfg.device))
     train_targets = torch.tensor([classes.index(c) for c in splits.loc[
         splits["split"] == "train", "label"]])
-    loss_weights = (class_weights(train_targets, len(classes), cfg.class_weight_power)
-                    if cfg.imbalance == "class_weights" else torch.ones(len(classes)))
+    loss_weights = loss_weights_for(train_targets, len(classes), cfg)
     history: list[dict] = []
     timings: dict[str, float] = {}
     if cfg.weights == "none":
