@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Range = Annotated[tuple[float, float], Field(description="[low, high]")]
 IntRange = Annotated[tuple[int, int], Field(description="[low, high]")]
@@ -244,21 +244,11 @@ class QualityBounds(_Strict):
 
 class QualityConfig(QualityBounds):
     """The generic limits, used as they are by a model without limits derived from its training
-    photos; a collection can loosen them up to ``outer`` (``quality.derive_limits``)."""
+    photos; a collection can loosen them up to ``outer`` (``quality.derive_limits``). A generic
+    limit set looser than its outer bound (0: that check off) is kept as it is."""
 
     outer: QualityBounds
 
-    @model_validator(mode="after")
-    def _outer_is_looser(self) -> QualityConfig:
-        looser = {"min_brightness": self.outer.min_brightness <= self.min_brightness,
-                  "max_brightness": self.outer.max_brightness >= self.max_brightness,
-                  "min_contrast": self.outer.min_contrast <= self.min_contrast,
-                  "min_sharpness": self.outer.min_sharpness <= self.min_sharpness,
-                  "max_glare": self.outer.max_glare >= self.max_glare}
-        if not all(looser.values()):
-            raise ValueError("score.quality.outer must be at least as loose as the generic "
-                             f"limits; not for {[k for k, ok in looser.items() if not ok]}")
-        return self
 
 
 class MonitorConfig(_Strict):

@@ -181,7 +181,10 @@ def derive_limits(measures: Sequence[Quality], generic: QualityConfig) -> Qualit
     for limit, measure, side in BOUNDS:
         own = _collection_limit(table[measure], side)
         general, outer = getattr(generic, limit), getattr(generic.outer, limit)
-        value = max(outer, min(general, own)) if side == "min" else min(outer, max(general, own))
+        if side == "min":  # a generic limit looser than its bound (0: off) stays as it is
+            value = max(min(outer, general), min(general, own))
+        else:
+            value = min(max(outer, general), max(general, own))
         limits[limit] = round(value, 2 if measure == "sharpness" else 4)
     derived = QualityLimits(**limits, source=DERIVED, photos=len(measures))
     generic_stops = _stops(table, generic)

@@ -119,13 +119,13 @@ def test_limits_round_trip_as_plain_values_and_old_models_use_the_generic_ones(p
     assert "generic" in fallback.describe() and "100 training photos" in limits.describe()
 
 
-def test_the_outer_bounds_must_be_looser_than_the_generic_limits(params):
-    from pydantic import ValidationError
-
-    quality = params.score.quality.model_dump()
-    quality["outer"]["max_glare"] = 0.4
-    with pytest.raises(ValidationError, match="max_glare"):
-        type(params.score.quality)(**quality)
+def test_a_generic_limit_turned_off_stays_off(params):
+    """Tests of soft generated photos set min_sharpness and min_contrast to 0: no bound may
+    switch the check back on, and the params must still parse."""
+    off = params.score.quality.model_copy(update=dict(min_sharpness=0.0, min_contrast=0.0))
+    limits = derive_limits(collection(50, sharpness=(0.5, 5.0), contrast=(0.001, 0.05)), off)
+    assert limits.min_sharpness == 0.0 and limits.min_contrast == 0.0
+    assert stopped(collection(50, sharpness=(0.5, 5.0), contrast=(0.001, 0.05)), limits) == 0
 
 
 def _scorer(loaded, params: Params) -> BatchScorer:
