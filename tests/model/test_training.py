@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -410,7 +411,6 @@ def test_phase_two_in_channels_last_is_the_same_arithmetic(tiny_model: MeterClas
                                                           tiny_train_cfg: TrainConfig):
     """Phase 2's layout is a speed choice only: same losses, same weights, standard layout
     afterwards (checkpoints and exports as before)."""
-    import copy
 
     from meterid.training.trainer import _Fit, _run_phase
 
@@ -558,3 +558,65 @@ def test_a_cache_cut_to_fewer_views_is_the_cache_of_fewer_views(small_demo: Path
         assert torch.equal(direct[name].targets, cut[name].targets)
         assert torch.allclose(direct[name].activations, cut[name].activations, atol=1e-5)
     assert len(cut["train_views"].targets) > (splits["split"] == "train").sum()  # rare: more
+
+
+def _fit_head(tiny_train_cfg: TrainConfig, **phase: object
+              ) -> tuple[torch.nn.Module, list[dict], torch.Tensor, torch.Tensor]:
+    """A linear head fitted for 3 epochs on separable features, judged on validation photos
+    whose labels disagree with training (its loss rises every epoch): the head, its history,
+    the validation data."""
+    from meterid.training.trainer import _Fit, _run_phase
+
+    targets = torch.arange(60) % 3
+    inputs = torch.nn.functional.one_hot(targets, 3).float() * 5
+    val_inputs, val_targets = inputs[:6], (targets[:6] + 1) % 3
+    cfg = tiny_train_cfg.model_copy(update={"imbalance": "none",
+                                            "label_smoothing": phase.pop("smoothing", 0.0)})
+    torch.manual_seed(0)
+    head, history = torch.nn.Linear(3, 3), []
+    _run_phase(_Fit(1, head, inputs, targets, val_inputs, val_targets),
+               cfg.phase1.model_copy(update={"epochs": 3, "patience": 3, "lr": 0.1, **phase}),
+               cfg, 3, torch.ones(3), history)
+    return head, history, val_inputs, val_targets
+
+
+def _val_loss(module: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(module.eval()(inputs), targets))
+
+
+def test_without_early_stopping_the_last_epochs_weights_stay(tiny_train_cfg):
+    head, history, inputs, targets = _fit_head(tiny_train_cfg, early_stopping=False)
+    losses = [h["val_loss"] for h in history]
+    assert len(losses) == 3 and losses[0] < losses[-1]
+    assert _val_loss(head, inputs, targets) == pytest.approx(losses[-1], rel=1e-4)
+    kept, history, inputs, targets = _fit_head(tiny_train_cfg, early_stopping=True)
+    assert _val_loss(kept, inputs, targets) == pytest.approx(history[0]["val_loss"], rel=1e-4)
+
+
+def test_an_ema_phase_keeps_the_averaged_weights_it_judged(tiny_train_cfg):
+    averaged, history, inputs, targets = _fit_head(tiny_train_cfg, early_stopping=False,
+                                                   ema_decay=0.9)
+    plain, plain_history, _, _ = _fit_head(tiny_train_cfg, early_stopping=False)
+    assert _val_loss(averaged, inputs, targets) == pytest.approx(history[-1]["val_loss"],
+                                                                 rel=1e-4)
+    # the average lags the live weights: on validation labels that disagree, a lower loss
+    assert history[-1]["val_loss"] < plain_history[-1]["val_loss"]
+
+
+def test_label_smoothing_reaches_the_loss(tiny_train_cfg):
+    """Plain cross-entropy of a separable head falls towards 0; the smoothed one cannot fall
+    below the entropy of its smoothed targets."""
+    _, plain, _, _ = _fit_head(tiny_train_cfg, epochs=20, early_stopping=False)
+    _, smoothed, _, _ = _fit_head(tiny_train_cfg, epochs=20, early_stopping=False,
+                              smoothing=0.3)
+    assert plain[-1]["train_loss"] < 0.05 < 0.3 < smoothed[-1]["train_loss"]
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
+def test_last_two_stages_moves_the_cache_point_one_stage_earlier(name: str):
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        one = build_backbone(name, "none", "last_stage").stem.eval()(images)
+        two = build_backbone(name, "none", "last_two_stages").stem.eval()(images)
+    assert two.shape[-1] == 2 * one.shape[-1]  # stride 16 instead of 32 (ResNet: 8 and 16)
