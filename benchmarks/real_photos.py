@@ -73,13 +73,14 @@ DEFAULT_COLLECTIONS = "upstream:0,upstream:1,cut:0,cut:1,cut:2,demo:42"
 VARIANTS: dict[str, dict] = {
     "defaults": {},
     "round_21": {"feature_views": 4, "view_budget": 0, "min_views_per_class": 80,
-                 "grayscale_head_views": 4, "label_smoothing": 0.0,
+                 "grayscale_head_views": 4, "label_smoothing": 0.0, "out_of_fold_folds": 0,
                  "phase2": {"epochs": 8, "lr": 5e-4, "lr_schedule": "cosine", "ema_decay": 0.0,
                             "early_stopping": True}},
     "round_20": {"feature_views": 8, "view_budget": 0, "min_views_per_class": 0,
-                 "grayscale_head_views": 0, "label_smoothing": 0.0,
+                 "grayscale_head_views": 0, "label_smoothing": 0.0, "out_of_fold_folds": 0,
                  "phase2": {"epochs": 20, "lr": 5e-4, "lr_schedule": "constant",
                             "ema_decay": 0.0, "early_stopping": True}},
+    "no_out_of_fold": {"out_of_fold_folds": 0},  # T = 1, sets on test without validation
     "head_only": {"phase2": {"epochs": 0}},  # phase 1 alone: what phase 2 adds
     "lr1e4": {"phase2": {"lr": 1e-4, "early_stopping": True}},
     "ema": {"phase2": {"ema_decay": 0.998, "early_stopping": True}},
@@ -93,6 +94,7 @@ VARIANTS: dict[str, dict] = {
     "two_stages": {"unfreeze": "last_two_stages"},  # its own cache pass
 }
 SHOWN = (("accuracy", "top-1"), ("macro_recall", "macro recall"), ("ece", "ECE"),
+         ("ece_uncalibrated", "ECE at T=1"), ("temperature", "T"),
          ("unknown_flagged_share", "unseen flagged"), ("known_flagged_share", "known flagged"),
          ("unseen_flagged_at_5pct_known", "unseen flagged at 5% known"),
          ("unknown_auroc", "unseen AUROC"),
@@ -229,8 +231,8 @@ def _fit_and_evaluate(template: MeterClassifier, cache: dict[str, CachedSplit],
     model = model.cpu()  # as `meterid evaluate` reads it back from the checkpoint
     train_s = time.perf_counter() - start + cache_s * len(data["train_views"].targets) / max(
         1, len(cache["train_views"].targets))
-    evaluation = evaluate(model, evaluation_data(model, inputs), frozen, project.evaluate,
-                          cfg.seed)
+    evaluation = evaluate(model, evaluation_data(model, inputs, result.out_of_fold), frozen,
+                          project.evaluate, cfg.seed)
     return {**{key: float(evaluation.metrics.get(key, np.nan)) for key, _ in SHOWN},
             "unseen_flagged_at_5pct_known": unseen_flagged_at(evaluation.open_set_scores, 0.05),
             "train_s": train_s, **_phase2_epochs(result.history)}
@@ -267,7 +269,7 @@ def _run_line(row: dict) -> str:
 def _format(key: str, value: float) -> str:
     if key == "train_s":
         return f"{value:.0f}"
-    if key in ("prediction_set_mean_size", "unknown_auroc"):
+    if key in ("prediction_set_mean_size", "unknown_auroc", "temperature"):
         return f"{value:.2f}"
     return f"{value:.1%}"
 

@@ -175,6 +175,9 @@ class TrainConfig(_Strict):
     grayscale_head_views: int = Field(ge=0)  # 0: no grayscale head
     unfreeze: Literal["last_block", "last_stage", "last_two_stages"]
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)  # of the cross-entropy targets
+    # with fewer validation photos than calibration needs: the temperature, prediction sets and
+    # accept bound from out-of-fold logits of the training photos, k cross-fitted models (0: off)
+    out_of_fold_folds: int = Field(default=0, ge=0)
     phase1: PhaseConfig
     phase2: PhaseConfig
     device: str

@@ -34,6 +34,7 @@ from meterid.evaluation.openset import ModelOutputs, OpenSetRule, Reference
 from meterid.evaluation.operating_point import HeldOut, OpenSetChoice, choice_metrics, choose_rule
 from meterid.model.classifier import MeterClassifier
 from meterid.training.calibration import expected_calibration_error
+from meterid.training.cross_fit import OutOfFoldLogits
 from meterid.training.trainer import CachedSplit, logits_from_activations
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,22 @@ class EvaluationData:
     non_meter_poor_quality: np.ndarray | None = None
     threshold_set: str = "validation"  # "test" when there is no validation split
     field_cases: dict[str, ModelOutputs] = field(default_factory=dict)  # test photos, altered
+    # training photos through cross-fitted models (``trainer._out_of_fold``): present when
+    # validation was too small, and then the accept bound and prediction sets are set on them
+    out_of_fold: OutOfFoldOutputs | None = None
+
+
+@dataclass(frozen=True)
+class OutOfFoldOutputs:
+    """Calibrated probabilities of the training photos, each from a model fitted without it."""
+
+    probabilities: np.ndarray
+    targets: np.ndarray
+
+    @classmethod
+    def of(cls, model: MeterClassifier, logits: OutOfFoldLogits) -> OutOfFoldOutputs:
+        return cls(model.calibrated_probabilities(logits.logits).numpy(),
+                   logits.targets.numpy())
 
 
 @dataclass
@@ -93,27 +110,57 @@ def brands_of(split: CachedSplit) -> np.ndarray:
                      for p in split.paths])
 
 
+@dataclass(frozen=True)
+class CertificationPhotos:
+    """The known photos the accept bound and the prediction sets are set on."""
+
+    name: str  # "validation", "test" (no validation split) or "out-of-fold"
+    probabilities: np.ndarray
+    targets: np.ndarray
+    kept: np.ndarray       # not flagged UNKNOWN
+    grayscale: np.ndarray
+
+
+def certification_photos(policy_rule: OpenSetRule, data: EvaluationData,
+                         reference: Reference) -> CertificationPhotos:
+    """Out-of-fold training photos when training made them (validation too small), else the
+    photos that set the thresholds. Out-of-fold photos count as kept and in colour: their
+    open-set score would be read against references that include themselves, so none is
+    dropped, which can only make the certified error higher."""
+    if data.out_of_fold is not None:
+        oof = data.out_of_fold
+        everyone = np.ones(len(oof.targets), dtype=bool)
+        return CertificationPhotos("out-of-fold", oof.probabilities, oof.targets, everyone,
+                                   ~everyone)
+    gray = (data.val.grayscale if data.val.grayscale is not None
+            else np.zeros(len(data.val_targets), dtype=bool))
+    return CertificationPhotos(data.threshold_set, data.val.probabilities, data.val_targets,
+                               ~policy_rule.flags(data.val, reference), gray)
+
+
 def _accept_and_sets(policy_rule: OpenSetRule, data: EvaluationData, reference: Reference,
                      cfg: EvaluateConfig
                      ) -> tuple[AcceptRule, PredictionSetRule, AcceptRule | None]:
-    """The conformal sets and the certified auto-accept thresholds, all set on validation: one
-    on its colour photos, one on its grayscale photos when it has any (None: it has none)."""
-    confidence = data.val.probabilities.max(axis=1)
-    correct = data.val.probabilities.argmax(axis=1) == data.val_targets
-    kept = ~policy_rule.flags(data.val, reference)
-    gray = (data.val.grayscale if data.val.grayscale is not None
-            else np.zeros(len(correct), dtype=bool))
+    """The conformal sets and the certified auto-accept thresholds, all set on the
+    certification photos: one on their colour photos, one on their grayscale photos when they
+    have any (None: they have none)."""
+    photos = certification_photos(policy_rule, data, reference)
+    confidence = photos.probabilities.max(axis=1)
+    correct = photos.probabilities.argmax(axis=1) == photos.targets
+    log.info("accept bound and prediction sets set on %d %s photos", len(photos.targets),
+             photos.name)
 
-    def certify(photos: np.ndarray) -> AcceptRule:
+    def certify(rows: np.ndarray) -> AcceptRule:
         return conformal.certify_accept_threshold(
-            confidence[photos], correct[photos], kept[photos], cfg.max_accept_error,
+            confidence[rows], correct[rows], photos.kept[rows], cfg.max_accept_error,
             1 - cfg.accept_confidence)
 
-    sets = conformal.fit_prediction_sets(data.val.probabilities, data.val_targets,
+    sets = conformal.fit_prediction_sets(photos.probabilities, photos.targets,
                                          cfg.prediction_set_alpha)
     if sets.reason:
         log.warning("prediction sets: %s", sets.reason)
-    return certify(~gray), sets, (certify(gray) if gray.any() else None)
+    return (certify(~photos.grayscale), sets,
+            certify(photos.grayscale) if photos.grayscale.any() else None)
 
 
 def _requested_alpha(policy: DecisionPolicy) -> float:
@@ -228,6 +275,9 @@ def evaluate(model: MeterClassifier, data: EvaluationData, frozen: FrozenEmbeddi
         "test_images": len(targets),
         "validation_images": len(data.val_targets) if data.threshold_set == "validation" else 0,
         "thresholds_set_on_test": float(data.threshold_set == "test"),
+        "accept_and_sets_on_out_of_fold": float(data.out_of_fold is not None),
+        "out_of_fold_photos": (len(data.out_of_fold.targets) if data.out_of_fold is not None
+                               else 0),
         "test_classes": int(len(np.unique(targets))),
         "classes": len(classes),
         **choice_metrics(choice),
@@ -286,6 +336,12 @@ def _write_suspects(suspects: pd.DataFrame, image_root: Path, out_dir: Path
     return paths
 
 
+def _certification_set_name(metrics: dict[str, float]) -> str:
+    if metrics.get("accept_and_sets_on_out_of_fold"):
+        return f"{int(metrics['out_of_fold_photos'])} out-of-fold training photos"
+    return "test photos" if metrics.get("thresholds_set_on_test") else "validation photos"
+
+
 def write_reports(evaluation: Evaluation, classes: list[str], out_dir: Path,
                   image_root: Path | None = None) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -304,6 +360,7 @@ def write_reports(evaluation: Evaluation, classes: list[str], out_dir: Path,
     sets = choice.brand_sets
     paths["decision"].write_text(json.dumps({
         "policy": json_safe(evaluation.policy.to_dict()),
+        "accept_and_sets_set_on": _certification_set_name(evaluation.metrics),
         "open_set_selected_by": choice.selected_by,
         "selection_brands": list(sets.selection) if sets else [],
         "report_brands": list(sets.report) if sets else []},

@@ -18,10 +18,17 @@ from meterid.config import Params
 from meterid.data.demo.field import burn_text_strip, grayscale
 from meterid.data.demo.scenes import non_meter_scenes
 from meterid.data.images import load_rgb
-from meterid.evaluation.evaluate import EvaluationData, FrozenEmbeddings, brands_of, model_outputs
+from meterid.evaluation.evaluate import (
+    EvaluationData,
+    FrozenEmbeddings,
+    OutOfFoldOutputs,
+    brands_of,
+    model_outputs,
+)
 from meterid.evaluation.operating_point import HeldOut
 from meterid.inference.quality import gate_limits, measure_quality, quality_issues
 from meterid.model.classifier import MeterClassifier
+from meterid.training.cross_fit import OutOfFoldLogits
 from meterid.training.trainer import (
     CachedSplit,
     TrainResult,
@@ -137,8 +144,10 @@ def evaluation_inputs(model: MeterClassifier, splits: pd.DataFrame, params: Para
                             poor, field)
 
 
-def evaluation_data(model: MeterClassifier, inputs: EvaluationInputs) -> EvaluationData:
-    """The model's outputs on every set of ``inputs``."""
+def evaluation_data(model: MeterClassifier, inputs: EvaluationInputs,
+                    out_of_fold: OutOfFoldLogits | None = None) -> EvaluationData:
+    """The model's outputs on every set of ``inputs`` (and on the training photos through
+    cross-fitted models, when training made them)."""
     held_out = (HeldOut(model_outputs(model, inputs.held_out), brands_of(inputs.held_out))
                 if inputs.held_out is not None else None)
     return EvaluationData(
@@ -146,4 +155,5 @@ def evaluation_data(model: MeterClassifier, inputs: EvaluationInputs) -> Evaluat
         model_outputs(model, inputs.test), inputs.test.targets.numpy(), inputs.test.paths,
         held_out, None if inputs.non_meter is None else model_outputs(model, inputs.non_meter),
         inputs.non_meter_poor_quality, inputs.threshold_set,
-        {case: model_outputs(model, cached) for case, cached in inputs.field_cases.items()})
+        {case: model_outputs(model, cached) for case, cached in inputs.field_cases.items()},
+        None if out_of_fold is None else OutOfFoldOutputs.of(model, out_of_fold))

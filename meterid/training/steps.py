@@ -36,6 +36,7 @@ from meterid.inference.quantize import Int8Graph, make_int8_graph
 from meterid.model.classifier import MeterClassifier, load_checkpoint, save_checkpoint
 from meterid.model.presets import eval_preset
 from meterid.training.calibration import Calibration
+from meterid.training.cross_fit import OutOfFoldLogits
 from meterid.training.quality_gate import log_quality_limits, training_photo_limits
 from meterid.training.trainer import (
     GRAYSCALE_HEAD_PHASE,
@@ -61,6 +62,11 @@ class CandidateFiles:
     @property
     def frozen_embeddings(self) -> Path:
         return self.folder / "frozen_embeddings.npz"
+
+    @property
+    def out_of_fold(self) -> Path:
+        """Cross-fitted logits of the training photos; only when validation was too small."""
+        return self.folder / "out_of_fold.npz"
 
     @property
     def run_info(self) -> Path:
@@ -111,6 +117,9 @@ def train_candidate(params: Params, repo: Path) -> dict:
         save_checkpoint(model, files.checkpoint)
         np.savez_compressed(files.frozen_embeddings, embeddings=frozen.embeddings,
                             labels=frozen.labels, paths=np.array(frozen.paths))
+        files.out_of_fold.unlink(missing_ok=True)  # a previous candidate's
+        if result.out_of_fold is not None:
+            result.out_of_fold.save(files.out_of_fold)
         summary = {"run_id": run.info.run_id, "timings": result.timings,
                    "epochs": {name: sum(r["phase"] == p for r in result.history)
                               for name, p in (("phase1", 1), ("phase2", 2),
@@ -130,6 +139,7 @@ def _log_calibration(calibration: Calibration) -> None:
     import mlflow
 
     mlflow.set_tags({"calibration_method": calibration.method,
+                     "calibration_fitted_on": calibration.fitted_on,
                      "calibration_reason": calibration.reason})
     mlflow.log_metrics({key: value for key, value in (
         ("calibration_cv_nll_uncalibrated", calibration.cv_nll_uncalibrated),
@@ -188,7 +198,10 @@ def evaluate_candidate(params: Params) -> dict:
                          "paths): train again (`meterid train`)")
     embeddings = FrozenEmbeddings(frozen["embeddings"], frozen["labels"].astype(str),
                                   [str(p) for p in frozen["paths"]])
-    evaluation = evaluate(model, evaluation_data(model, evaluation_inputs(model, splits, params)),
+    out_of_fold = (OutOfFoldLogits.load(files.out_of_fold) if files.out_of_fold.exists()
+                   else None)
+    evaluation = evaluate(model, evaluation_data(model, evaluation_inputs(model, splits, params),
+                                                 out_of_fold),
                           embeddings, params.evaluate, params.train.seed)
     model.decision = evaluation.policy.to_dict()
     int8 = _int8_graph(model, splits, params)  # before the reports: metrics.json carries it

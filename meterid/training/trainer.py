@@ -32,7 +32,8 @@ from meterid.model.backbones import build_backbone
 from meterid.model.classifier import MeterClassifier, Preprocessing, set_phase
 from meterid.model.presets import eval_preset, train_preset
 from meterid.training.activations import ViewDataset, ViewItem, stem_activations, worker_context
-from meterid.training.calibration import Calibration, calibrate
+from meterid.training.calibration import MIN_CALIBRATION_PHOTOS, Calibration, calibrate
+from meterid.training.cross_fit import OutOfFoldLogits, fold_count, out_of_fold_logits
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class TrainResult:
     timings: dict[str, float]
     calibration: Calibration
     grayscale_calibration: Calibration | None = None  # the grayscale head's, when trained
+    out_of_fold: OutOfFoldLogits | None = None  # when validation is too small to calibrate on
 
 
 def choose_device(name: str) -> torch.device:
@@ -427,33 +429,20 @@ def fit_on_cache(
     loss_weights: torch.Tensor, history: list[dict], timings: dict[str, float],
 ) -> TrainResult:
     """Phase 1 (head, when pretrained) and phase 2 (last block + head) on cached activations,
-    then the temperature on validation logits (kept at 1 when it would not help)."""
-    pretrained = cfg.weights != "none"
-    n_classes = len(model.classes)
-    if pretrained:
-        start = time.perf_counter()
-        log.info("phase 1: head only, backbone frozen, on cached features")
-        set_phase(model, 1, pretrained=True)
-        # The last block is frozen too: embed once, then the head trains in seconds.
-        _, train_embeddings = logits_from_activations(model, data["train_views"].activations)
-        _, val_embeddings = logits_from_activations(model, data["val"].activations)
-        timings["phase1_embed_s"] = time.perf_counter() - start
-        _run_phase(_Fit(1, model.head, train_embeddings, data["train_views"].targets,
-                        val_embeddings, data["val"].targets),
-                   cfg.phase1, cfg, n_classes, loss_weights, history)
-        timings["phase1_head_s"] = time.perf_counter() - start
+    then the temperature: on validation logits, or on out-of-fold logits of the training photos
+    when validation is too small (kept at 1 when it would not help)."""
+    # Phase 1 changes the head only: these are the pretrained backbone's embeddings.
     frozen = {name: logits_from_activations(model, data[name].activations)[1]
               for name in ("train", "val", "test")}
-    start = time.perf_counter()
-    log.info("phase 2: %s unfrozen, lr %.1e", cfg.unfreeze.replace("_", " "), cfg.phase2.lr)
-    set_phase(model, 2, pretrained)
-    _run_phase(_Fit(2, nn.Sequential(model.last_block, model.head),
-                    data["train_views"].activations, data["train_views"].targets,
-                    data["val"].activations, data["val"].targets),
-               cfg.phase2, cfg, n_classes, loss_weights, history)
-    timings["phase2_s"] = time.perf_counter() - start
-    val_logits, _ = logits_from_activations(model, data["val"].activations)
-    calibration = calibrate(val_logits, data["val"].targets, seed=cfg.seed)
+    untrained = copy.deepcopy(model)
+    _fit_phases(model, data["train_views"], data["val"], cfg, loss_weights, history, timings)
+    out_of_fold = _out_of_fold(untrained, data, cfg, loss_weights, timings)
+    if out_of_fold is None:
+        val_logits, _ = logits_from_activations(model, data["val"].activations)
+        calibration = calibrate(val_logits, data["val"].targets, seed=cfg.seed)
+    else:
+        calibration = calibrate(out_of_fold.logits, out_of_fold.targets, seed=cfg.seed,
+                                fitted_on="out-of-fold")
     model.temperature.fill_(calibration.temperature)
     log.info("temperature %.3f (%s): %s", calibration.temperature, calibration.method,
              calibration.reason)
@@ -465,7 +454,61 @@ def fit_on_cache(
     for parameter in model.parameters():
         parameter.requires_grad = False
     return TrainResult(model.eval(), history, data, frozen, timings, calibration,
-                       gray_calibration)
+                       gray_calibration, out_of_fold)
+
+
+def _fit_phases(model: MeterClassifier, train_views: CachedSplit, val: CachedSplit,
+                cfg: TrainConfig, loss_weights: torch.Tensor, history: list[dict],
+                timings: dict[str, float]) -> None:
+    """Phase 1 (the head, when pretrained) then phase 2 (the unfrozen part and the head)."""
+    pretrained = cfg.weights != "none"
+    n_classes = len(model.classes)
+    if pretrained:
+        start = time.perf_counter()
+        log.info("phase 1: head only, backbone frozen, on cached features")
+        set_phase(model, 1, pretrained=True)
+        # The last block is frozen too: embed once, then the head trains in seconds.
+        _, train_embeddings = logits_from_activations(model, train_views.activations)
+        _, val_embeddings = logits_from_activations(model, val.activations)
+        timings["phase1_embed_s"] = time.perf_counter() - start
+        _run_phase(_Fit(1, model.head, train_embeddings, train_views.targets, val_embeddings,
+                        val.targets), cfg.phase1, cfg, n_classes, loss_weights, history)
+        timings["phase1_head_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    log.info("phase 2: %s unfrozen, lr %.1e", cfg.unfreeze.replace("_", " "), cfg.phase2.lr)
+    set_phase(model, 2, pretrained)
+    _run_phase(_Fit(2, nn.Sequential(model.last_block, model.head), train_views.activations,
+                    train_views.targets, val.activations, val.targets),
+               cfg.phase2, cfg, n_classes, loss_weights, history)
+    timings["phase2_s"] = time.perf_counter() - start
+
+
+def _out_of_fold(untrained: MeterClassifier, data: dict[str, CachedSplit], cfg: TrainConfig,
+                 loss_weights: torch.Tensor, timings: dict[str, float]
+                 ) -> OutOfFoldLogits | None:
+    """Cross-fitted logits of the training photos when validation has fewer photos than a
+    temperature needs and ``out_of_fold_folds`` allows it; None otherwise (and why, logged).
+    The folds train without validation, as the final model would have without it."""
+    if not cfg.out_of_fold_folds or len(data["val"].targets) >= MIN_CALIBRATION_PHOTOS:
+        return None
+    photos = data["train"]
+    folds, why = fold_count(photos.targets, cfg.out_of_fold_folds)
+    log.info("%d validation photos (< %d): out-of-fold calibration, %s",
+             len(data["val"].targets), MIN_CALIBRATION_PHOTOS, why)
+    if not folds:
+        return None
+    no_val = data["val"].rows(np.zeros(len(data["val"].targets), dtype=bool))
+    start = time.perf_counter()
+
+    def fit(model: MeterClassifier, views: np.ndarray) -> None:
+        _fit_phases(model, data["train_views"].rows(views), no_val, cfg, loss_weights, [], {})
+
+    out_of_fold = out_of_fold_logits(
+        untrained, photos.activations, photos.targets, photos.paths,
+        data["train_views"].paths, folds, cfg.seed, fit,
+        lambda model, activations: logits_from_activations(model, activations)[0])
+    timings["out_of_fold_s"] = time.perf_counter() - start
+    return out_of_fold
 
 
 def fit_grayscale_head(model: MeterClassifier, data: dict[str, CachedSplit], cfg: TrainConfig,

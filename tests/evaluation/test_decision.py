@@ -325,3 +325,33 @@ def test_grayscale_photos_are_certified_apart_from_colour_ones():
     older = {k: v for k, v in both.to_dict().items() if k != "grayscale_accept"}
     assert DecisionPolicy.from_dict(older).grayscale_accept is None
     assert not DecisionPolicy.from_dict(older).decide(outputs, no_reference).auto_accepted[n:].any()
+
+
+def test_out_of_fold_photos_set_the_accept_bound_and_sets_when_training_made_them():
+    """A collection without validation: 20 test photos would certify nothing (and are the
+    photos the report measures); 600 out-of-fold training photos, all right and sure, do."""
+    from meterid.evaluation.evaluate import (
+        EvaluationData,
+        OutOfFoldOutputs,
+        _accept_and_sets,
+        certification_photos,
+    )
+    from meterid.evaluation.openset import OpenSetRule
+
+    test = np.tile([[0.97, 0.03]], (20, 1))
+    outputs = ModelOutputs(np.log(test), test, np.zeros((20, 2)))
+    oof = OutOfFoldOutputs(np.tile([[0.98, 0.02]], (600, 1)), np.zeros(600, int))
+    no_reference = Reference(np.zeros((0, 2)), np.zeros(0, int))
+    cfg = _cfg(max_accept_error=0.02, accept_confidence=0.9)
+    rule = OpenSetRule("msp", 0.99)  # would flag every test photo: out-of-fold ones all count
+    on_test = EvaluationData(outputs, np.zeros(20, int), outputs, np.zeros(20, int), [], None,
+                             threshold_set="test")
+    with_oof = EvaluationData(outputs, np.zeros(20, int), outputs, np.zeros(20, int), [], None,
+                              threshold_set="test", out_of_fold=oof)
+    assert certification_photos(rule, on_test, no_reference).name == "test"
+    photos = certification_photos(rule, with_oof, no_reference)
+    assert photos.name == "out-of-fold" and photos.kept.all() and not photos.grayscale.any()
+    accept, sets, gray_accept = _accept_and_sets(rule, with_oof, no_reference, cfg)
+    assert accept.certified and accept.calibration_photos == 600 and gray_accept is None
+    assert sets.calibration_photos == 600 and sets.alpha == pytest.approx(0.05)
+    assert not _accept_and_sets(rule, on_test, no_reference, cfg)[0].certified

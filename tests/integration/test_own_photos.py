@@ -109,6 +109,17 @@ def test_init_from_a_mixed_folder_of_class_folders_trains_a_champion_and_scores_
     quality = json.loads((project / "models/candidate/run.json").read_text())["quality_limits"]
     assert quality["photos"] == int((splits["split"] == "train").sum())
     assert quality["stopped_share"] <= 0.01
+    # A collection this small has too few validation photos to calibrate on: the temperature,
+    # the accept bound and the prediction sets come from out-of-fold training photos, and the
+    # reports say so.
+    assert (splits["split"] == "val").sum() < 30
+    run_info = json.loads((project / "models/candidate/run.json").read_text())
+    assert run_info["calibration"]["fitted_on"] == "out-of-fold"
+    assert (project / "models/candidate/out_of_fold.npz").is_file()
+    assert metrics["accept_and_sets_on_out_of_fold"] == 1.0
+    assert metrics["out_of_fold_photos"] == quality["photos"]
+    decision = json.loads((project / "reports/evaluation/decision.json").read_text())
+    assert decision["accept_and_sets_set_on"].endswith("out-of-fold training photos")
 
     one_of_each = [str(files[0]) for files in made.values()]
     scored = _meterid(project, "predict", "--json", *one_of_each)

@@ -620,3 +620,72 @@ def test_last_two_stages_moves_the_cache_point_one_stage_earlier(name: str):
         one = build_backbone(name, "none", "last_stage").stem.eval()(images)
         two = build_backbone(name, "none", "last_two_stages").stem.eval()(images)
     assert two.shape[-1] == 2 * one.shape[-1]  # stride 16 instead of 32 (ResNet: 8 and 16)
+
+
+def test_fold_count_follows_the_smallest_class():
+    from meterid.training.cross_fit import fold_count
+
+    assert fold_count(torch.tensor([0] * 9 + [1] * 5), 3)[0] == 3
+    assert fold_count(torch.tensor([0] * 9 + [1] * 2), 3)[0] == 2
+    folds, why = fold_count(torch.tensor([0] * 9 + [1]), 3)
+    assert folds == 0 and "1 training photo" in why
+    assert fold_count(torch.tensor([0] * 9 + [1] * 5), 0) == (0, "out_of_fold_folds=0: off")
+
+
+def test_each_out_of_fold_row_comes_from_a_model_that_never_saw_its_photo(
+        tiny_model: MeterClassifier):
+    """The fit sees only the other folds' views; every photo is predicted exactly once, by the
+    model of the fold that held it out."""
+    from meterid.training.cross_fit import out_of_fold_logits
+
+    paths = [f"{label}/{i}.jpg" for label in "abc" for i in range(4)]
+    targets = torch.tensor([i // 4 for i in range(12)])
+    view_paths = [p for view in range(3) for p in paths]  # view-major, as the cache is
+    fitted_on: list[set[str]] = []
+
+    def fit(model: MeterClassifier, views: np.ndarray) -> None:
+        fitted_on.append({p for p, keep in zip(view_paths, views, strict=True) if keep})
+        model.fold = len(fitted_on)
+
+    def predict(model: MeterClassifier, activations: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(activations), 3), float(model.fold))
+
+    photo_ids = torch.arange(12, dtype=torch.float32)[:, None]
+    oof = out_of_fold_logits(tiny_model, photo_ids, targets, paths, view_paths, 4, 0, fit,
+                             predict)
+    assert oof.folds == 4 and oof.paths == paths and torch.equal(oof.targets, targets)
+    assert len(fitted_on) == 4
+    for fold, seen in enumerate(fitted_on, start=1):
+        held = {p for p, row in zip(paths, oof.logits[:, 0].tolist(), strict=True)
+                if row == fold}
+        assert len(held) == 3 and {p.split("/")[0] for p in held} == set("abc")
+        assert seen == set(paths) - held  # all views of every other photo, none of these
+    assert not hasattr(tiny_model, "fold")  # each fold fits a copy
+
+
+def test_without_validation_the_temperature_comes_from_out_of_fold_logits(
+        small_demo: Path, tiny_train_cfg: TrainConfig, tmp_path: Path):
+    from meterid.training.cross_fit import OutOfFoldLogits
+
+    rows = [(p.relative_to(small_demo / "raw").as_posix(), p.parent.name)
+            for p in sorted((small_demo / "raw").rglob("*.jpg"))]
+    splits = pd.DataFrame(rows, columns=["path", "label"])
+    splits["split"] = np.where(np.arange(len(splits)) % 4 == 0, "test", "train")
+    cfg = tiny_train_cfg.model_copy(update=dict(out_of_fold_folds=2, grayscale_head_views=0))
+    result = train_two_phase(splits, small_demo / "raw", cfg, 10**8)
+
+    oof = result.out_of_fold
+    train = splits[splits["split"] == "train"]
+    assert oof is not None and oof.folds == 2
+    assert oof.paths == result.cached["train"].paths and len(oof.paths) == len(train)
+    assert oof.logits.shape == (len(train), len(result.model.classes))
+    assert torch.isfinite(oof.logits).all()
+    assert result.calibration.fitted_on == "out-of-fold"
+    assert "out-of-fold" in result.calibration.reason and "out_of_fold_s" in result.timings
+    oof.save(tmp_path / "oof.npz")
+    back = OutOfFoldLogits.load(tmp_path / "oof.npz")
+    assert torch.equal(back.logits, oof.logits) and back.paths == oof.paths
+    off = train_two_phase(splits, small_demo / "raw",
+                          cfg.model_copy(update={"out_of_fold_folds": 0}), 10**8)
+    assert off.out_of_fold is None and off.calibration.fitted_on == "validation"
+    assert off.calibration.temperature == 1.0
