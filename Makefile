@@ -51,6 +51,7 @@ serve: install
 bench: install
 	$(BIN)/python -m benchmarks
 
+## lint: ruff on the code, the tests and the benchmarks (CI runs it before the tests)
 lint: install
 	$(BIN)/ruff check meterid tasks flows tests benchmarks
 

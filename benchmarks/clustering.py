@@ -26,9 +26,9 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from meterid.clustering.cluster import NOISE, cluster_embeddings
 from meterid.clustering.embeddings import embed_photos
 from meterid.config import ClusterConfig, Params, load_params
-from meterid.data.images import file_sha256, load_rgb
 from meterid.evaluation.operating_point import split_brand_sets
 from meterid.inference.predictor import Predictor
+from meterid.photos.images import file_sha256, load_rgb
 from meterid.registry import load_classifier
 
 SIZES = (1_000, 10_000, 100_000)

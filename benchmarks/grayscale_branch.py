@@ -32,13 +32,13 @@ from torch import nn
 
 from benchmarks.demo_budget import sibling_map
 from meterid.config import load_params
-from meterid.data.demo.field import grayscale as to_grayscale
-from meterid.data.images import load_rgb
 from meterid.data.split import read_splits
 from meterid.evaluation.inputs import field_case_activations
 from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
 from meterid.model.classifier import load_checkpoint
 from meterid.model.presets import eval_preset, train_preset
+from meterid.photos.field import grayscale as to_grayscale
+from meterid.photos.images import load_rgb
 from meterid.training.activations import ViewDataset, stem_activations
 from meterid.training.trainer import (
     CachedSplit,

@@ -19,8 +19,8 @@ from meterid.config import load_params
 from meterid.data.demo.catalog import build_catalog
 from meterid.data.demo.photo import compose_photo
 from meterid.data.demo.render import render_meter
-from meterid.data.images import rgb_from_bytes
 from meterid.inference.quality import Quality, measure_quality, quality_issues
+from meterid.photos.images import rgb_from_bytes
 
 SIZES = ((480, 640), (720, 1280), (1000, 1333))
 PHOTOS = 60

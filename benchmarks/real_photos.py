@@ -50,9 +50,9 @@ from meterid.evaluation.inputs import (
     EvaluationInputs,
     evaluation_data,
     evaluation_inputs,
-    finished_model,
 )
 from meterid.model.classifier import MeterClassifier
+from meterid.training.outputs import finished_model
 from meterid.training.trainer import (
     CachedSplit,
     build_model,

@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 
 from meterid.config import load_params
-from meterid.data.images import load_rgb, rgb_from_bytes
+from meterid.core import UNKNOWN
 from meterid.data.split import read_splits
-from meterid.evaluation.metrics import UNKNOWN
 from meterid.inference.predictor import Predictor
 from meterid.model.presets import eval_resize
+from meterid.photos.images import load_rgb, rgb_from_bytes
 from meterid.registry import load_classifier
 
 PHONE_SIZES = ((480, 640), (720, 1280), (1000, 1333))

@@ -38,14 +38,15 @@ from PIL import Image
 
 from benchmarks.scaled_decode import phone_jpeg
 from meterid.config import Params, load_params
-from meterid.data.images import load_rgb, rgb_from_bytes
-from meterid.evaluation.decision import DecisionPolicy
+from meterid.decision.policy import DecisionPolicy
 from meterid.inference.engines import ENGINES, OnnxEngine, engine_threads
 from meterid.inference.fetch import Fetcher
+from meterid.inference.loaded import LoadedModel
 from meterid.inference.predictor import Predictor
 from meterid.inference.quality import measure_quality
 from meterid.model.presets import eval_preset
-from meterid.registry import LoadedModel, load_classifier
+from meterid.photos.images import load_rgb, rgb_from_bytes
+from meterid.registry import load_classifier
 from meterid.scoring.demo import url_for
 from meterid.scoring.pipeline import BatchScorer
 

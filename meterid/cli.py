@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from meterid.config import ConfigError, Params, load_params
+from meterid.core import OK
 from meterid.runtime import quiet_chatty_loggers
 from meterid.stores import TrackingStoreError, configure_stores, project_root
 
@@ -196,7 +197,7 @@ def train(ctx: typer.Context) -> None:
 def evaluate(ctx: typer.Context) -> None:
     """Evaluate models/candidate on the test split and held-out brands; register it in MLflow."""
     from meterid.evaluation.metrics import HEADLINE_METRICS
-    from meterid.training.steps import evaluate_candidate
+    from meterid.evaluation.steps import evaluate_candidate
 
     outcome = evaluate_candidate(_params(ctx))
     metrics = outcome["metrics"]
@@ -232,8 +233,8 @@ def promote(
     version: Annotated[int, typer.Argument(help="Registered version to make champion.")],
 ) -> None:
     """Move the `champion` alias to VERSION and export it to models/champion."""
+    from meterid.evaluation.steps import export_champion
     from meterid.registry import promote as promote_version
-    from meterid.training.steps import export_champion
 
     promote_version(version)
     typer.echo(f"champion -> version {version}; exported to {export_champion(_params(ctx))}")
@@ -266,7 +267,7 @@ def _load_predictor(params: Params, model: str | None, threshold: float | None):
 
 
 def _predict_line(row: dict) -> str:
-    if row["status"] != "ok":
+    if row["status"] != OK:
         return f"{row['input']}: ERROR {row['error']}"
     tops = ", ".join(f"{row[f'top{k}_label']} {row[f'top{k}_conf']:.2f}" for k in (1, 2, 3)
                      if row.get(f"top{k}_label") is not None)
@@ -301,7 +302,7 @@ def predict(
         row["input"] = row["url"]
         row = {key: row.get(key) for key in PREDICT_KEYS}
         typer.echo(json.dumps(row, default=str) if as_json else _predict_line(row))
-    if any(row["status"] != "ok" for row in rows):
+    if any(row["status"] != OK for row in rows):
         raise typer.Exit(1)
 
 

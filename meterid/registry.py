@@ -17,7 +17,6 @@ import logging
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,9 +32,10 @@ from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
-from meterid.evaluation.decision import DecisionPolicy
+from meterid.decision.policy import DecisionPolicy
+from meterid.inference.int8 import Int8Check, Int8Graph
+from meterid.inference.loaded import LoadedModel
 from meterid.inference.quality import QualityLimits
-from meterid.inference.quantize import Int8Check, Int8Graph
 from meterid.model.classifier import MeterClassifier, Preprocessing
 from meterid.stores import describe_tracking_store
 
@@ -64,22 +64,6 @@ class ModelNotFoundError(LookupError):
 
 class ModelMetadataError(ValueError):
     """A logged model lacks meterid's metadata or contradicts it."""
-
-
-@dataclass
-class LoadedModel:
-    """A classifier ready for inference, with what its predictions need."""
-
-    model: MeterClassifier
-    classes: list[str]
-    temperature: float
-    threshold: float
-    preprocessing: Preprocessing
-    version: int | None  # registry version; None for a run or logged-model URI
-    policy: DecisionPolicy  # UNKNOWN, auto-accept and prediction-set rules, as evaluated
-    source: str  # the URI (or folder) actually loaded, an alias already resolved
-    int8: Int8Graph | None = None  # the checked int8 ONNX graph, when evaluation made one
-    quality_limits: QualityLimits | None = None  # derived from the training photos; None: params
 
 
 # --- logging and registering -------------------------------------------------------------------

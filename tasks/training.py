@@ -9,7 +9,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from meterid.config import Params
 from meterid.evaluation.metrics import HEADLINE_METRICS
-from meterid.training.steps import evaluate_candidate, train_candidate
+from meterid.evaluation.steps import evaluate_candidate
+from meterid.training.steps import train_candidate
 
 
 @task(name="train-model")

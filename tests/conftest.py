@@ -87,10 +87,10 @@ def prefect_harness():
 @pytest.fixture(scope="session")
 def tiny_model():
     """A real (untrained) classifier at 64 px: scoring logic does not need a good model."""
-    from meterid.evaluation.decision import DecisionPolicy
+    from meterid.decision.policy import DecisionPolicy
+    from meterid.inference.loaded import LoadedModel
     from meterid.model.backbones import build_backbone
     from meterid.model.classifier import MeterClassifier, Preprocessing
-    from meterid.registry import LoadedModel
 
     torch.manual_seed(0)
     model = MeterClassifier(build_backbone("resnet18", "none"), ["alpha", "beta", "gamma"])

@@ -19,10 +19,10 @@ import pandas as pd
 
 from meterid.clustering.state import ClusterState
 from meterid.config import Params
-from meterid.data.images import file_sha256
 from meterid.data.manifest import list_files
 from meterid.data.steps import validate_dataset
 from meterid.data.validation import ValidationReport
+from meterid.photos.images import file_sha256
 
 log = logging.getLogger(__name__)
 

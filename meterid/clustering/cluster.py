@@ -21,7 +21,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.decomposition import PCA
 
 from meterid.config import ClusterConfig
-from meterid.evaluation.openset import normalize  # the kNN rule's cosine geometry
+from meterid.decision.openset import normalize  # the kNN rule's cosine geometry
 
 NOISE = -1
 

@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from meterid.data.images import ImageError, load_rgb
 from meterid.inference.engines import weights_digest
 from meterid.inference.predictor import Predictor
+from meterid.photos.images import ImageError, load_rgb
 
 log = logging.getLogger(__name__)
 

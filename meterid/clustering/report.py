@@ -1,8 +1,7 @@
-"""Pictures for the person who reviews clusters: contact sheets and a map of all clusters."""
+"""The map of all clusters, for the person who reviews them (contact sheets: ``photos.sheets``)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -10,39 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 (after the headless backend is chosen)
 import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageOps  # noqa: E402
 
 from meterid.clustering.cluster import NOISE  # noqa: E402
-
-CAPTION_PX = 14
-
-
-def _thumbnail(path: Path, size: int) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            return ImageOps.pad(image, (size, size), color=(235, 235, 235))
-    except Exception:  # noqa: BLE001 - a broken file becomes a grey tile, not a failed report
-        return Image.new("RGB", (size, size), (160, 160, 160))
-
-
-def contact_sheet(paths: list[Path], captions: list[str], title: str, out: Path,
-                  max_images: int, thumb: int) -> Path:
-    """A grid of up to ``max_images`` thumbnails, each captioned, under a title line."""
-    paths, captions = paths[:max_images], captions[:max_images]
-    columns = max(1, min(6, len(paths)))
-    rows = max(1, math.ceil(len(paths) / columns))
-    cell = thumb + CAPTION_PX
-    sheet = Image.new("RGB", (columns * thumb, 22 + rows * cell), "white")
-    draw = ImageDraw.Draw(sheet)
-    draw.text((6, 4), title, fill="black")
-    for i, (path, caption) in enumerate(zip(paths, captions, strict=True)):
-        x, y = (i % columns) * thumb, 22 + (i // columns) * cell
-        sheet.paste(_thumbnail(path, thumb), (x, y))
-        draw.text((x + 3, y + thumb + 1), caption[: thumb // 6], fill="black")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return out
 
 
 def cluster_map(reduced: np.ndarray, ids: np.ndarray, out: Path) -> Path:

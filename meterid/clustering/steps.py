@@ -21,12 +21,14 @@ from meterid.clustering.cluster import (
     stable_ids,
 )
 from meterid.clustering.embeddings import embed_photos, model_key
-from meterid.clustering.report import cluster_map, contact_sheet
+from meterid.clustering.report import cluster_map
 from meterid.clustering.state import ClusterState
 from meterid.config import Params
-from meterid.data.images import file_sha256
+from meterid.core import UNKNOWN
 from meterid.data.manifest import list_files
 from meterid.inference.predictor import Predictor
+from meterid.photos.images import file_sha256
+from meterid.photos.sheets import contact_sheet
 from meterid.scoring.store import TOP_COLUMNS, UnknownStore
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ def folder_photos(folder: Path) -> pd.DataFrame:
 def scored_photos(params: Params, scoring_parquet: Path) -> pd.DataFrame:
     """The UNKNOWN rows of a scoring output, found in the store by their sha256."""
     scored = pd.read_parquet(scoring_parquet)
-    unknown = scored[scored["label"] == "UNKNOWN"].drop_duplicates("sha256")
+    unknown = scored[scored["label"] == UNKNOWN].drop_duplicates("sha256")
     stored = UnknownStore(params.paths.unknown_store).records()
     missing = set(unknown["sha256"]) - set(stored["sha256"])
     if missing:

@@ -16,12 +16,13 @@ import pandas as pd
 import streamlit as st
 
 from meterid.config import Params, load_params
+from meterid.core import OK
 from meterid.dashboard import data
 from meterid.inference.fetch import Fetcher
+from meterid.inference.loaded import LoadedModel
 from meterid.inference.predictor import Predictor
 from meterid.inference.quality import gate_limits
 from meterid.registry import (
-    LoadedModel,
     list_versions,
     load_classifier,
     model_uri,
@@ -68,7 +69,7 @@ def _scoring_history(params_file: str) -> pd.DataFrame:
 
 
 def _show_prediction(row: dict) -> None:
-    if row["status"] != "ok":
+    if row["status"] != OK:
         st.error(f"{row['url']}: {row['error']}")
         return
     note = f" ({row['quality_issue']})" if row.get("quality_issue") else ""

@@ -13,9 +13,8 @@ import pandas as pd
 
 from meterid.clustering.steps import latest_run
 from meterid.config import Params
+from meterid.core import OK, POOR_QUALITY, TOP_K, UNKNOWN
 from meterid.scoring.pipeline import BatchScorer
-
-TOP_K = 3
 
 
 def identify_upload(scorer: BatchScorer, name: str, data: bytes) -> dict:
@@ -71,7 +70,7 @@ def scoring_history(params: Params, limit: int = 30) -> pd.DataFrame:
 
 def _scoring_summary(path: Path) -> dict:
     frame = pd.read_parquet(path, columns=SCORING_COLUMNS)
-    ok = frame[frame["status"] == "ok"]
+    ok = frame[frame["status"] == OK]
 
     def share(label: str) -> float | None:  # of the scored rows; None when none was scored
         return float((ok["label"] == label).mean()) if len(ok) else None
@@ -79,14 +78,14 @@ def _scoring_summary(path: Path) -> dict:
     return {"output": path.name,
             "scored": pd.Timestamp(path.stat().st_mtime, unit="s").floor("s"),
             "rows": len(frame), "errors": len(frame) - len(ok),
-            "unknown_share": share("UNKNOWN"), "poor_quality_share": share("POOR_QUALITY"),
+            "unknown_share": share(UNKNOWN), "poor_quality_share": share(POOR_QUALITY),
             "mean_confidence": float(ok["top1_conf"].mean()) if len(ok) else None}
 
 
 def label_counts(params: Params, output: str) -> pd.Series:
     """Predicted labels of one scoring output, most frequent first (errors as ERROR)."""
     frame = pd.read_parquet(params.paths.scoring_reports / output, columns=["status", "label"])
-    return frame["label"].where(frame["status"] == "ok", "ERROR").value_counts()
+    return frame["label"].where(frame["status"] == OK, "ERROR").value_counts()
 
 
 @dataclass

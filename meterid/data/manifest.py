@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from meterid.data.images import ImageFacts, inspect_image
+from meterid.photos.images import ImageFacts, inspect_image
 
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ from meterid.data.validation import (
     validate_manifest,
     verdict,
 )
+from meterid.photos.sheets import contact_sheet
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,6 @@ def check_manifest(
 def near_duplicate_sheet(pairs: tuple[NearDuplicate, ...], data_dir: Path, out: Path,
                          max_pairs: int = 18) -> Path:
     """Both photos of each pair side by side (three pairs a row) for a person to judge."""
-    from meterid.clustering.report import contact_sheet
-
     paths = [data_dir / p for pair in pairs[:max_pairs] for p in (pair.path, pair.other)]
     captions = [text for pair in pairs[:max_pairs] for text in (
         pair.path, f"cos {pair.cosine}" if pair.cosine is not None else "phash only")]

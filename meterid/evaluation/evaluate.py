@@ -20,9 +20,10 @@ import torch
 
 from meterid.config import EvaluateConfig
 from meterid.data.suspects import OutOfFold, out_of_fold_probabilities, suspect_labels
-from meterid.evaluation import conformal
-from meterid.evaluation.conformal import AcceptRule, PredictionSetRule
-from meterid.evaluation.decision import DecisionPolicy
+from meterid.decision import conformal
+from meterid.decision.conformal import AcceptRule, PredictionSetRule
+from meterid.decision.openset import ModelOutputs, OpenSetRule, Reference
+from meterid.decision.policy import DecisionPolicy
 from meterid.evaluation.metrics import (
     audit_table,
     headline_metrics,
@@ -30,11 +31,12 @@ from meterid.evaluation.metrics import (
     plot_confusion_matrix,
     plot_open_set,
 )
-from meterid.evaluation.openset import ModelOutputs, OpenSetRule, Reference
 from meterid.evaluation.operating_point import HeldOut, OpenSetChoice, choice_metrics, choose_rule
 from meterid.model.classifier import MeterClassifier
+from meterid.photos.sheets import contact_sheet
 from meterid.training.calibration import expected_calibration_error
 from meterid.training.cross_fit import OutOfFoldLogits
+from meterid.training.outputs import FrozenEmbeddings
 from meterid.training.trainer import CachedSplit, logits_from_activations
 
 log = logging.getLogger(__name__)
@@ -84,16 +86,6 @@ class Evaluation:
     open_set_choice: OpenSetChoice  # its table: every candidate at the operating point
     open_set_scores: dict[str, np.ndarray]  # the chosen score per group, for the plot
     suspects: pd.DataFrame | None  # photos whose given label the out-of-fold head doubts
-
-
-@dataclass(frozen=True)
-class FrozenEmbeddings:
-    """Embeddings of every split's photos by the pretrained backbone before phase 2 (saved by
-    training), with labels and paths relative to the image folder."""
-
-    embeddings: np.ndarray
-    labels: np.ndarray
-    paths: list[str]
 
 
 def model_outputs(model: MeterClassifier, split: CachedSplit) -> ModelOutputs:
@@ -320,8 +312,6 @@ SUSPECT_SHEET = 36  # thumbnails on the suspected-label sheet
 
 def _write_suspects(suspects: pd.DataFrame, image_root: Path, out_dir: Path
                     ) -> dict[str, Path]:
-    from meterid.clustering.report import contact_sheet  # matplotlib, only for this sheet
-
     paths = {"suspect_labels": out_dir / "suspect_labels.csv"}
     suspects.to_csv(paths["suspect_labels"], index=False)
     if len(suspects):

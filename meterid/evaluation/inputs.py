@@ -12,15 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from meterid.config import Params
-from meterid.data.demo.field import burn_text_strip, grayscale
 from meterid.data.demo.scenes import non_meter_scenes
-from meterid.data.images import load_rgb
 from meterid.evaluation.evaluate import (
     EvaluationData,
-    FrozenEmbeddings,
     OutOfFoldOutputs,
     brands_of,
     model_outputs,
@@ -28,33 +24,16 @@ from meterid.evaluation.evaluate import (
 from meterid.evaluation.operating_point import HeldOut
 from meterid.inference.quality import gate_limits, measure_quality, quality_issues
 from meterid.model.classifier import MeterClassifier
+from meterid.photos.field import burn_text_strip, grayscale
+from meterid.photos.images import load_rgb
 from meterid.training.cross_fit import OutOfFoldLogits
 from meterid.training.trainer import (
     CachedSplit,
-    TrainResult,
     cache_folder,
     cache_images,
-    logits_from_activations,
 )
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-
-
-def finished_model(result: TrainResult) -> tuple[MeterClassifier, FrozenEmbeddings]:
-    """The trained model with its reference embeddings (the open-set rule's training photos),
-    and every split's pretrained-backbone embeddings for evaluation's cross-validation."""
-    model = result.model
-    model.reference_embeddings = logits_from_activations(
-        model, result.cached["train"].activations)[1]
-    model.reference_labels = result.cached["train"].targets.clone()
-    frozen = FrozenEmbeddings(
-        torch.cat([result.frozen_embeddings[s] for s in SPLITS]).numpy(),
-        np.array([model.classes[t] for s in SPLITS for t in result.cached[s].targets.tolist()]),
-        [p for s in SPLITS for p in result.cached[s].paths])
-    return model, frozen
-
 
 def split_activations(model: MeterClassifier, splits: pd.DataFrame, params: Params, name: str
            ) -> CachedSplit:

@@ -18,10 +18,10 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from meterid.evaluation.openset import OpenSetRule
+from meterid.core import UNKNOWN
+from meterid.decision.openset import OpenSetRule
 from meterid.training.calibration import expected_calibration_error
 
-UNKNOWN = "UNKNOWN"
 # What a person looks at first; the CLI, the Prefect artifact and the tests show these keys.
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_recall", "macro_f1", "top3_accuracy",
                     "ece", "unknown_auroc_report", "unknown_flagged_share_report",

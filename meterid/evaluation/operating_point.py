@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.stats import binomtest, norm
 
 from meterid.config import EvaluateConfig
-from meterid.evaluation.openset import (
+from meterid.decision.openset import (
     ModelOutputs,
     OpenSetRule,
     Reference,

@@ -19,16 +19,13 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from meterid.inference.int8 import Int8Graph
 from meterid.model.classifier import MeterClassifier
-
-if TYPE_CHECKING:
-    from meterid.inference.quantize import Int8Graph
 
 log = logging.getLogger(__name__)
 

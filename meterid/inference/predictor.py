@@ -3,7 +3,7 @@ predict``, batch scoring, the dashboard and the clustering embeddings.
 
 A prediction always keeps the top-3 labels and calibrated confidences; ``label`` is the top-1
 class, or ``UNKNOWN`` when the model's open-set rule says so (its score under the threshold set
-at evaluation, see ``evaluation.decision``); ``auto_accepted`` and ``prediction_set`` come from
+at evaluation, see ``decision.policy``); ``auto_accepted`` and ``prediction_set`` come from
 the certified accept rule and the conformal sets of the same policy.
 """
 
@@ -17,16 +17,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from meterid.evaluation.decision import DecisionPolicy
-from meterid.evaluation.metrics import UNKNOWN
-from meterid.evaluation.openset import ModelOutputs, Reference
+from meterid.core import TOP_K, UNKNOWN
+from meterid.decision.openset import ModelOutputs, Reference
+from meterid.decision.policy import DecisionPolicy
 from meterid.inference.engines import build_engine
+from meterid.inference.loaded import LoadedModel
 from meterid.inference.quality import grayscale
 from meterid.model.classifier import MeterClassifier
 from meterid.model.presets import BatchNormalizer, eval_resize
-from meterid.registry import LoadedModel
-
-TOP_K = 3
 
 
 @dataclass(frozen=True)

@@ -14,74 +14,21 @@ uses the graph only when the recorded check passed on those exact bytes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from meterid.inference.engines import OnnxEngine, engine_threads, export_onnx
+from meterid.inference.int8 import Int8Check, Int8Graph, sha256_of
 from meterid.model.classifier import MeterClassifier
 
 log = logging.getLogger(__name__)
 
 FORMS = ("u8s8", "s8s8")  # activation / weight types
-
-
-@dataclass(frozen=True)
-class Int8Check:
-    """The int8 graph against fp32 on held-out photos, and whether it may be used."""
-
-    form: str
-    calibration_photos: int
-    check_photos: int
-    top1_agreement: float
-    unknown_agreement: float
-    accuracy_fp32: float
-    accuracy_int8: float
-    min_agreement: float
-    sha256: str  # of the graph it was made on
-
-    @property
-    def passed(self) -> bool:
-        return min(self.top1_agreement, self.unknown_agreement) >= self.min_agreement
-
-    def failure(self) -> str | None:
-        """Why the graph may not be used (None when it may)."""
-        if self.passed:
-            return None
-        return (f"int8 agreed with fp32 on {self.top1_agreement:.1%} of top-1 labels and "
-                f"{self.unknown_agreement:.1%} of UNKNOWN decisions over {self.check_photos} "
-                f"held-out photos, under the required {self.min_agreement:.1%}")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Int8Check:
-        return cls(**{k: v for k, v in data.items() if k != "passed"})
-
-
-@dataclass(frozen=True)
-class Int8Graph:
-    """What the model bundle carries: the quantized graph and its check."""
-
-    onnx: bytes
-    check: Int8Check
-
-    def unusable(self) -> str | None:
-        """Why this graph must not run (None when it may): a failed check, or bytes that are
-        not the ones checked."""
-        if sha256_of(self.onnx) != self.check.sha256:
-            return "the int8 graph is not the one its check was made on (sha256 differs)"
-        return self.check.failure()
-
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class _Batches:
@@ -150,8 +97,6 @@ def make_int8_graph(model: MeterClassifier, calibration: Iterable[np.ndarray],
     """Export fp32, quantize it on ``calibration`` batches, and check the int8 graph against
     fp32 on the ``check`` batches: ``decide(logits, embeddings)`` gives (top-1 index, UNKNOWN)
     per photo under the model's policy."""
-    from meterid.inference.engines import OnnxEngine, engine_threads, export_onnx
-
     size = model.preprocessing.image_size
     with tempfile.TemporaryDirectory(prefix="meterid-int8-") as tmp:
         fp32_path = export_onnx(model, Path(tmp) / "fp32.onnx", size)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from meterid.evaluation.decision import DecisionPolicy
+from meterid.decision.policy import DecisionPolicy
 from meterid.model.backbones import Backbone, build_backbone
 
 

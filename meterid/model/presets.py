@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms import v2
 
 from meterid.config import AugmentConfig
-from meterid.data.demo.field import RandomTextStrip
+from meterid.photos.field import RandomTextStrip
 
 
 def _to_normalized_tensor(mean: tuple[float, ...], std: tuple[float, ...]) -> list:

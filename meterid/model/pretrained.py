@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from meterid.data.images import load_rgb
 from meterid.model.backbones import build_backbone
 from meterid.model.presets import eval_preset
+from meterid.photos.images import load_rgb
 
 BATCH = 16
 

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 
 from meterid.config import MonitorConfig
-from meterid.evaluation.metrics import UNKNOWN
-from meterid.scoring.pipeline import OK, POOR_QUALITY
+from meterid.core import OK, POOR_QUALITY, UNKNOWN
 
 SUMMARY_METRICS = ("rows", "ok", "errors", "unknown", "poor_quality", "auto_accepted",
                    "error_share", "unknown_share", "poor_quality_share", "auto_accept_share",

@@ -22,15 +22,14 @@ from datetime import UTC, datetime
 import torch
 
 from meterid.config import QualityConfig
-from meterid.data.images import ImageError, rgb_from_bytes
+from meterid.core import ERROR, OK, POOR_QUALITY, UNKNOWN
 from meterid.inference.fetch import Fetcher, FetchError
 from meterid.inference.predictor import Prediction, Predictor
 from meterid.inference.quality import gate_limits, measure_quality, quality_issues
+from meterid.photos.images import ImageError, rgb_from_bytes
 
 log = logging.getLogger(__name__)
 
-POOR_QUALITY = "POOR_QUALITY"
-OK, ERROR = "ok", "error"
 CACHE_ENTRIES = 20_000  # finished rows / predictions remembered for duplicates (~10 MB)
 
 
@@ -179,7 +178,7 @@ class BatchScorer:
         columns.update(model_version=self.predictor.version, scored_at=_now())
         _remember(self._finished, source, columns)
         out = {**columns, "row": row, "url": source}
-        if self.on_unknown is not None and out["label"] == "UNKNOWN" and prepared.data:
+        if self.on_unknown is not None and out["label"] == UNKNOWN and prepared.data:
             self.on_unknown(prepared.data, out)
         return out
 

@@ -18,11 +18,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from meterid.config import MonitorConfig, Params, ScoreConfig
-from meterid.data.images import file_sha256
-from meterid.evaluation.decision import DecisionPolicy
+from meterid.decision.policy import DecisionPolicy
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
 from meterid.inference.quality import QualityLimits, gate_limits
+from meterid.photos.images import file_sha256
 from meterid.registry import load_classifier
 from meterid.scoring.checkpoint import Checkpoint, atomic_write_parquet, run_key
 from meterid.scoring.monitoring import SUMMARY_METRICS, drift_alerts, summarize

@@ -20,8 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from meterid.data.demo.field import grayscale
-from meterid.data.images import load_rgb
+from meterid.photos.field import grayscale
+from meterid.photos.images import load_rgb
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from meterid.config import QualityConfig
-from meterid.data.images import load_rgb
 from meterid.inference.quality import QualityLimits, derive_limits, measure_quality
+from meterid.photos.images import load_rgb
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from meterid.config import PhaseConfig, TrainConfig
-from meterid.data.images import load_rgb
 from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
 from meterid.model.backbones import build_backbone
 from meterid.model.classifier import MeterClassifier, Preprocessing, set_phase
 from meterid.model.presets import eval_preset, train_preset
+from meterid.photos.images import load_rgb
 from meterid.training.activations import ViewDataset, ViewItem, stem_activations, worker_context
 from meterid.training.calibration import MIN_CALIBRATION_PHOTOS, Calibration, calibrate
 from meterid.training.cross_fit import OutOfFoldLogits, fold_count, out_of_fold_logits

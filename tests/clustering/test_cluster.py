@@ -22,8 +22,8 @@ from meterid.clustering.cluster import (
 )
 from meterid.clustering.embeddings import embed_photos, model_key
 from meterid.clustering.state import ClusterState
-from meterid.data.images import file_sha256
 from meterid.inference.predictor import Predictor
+from meterid.photos.images import file_sha256
 
 
 def blobs(seed: int = 0, per_blob: int = 30, dim: int = 64, outliers: int = 6) -> tuple:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from meterid.data.images import ImageError, ImageFacts, inspect_image, load_rgb, rgb_from_bytes
+from meterid.photos.images import ImageError, ImageFacts, inspect_image, load_rgb, rgb_from_bytes
 from tests.data.conftest import (
     exif_rotated_jpeg,
     html_named_jpg,

@@ -317,7 +317,7 @@ def test_manifest_read_back_from_csv_validates_the_same(tmp_path: Path, rules: V
 
 
 def test_importing_the_data_modules_loads_neither_gx_nor_prefect():
-    code = ("import sys, meterid.data.images, meterid.data.manifest, meterid.data.validation; "
+    code = ("import sys, meterid.photos.images, meterid.data.manifest, meterid.data.validation; "
             "print(sorted(m for m in ('great_expectations', 'prefect') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from meterid.data.demo.field import RandomTextStrip, burn_text_strip, grayscale
+from meterid.photos.field import RandomTextStrip, burn_text_strip, grayscale
 
 
 def _photo() -> Image.Image:

@@ -97,7 +97,7 @@ def test_phone_sized_photos_with_exif_orientation_decode_upright(small_demo_cfg:
     turns them upright (the same picture as the untagged draw), and the manifest records the
     tag."""
     from meterid.data.demo.generate import PhotoJob, draw_photo
-    from meterid.data.images import inspect_image, load_rgb
+    from meterid.photos.images import inspect_image, load_rgb
 
     spec = build_catalog(small_demo_cfg.n_classes, 0)[0][0]
     size, tags = (720, 1280), set()

@@ -10,13 +10,13 @@ import pytest
 
 from meterid.config import EvaluateConfig
 from meterid.data.demo.scenes import KINDS, non_meter_scenes
-from meterid.evaluation.conformal import (
+from meterid.decision.conformal import (
     NEVER,
     certify_accept_threshold,
     fit_prediction_sets,
     set_coverage,
 )
-from meterid.evaluation.openset import (
+from meterid.decision.openset import (
     ModelOutputs,
     Reference,
     knn_score,
@@ -261,10 +261,10 @@ def test_non_meter_scenes_are_each_kind_and_blank_or_black_fail_the_quality_gate
 
 
 def test_a_field_case_reports_the_errors_among_labelled_and_auto_accepted_photos():
-    from meterid.evaluation.conformal import AcceptRule, PredictionSetRule
-    from meterid.evaluation.decision import DecisionPolicy
+    from meterid.decision.conformal import AcceptRule, PredictionSetRule
+    from meterid.decision.openset import OpenSetRule
+    from meterid.decision.policy import DecisionPolicy
     from meterid.evaluation.evaluate import EvaluationData, _field_metrics
-    from meterid.evaluation.openset import OpenSetRule
 
     # 4 grayscale photos of class 0: very sure and right, fairly sure and right, very sure and
     # wrong, unsure and wrong. MSP at 0.6 flags the unsure one, so 1 of the 3 labelled is
@@ -292,9 +292,9 @@ def test_a_field_case_reports_the_errors_among_labelled_and_auto_accepted_photos
 
 
 def test_grayscale_photos_are_certified_apart_from_colour_ones():
-    from meterid.evaluation.decision import DecisionPolicy
+    from meterid.decision.openset import OpenSetRule
+    from meterid.decision.policy import DecisionPolicy
     from meterid.evaluation.evaluate import EvaluationData, _accept_and_sets
-    from meterid.evaluation.openset import OpenSetRule
 
     # 400 colour validation photos, all right at 0.99; 400 grayscale ones at 0.99, a fifth of
     # them wrong. Certified together (as before) the 10% error would pass nobody's 2% bound.
@@ -330,13 +330,13 @@ def test_grayscale_photos_are_certified_apart_from_colour_ones():
 def test_out_of_fold_photos_set_the_accept_bound_and_sets_when_training_made_them():
     """A collection without validation: 20 test photos would certify nothing (and are the
     photos the report measures); 600 out-of-fold training photos, all right and sure, do."""
+    from meterid.decision.openset import OpenSetRule
     from meterid.evaluation.evaluate import (
         EvaluationData,
         OutOfFoldOutputs,
         _accept_and_sets,
         certification_photos,
     )
-    from meterid.evaluation.openset import OpenSetRule
 
     test = np.tile([[0.97, 0.03]], (20, 1))
     outputs = ModelOutputs(np.log(test), test, np.zeros((20, 2)))

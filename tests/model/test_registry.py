@@ -15,9 +15,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from meterid import registry
-from meterid.evaluation.conformal import AcceptRule, PredictionSetRule
-from meterid.evaluation.decision import DecisionPolicy
-from meterid.evaluation.openset import OpenSetRule
+from meterid.decision.conformal import AcceptRule, PredictionSetRule
+from meterid.decision.openset import OpenSetRule
+from meterid.decision.policy import DecisionPolicy
 from meterid.model.backbones import build_backbone
 from meterid.model.classifier import MeterClassifier, Preprocessing
 from meterid.registry import (

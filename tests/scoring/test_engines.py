@@ -99,7 +99,7 @@ def test_the_int8_check_measures_real_agreement_and_passes_into_use(int8_graph, 
 def test_an_unusable_int8_graph_falls_back_to_fp32_naming_why(int8_graph, tiny_model, fault,
                                                               tmp_path: Path, caplog,
                                                               one_thread):
-    from meterid.inference.quantize import Int8Graph
+    from meterid.inference.int8 import Int8Graph
 
     graph, _ = int8_graph
     broken = {"failed check": Int8Graph(graph.onnx, dataclasses.replace(

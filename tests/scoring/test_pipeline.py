@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from meterid.config import FetchConfig, Params
+from meterid.core import OK, POOR_QUALITY
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
-from meterid.scoring.pipeline import OK, POOR_QUALITY, BatchScorer
+from meterid.scoring.pipeline import BatchScorer
 from meterid.scoring.store import UnknownStore
 from tests.scoring.conftest import Routes
 
@@ -100,7 +101,7 @@ def test_unknown_photos_are_stored_content_addressed(tiny_model, params, fast_fe
                                                      hostile_server, tmp_path: Path, one_thread):
     import dataclasses
 
-    from meterid.evaluation.decision import DecisionPolicy
+    from meterid.decision.policy import DecisionPolicy
 
     store = UnknownStore(tmp_path / "store")
     strict = dataclasses.replace(tiny_model, policy=DecisionPolicy.untested(0.99))

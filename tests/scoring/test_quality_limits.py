@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from meterid.config import Params
-from meterid.data.images import load_rgb
+from meterid.core import POOR_QUALITY
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
 from meterid.inference.quality import (
@@ -25,7 +25,8 @@ from meterid.inference.quality import (
     measure_quality,
     quality_issues,
 )
-from meterid.scoring.pipeline import POOR_QUALITY, BatchScorer
+from meterid.photos.images import load_rgb
+from meterid.scoring.pipeline import BatchScorer
 from tests.scoring.conftest import meter_like
 
 GROCERY = Path(__file__).resolve().parents[3] / "shared" / "data" / "grocery" / "raw"

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from meterid.evaluation.conformal import AcceptRule, PredictionSetRule
-from meterid.evaluation.decision import DecisionPolicy
-from meterid.evaluation.openset import ModelOutputs, OpenSetRule, Reference
+from meterid.decision.conformal import AcceptRule, PredictionSetRule
+from meterid.decision.openset import ModelOutputs, OpenSetRule, Reference
+from meterid.decision.policy import DecisionPolicy
 from meterid.inference.predictor import Predictor
 from meterid.inference.quality import Quality, quality_issues
 from meterid.scoring.monitoring import drift_alerts, summarize
@@ -191,8 +191,8 @@ def test_the_quality_gate_measures_the_models_decode_the_same_at_any_camera_size
     from meterid.data.demo.catalog import build_catalog
     from meterid.data.demo.photo import compose_photo
     from meterid.data.demo.render import render_meter
-    from meterid.data.images import rgb_from_bytes
     from meterid.inference.quality import MEASURE_SIDE, measure_quality
+    from meterid.photos.images import rgb_from_bytes
 
     def gate(image) -> list[str]:
         buffer = io.BytesIO()
@@ -256,7 +256,7 @@ def test_a_grayscale_photo_without_a_bound_of_its_own_goes_to_review_and_says_so
 
 
 def test_the_predictor_tells_grayscale_photos_from_the_pixels_it_scores(tiny_model):
-    from meterid.data.demo.field import grayscale
+    from meterid.photos.field import grayscale
 
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8))
@@ -272,7 +272,7 @@ def test_the_predictor_tells_grayscale_photos_from_the_pixels_it_scores(tiny_mod
 def test_a_grayscale_head_labels_the_photos_without_colour_and_only_them(tiny_model):
     """The second head reads the photos without colour from the same embeddings; the colour
     photo's prediction is the one the model gives without it."""
-    from meterid.data.demo.field import grayscale
+    from meterid.photos.field import grayscale
 
     rng = np.random.default_rng(1)
     photo = Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8))

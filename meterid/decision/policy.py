@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from meterid.evaluation.conformal import NEVER, AcceptRule, PredictionSetRule
-from meterid.evaluation.openset import ModelOutputs, OpenSetRule, Reference
+from meterid.decision.conformal import NEVER, AcceptRule, PredictionSetRule
+from meterid.decision.openset import ModelOutputs, OpenSetRule, Reference
 
 
 @dataclass(frozen=True)

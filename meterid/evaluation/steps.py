@@ -1,0 +1,144 @@
+"""Evaluation as a file-level step, shared by the CLI, the Prefect tasks and dvc.
+
+``evaluate_candidate`` evaluates the candidate ``training.steps.train_candidate`` wrote, writes
+the reports, makes the int8 graph, and logs, registers and (by the promotion rule) promotes it
+in MLflow; ``export_champion`` writes the champion as a folder usable without MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from meterid import registry, tracking
+from meterid.config import Params
+from meterid.data.split import read_splits
+from meterid.decision.openset import ModelOutputs
+from meterid.decision.policy import DecisionPolicy
+from meterid.evaluation.evaluate import evaluate, json_safe, write_reports
+from meterid.evaluation.inputs import evaluation_data, evaluation_inputs
+from meterid.inference.int8 import Int8Graph
+from meterid.inference.predictor import reference_of
+from meterid.inference.quantize import make_int8_graph
+from meterid.model.classifier import MeterClassifier, load_checkpoint
+from meterid.model.presets import eval_preset
+from meterid.photos.images import load_rgb
+from meterid.training.cross_fit import OutOfFoldLogits
+from meterid.training.outputs import FrozenEmbeddings
+from meterid.training.steps import TRAINING_EXPERIMENT, candidate_files, test_split_id
+
+log = logging.getLogger(__name__)
+
+INT8_METRICS = ("top1_agreement", "unknown_agreement", "accuracy_int8", "passed")
+
+
+def _photo_batches(paths: list[Path], model: MeterClassifier, max_pixels: int,
+                   batch_size: int = 32) -> Iterator[np.ndarray]:
+    """Normalised NCHW float32 batches, read as every engine's input is: the model's decode,
+    then its eval preset."""
+    pre = model.preprocessing
+    preset = eval_preset(pre.image_size, pre.mean, pre.std)
+    for start in range(0, len(paths), batch_size):
+        yield torch.stack([preset(load_rgb(p, max_pixels, pre.image_size))
+                           for p in paths[start:start + batch_size]]).numpy()
+
+
+def _int8_graph(model: MeterClassifier, splits: pd.DataFrame, params: Params
+                ) -> Int8Graph | None:
+    """The int8 graph, calibrated on training photos and checked on the test photos under the
+    model's decision policy (which must be set)."""
+    cfg, raw, max_pixels = params.evaluate.int8, params.paths.raw_dir, params.validate_.max_pixels
+    test = splits[splits["split"] == "test"]
+    if not cfg.enabled or test.empty:
+        if cfg.enabled:
+            log.warning("no test photos to check an int8 graph on: none made, scoring uses fp32")
+        return None
+    train = splits[splits["split"] == "train"]
+    calibration = train.sample(min(cfg.calibration_photos, len(train)),
+                               random_state=params.train.seed)
+    index = {c: i for i, c in enumerate(model.classes)}
+    policy, reference = DecisionPolicy.from_dict(model.decision), reference_of(model)
+    temperature = float(model.temperature)
+
+    def decide(logits: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
+        outputs = ModelOutputs(logits, probabilities, embeddings, temperature)
+        return logits.argmax(axis=1), policy.decide(outputs, reference).unknown
+
+    return make_int8_graph(
+        model, _photo_batches([raw / p for p in calibration["path"]], model, max_pixels),
+        list(_photo_batches([raw / p for p in test["path"]], model, max_pixels)),
+        np.array([index[c] for c in test["label"]]), decide, cfg.form, cfg.min_agreement)
+
+
+def evaluate_candidate(params: Params) -> dict:
+    """Evaluate the candidate, write reports, then log, register and maybe promote it."""
+    import mlflow
+
+    files = candidate_files(params)
+    model = load_checkpoint(files.checkpoint)
+    splits = read_splits(params.paths.splits)
+    frozen = np.load(files.frozen_embeddings)
+    if "paths" not in frozen.files:
+        raise ValueError(f"{files.frozen_embeddings} predates the suspected-label check (no "
+                         "paths): train again (`meterid train`)")
+    embeddings = FrozenEmbeddings(frozen["embeddings"], frozen["labels"].astype(str),
+                                  [str(p) for p in frozen["paths"]])
+    out_of_fold = (OutOfFoldLogits.load(files.out_of_fold) if files.out_of_fold.exists()
+                   else None)
+    evaluation = evaluate(model, evaluation_data(model, evaluation_inputs(model, splits, params),
+                                                 out_of_fold),
+                          embeddings, params.evaluate, params.train.seed)
+    model.decision = evaluation.policy.to_dict()
+    int8 = _int8_graph(model, splits, params)  # before the reports: metrics.json carries it
+    if int8 is not None:
+        evaluation.metrics.update({f"int8_{k}": float(v) for k, v in int8.check.to_dict().items()
+                                   if k in INT8_METRICS})
+    reports = write_reports(evaluation, model.classes, params.paths.evaluation_reports,
+                            params.paths.raw_dir)
+    if int8 is not None:
+        reports["int8"] = params.paths.evaluation_reports / "int8.json"
+        reports["int8"].write_text(json.dumps(int8.check.to_dict(), indent=2) + "\n")
+    run_info = json.loads(files.run_info.read_text())
+    reports["calibration"] = params.paths.evaluation_reports / "calibration.json"
+    reports["calibration"].write_text(json.dumps(json_safe(
+        {**run_info["calibration"], "ece_before": evaluation.metrics["ece_uncalibrated"],
+         "ece_after": evaluation.metrics["ece"]}), indent=2) + "\n")
+    run_id = run_info["run_id"]
+    tracking.use_experiment(TRAINING_EXPERIMENT)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({k: v for k, v in evaluation.metrics.items() if np.isfinite(v)})
+        choice = evaluation.open_set_choice
+        mlflow.set_tags({"open_set_rule": choice.rule.label,
+                         "open_set_operating_point": choice.rule.operating_point,
+                         "open_set_selected_by": choice.selected_by,
+                         "open_set_selection_brands": ",".join(choice.brand_sets.selection)
+                         if choice.brand_sets else "",
+                         "open_set_report_brands": ",".join(choice.brand_sets.report)
+                         if choice.brand_sets else ""})
+        mlflow.log_artifacts(str(params.paths.evaluation_reports), artifact_path="evaluation")
+        info = registry.log_model(model, params.evaluate.threshold, int8)
+        version = registry.register(info.model_uri, run_id, evaluation.metrics,
+                                    test_split_id=test_split_id(splits))
+    cfg = params.register_
+    aliases = registry.apply_promotion_rule(version, evaluation.metrics, cfg.auto_promote,
+                                            cfg.promote_margin, cfg.promote_metric,
+                                            test_split_id(splits))
+    export_champion(params)  # the champion may be this version or an earlier one
+    return {"version": version, "aliases": aliases, "metrics": evaluation.metrics,
+            "decision": model.decision, "open_set_rule": evaluation.open_set_choice.rule.label,
+            "reports": {k: str(v) for k, v in reports.items()}}
+
+
+def export_champion(params: Params) -> Path:
+    """The champion as a self-contained folder under models/, for use without MLflow."""
+    out = registry.export_model(f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}",
+                                params.paths.models_dir / "champion")
+    log.info("champion exported to %s", out)
+    return out
