@@ -233,7 +233,7 @@ def test_bomb_size_is_reported_after_rotation(tmp_path: Path):
 
 
 def test_unconvertible_mode_is_flagged_without_an_error(tmp_path: Path, monkeypatch):
-    from meterid.data import images
+    from meterid.photos import images
 
     def refuse(image: Image.Image) -> Image.Image:
         raise ImageError(f"cannot convert mode {image.mode} to RGB: simulated")

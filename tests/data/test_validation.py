@@ -217,7 +217,7 @@ FAULTS: dict[str, Fault] = {
 @pytest.fixture
 def refuse_cmyk(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Simulate a mode Pillow cannot convert (every real file mode converts): refuse CMYK."""
-    from meterid.data import images
+    from meterid.photos import images
 
     original = images.to_rgb
 
