@@ -1,4 +1,4 @@
-"""The README's manual recipe, run as written: a Prefect server, a work pool, `prefect deploy
+"""The manual recipe of docs/operations.md, run as written: a Prefect server, a work pool, `prefect deploy
 --all` and a worker, with no MLflow server and no MLFLOW_TRACKING_URI. The nightly run on the
 worker must find the project's own store (params.yaml), not open an empty ./mlflow.db."""
 
@@ -31,17 +31,17 @@ pytestmark = pytest.mark.slow
 
 
 def readme_recipe() -> list[str]:
-    """The shell lines of the README's "By hand" block."""
-    text = (REPO_ROOT / "README.md").read_text()
-    block = re.search(r"### By hand\n.*?```bash\n(.*?)```", text, re.DOTALL)
-    assert block, "README has no 'By hand' recipe"
+    """The shell lines of docs/operations.md's "By hand" block."""
+    text = (REPO_ROOT / "docs" / "operations.md").read_text()
+    block = re.search(### By hand\n.*?```bash\n(.*?)```", text, re.DOTALL)
+    assert block, "docs/operations.md has no 'By hand' recipe"
     return [line.strip() for line in block[1].splitlines() if line.strip()]
 
 
 def test_readme_recipe_has_the_five_steps():
     steps = readme_recipe()
     assert [s.split()[1] if s.startswith(".venv") else s.split()[0] for s in steps] == [
-        "server", "export", "work-pool", "--no-prompt", "worker"]
+        "serve, "export", "work-pool", "--no-prompt", "worker"]
 
 
 def test_the_readme_recipe_runs_the_nightly_deployment_on_its_worker(
