@@ -19,7 +19,7 @@ PACKAGE = REPO_ROOT / "meterid"
 
 # Lowest first; a package imports only packages of lower layers.
 LAYERS: list[set[str]] = [
-    {"core", "config", "photos", "runtime"},  # words, settings, pixels: nothing of meterid's
+    {"core", "config", "photos", "runtime", "files"},  # words, settings, pixels, atomic writes
     {"stores"},       # where runs, models and data live
     {"tracking"},     # MLflow runs' context
     {"decision"},     # the product's rule: UNKNOWN, auto-accept, prediction sets
@@ -123,3 +123,4 @@ def test_the_checker_sees_a_back_edge_and_a_cycle():
     graph.add_edge("meterid.model.classifier", "meterid.evaluation.evaluate")
     assert ("model", "evaluation") in against_layers(package_edges(graph))
     assert list(nx.simple_cycles(nx.DiGraph(package_edges(graph))))
+

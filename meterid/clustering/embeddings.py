@@ -11,7 +11,6 @@ never pickles.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from meterid.files import atomic_path
 from meterid.inference.engines import weights_digest
 from meterid.inference.predictor import Predictor
 from meterid.photos.images import ImageError, load_rgb
@@ -47,13 +47,11 @@ class EmbeddingCache:
         return pd.read_parquet(self._index_path), np.load(self._vectors_path)
 
     def save(self, index: pd.DataFrame, vectors: np.ndarray) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp_vectors = self.folder / ".embeddings.tmp.npy"
-        tmp_index = self.folder / ".index.tmp.parquet"
-        np.save(tmp_vectors, vectors.astype(np.float32))
-        index.to_parquet(tmp_index, index=False)
-        os.replace(tmp_vectors, self._vectors_path)  # vectors first: a kill between the two
-        os.replace(tmp_index, self._index_path)      # leaves extra rows, never missing ones
+        # Vectors first: a kill between the two leaves extra rows, never missing ones.
+        with atomic_path(self._vectors_path) as tmp, open(tmp, "wb") as out:
+            np.save(out, vectors.astype(np.float32))
+        with atomic_path(self._index_path) as tmp:
+            index.to_parquet(tmp, index=False)
 
 
 def _embed_batch(predictor: Predictor, paths: list[Path], max_pixels: int) -> list[np.ndarray]:

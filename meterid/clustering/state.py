@@ -9,11 +9,12 @@ are still clustered and reported, but flagged, so they stop asking for review ev
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from meterid.files import write_text_atomic
 
 STATUSES = ("candidate", "rejected", "exported", "added")
 
@@ -44,12 +45,8 @@ class ClusterState:
         return cls(next_id=int(raw["next_id"]), clusters=clusters)
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"next_id": self.next_id, "clusters": {
+        write_text_atomic(path, json.dumps({"next_id": self.next_id, "clusters": {
             str(k): asdict(v) for k, v in sorted(self.clusters.items())}}, indent=1))
-        os.replace(tmp, path)
 
     def centroids_for(self, model_key: str) -> dict[int, np.ndarray]:
         return {k: np.asarray(c.centroid, dtype=np.float32) for k, c in self.clusters.items()

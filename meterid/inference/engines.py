@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from meterid.files import atomic_path
 from meterid.inference.int8 import Int8Graph
 from meterid.model.classifier import MeterClassifier
 
@@ -70,16 +71,13 @@ def weights_digest(model: nn.Module) -> str:
 
 def export_module(module: nn.Module, path: Path, image_size: int, outputs: list[str]) -> Path:
     """Write ``outputs = module(images)`` as ONNX with a dynamic batch axis."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     example = torch.zeros(2, 3, image_size, image_size)
-    with warnings.catch_warnings():  # the TorchScript-based exporter warns about its own future
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter warns about its future
         torch.onnx.export(module.eval(), (example,), str(tmp), input_names=["images"],
                           output_names=outputs,
                           dynamic_axes={name: {0: "batch"} for name in ["images", *outputs]},
                           dynamo=False)
-    os.replace(tmp, path)
     return path
 
 

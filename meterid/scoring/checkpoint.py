@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
 
 import pandas as pd
+
+from meterid.files import atomic_path, write_text_atomic
 
 PART_GLOB = "part-*.parquet"
 
@@ -43,7 +44,7 @@ class Checkpoint:
         if self._meta_path.is_file():
             return json.loads(self._meta_path.read_text())
         meta = {"run_id": uuid.uuid4().hex, **defaults}
-        _atomic_write_text(self._meta_path, json.dumps(meta, indent=2))
+        write_text_atomic(self._meta_path, json.dumps(meta, indent=2))
         return meta
 
     def parts(self) -> list[Path]:
@@ -59,9 +60,8 @@ class Checkpoint:
         """A new part of ``rows``: the next number, or ``name`` (a shard's, matching
         ``PART_GLOB``); the temporary name is this process's, so writers never collide."""
         path = self.work_dir / (name or f"part-{len(self.parts()):06d}.parquet")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            pd.DataFrame(rows).to_parquet(tmp, index=False)
         return path
 
     def assemble(self, n_rows: int) -> pd.DataFrame:
@@ -81,16 +81,7 @@ class Checkpoint:
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return Path(path)

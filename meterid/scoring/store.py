@@ -11,25 +11,19 @@ time (Dask workers) never lose each other's URLs.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 from filelock import FileLock
 
+from meterid.files import write_bytes_atomic, write_text_atomic
+
 LOCK_TIMEOUT_S = 60  # a record is held for milliseconds; a minute means something is stuck
 MAX_URLS = 20  # per record: enough to trace a photo back, bounded for photos seen nightly
 TOP_COLUMNS = ("top1_label", "top1_conf", "top2_label", "top2_conf", "top3_label", "top3_conf")
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif",
                "BMP": "bmp"}
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class UnknownStore:
@@ -50,7 +44,7 @@ class UnknownStore:
         record_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(record_path.with_name(f"{record_path.name}.lock"), timeout=LOCK_TIMEOUT_S):
             if not image.exists():
-                _atomic_write(image, data)
+                write_bytes_atomic(image, data)
             self._update_record(record_path, image, row)
         return image
 
@@ -64,7 +58,7 @@ class UnknownStore:
         record.update({key: row.get(key) for key in TOP_COLUMNS},
                       last_seen=row["scored_at"], run_id=row.get("run_id"),
                       model_version=row.get("model_version"))
-        _atomic_write(record_path, json.dumps(record, indent=1).encode())
+        write_text_atomic(record_path, json.dumps(record, indent=1))
 
     def records(self, since: datetime | None = None) -> pd.DataFrame:
         """One row per stored photo (``path`` absolute), last seen at or after ``since``."""

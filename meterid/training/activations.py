@@ -110,8 +110,8 @@ def stem_activations(
 
     ``engine="onnxruntime"`` (CPU, float32) runs it ~5x faster than eager PyTorch here, with
     activations equal to ~1e-6 of their range (checked on the first batch). ``bf16`` runs
-    PyTorch under bfloat16 autocast (faster, but it cost accuracy: docs/scoring-and-speed.md); training
-    stays float32 either way.
+    PyTorch under bfloat16 autocast (faster, but it cost accuracy: docs/scoring-and-speed.md);
+    training stays float32 either way.
     """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         multiprocessing_context=worker_context() if workers else None)

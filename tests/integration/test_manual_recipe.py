@@ -1,6 +1,7 @@
-"""The manual recipe of docs/operations.md, run as written: a Prefect server, a work pool, `prefect deploy
---all` and a worker, with no MLflow server and no MLFLOW_TRACKING_URI. The nightly run on the
-worker must find the project's own store (params.yaml), not open an empty ./mlflow.db."""
+"""docs/operations.md's manual recipe, run as written: a Prefect server, a work pool,
+`prefect deploy --all` and a worker, with no MLflow server and no MLFLOW_TRACKING_URI. The
+nightly run on the worker must find the project's own store (params.yaml), not open an empty
+./mlflow.db."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.slow
 def readme_recipe() -> list[str]:
     """The shell lines of docs/operations.md's "By hand" block."""
     text = (REPO_ROOT / "docs" / "operations.md").read_text()
-    block = re.search(### By hand\n.*?```bash\n(.*?)```", text, re.DOTALL)
+    block = re.search(r"### By hand\n.*?```bash\n(.*?)```", text, re.DOTALL)
     assert block, "docs/operations.md has no 'By hand' recipe"
     return [line.strip() for line in block[1].splitlines() if line.strip()]
 
@@ -41,7 +42,7 @@ def readme_recipe() -> list[str]:
 def test_readme_recipe_has_the_five_steps():
     steps = readme_recipe()
     assert [s.split()[1] if s.startswith(".venv") else s.split()[0] for s in steps] == [
-        "serve, "export", "work-pool", "--no-prompt", "worker"]
+        "server", "export", "work-pool", "--no-prompt", "worker"]
 
 
 def test_the_readme_recipe_runs_the_nightly_deployment_on_its_worker(
