@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from meterid.files import atomic_path
 from meterid.inference.engines import weights_digest
 from meterid.inference.predictor import Predictor
 from meterid.photos.images import ImageError, load_rgb
+from meterid.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def embed_photos(photos: pd.DataFrame, predictor: Predictor, cache_root: Path, b
                  model_key(predictor), len(known))
         new = []
         paths = [Path(p) for p in missing["path"]]
-        for start in tqdm(range(0, len(paths), batch_size), desc="embedding", unit="batch"):
+        for start in progress(range(0, len(paths), batch_size), "embedding", "batch"):
             new.extend(_embed_batch(predictor, paths[start:start + batch_size], max_pixels))
         vectors = np.vstack([vectors, np.stack(new)]) if len(vectors) else np.stack(new)
         index = pd.concat([index, missing[["sha256"]]], ignore_index=True)

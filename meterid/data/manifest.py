@@ -9,16 +9,15 @@ folder lives.
 from __future__ import annotations
 
 import logging
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from itertools import repeat
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
 from meterid.photos.images import ImageFacts, inspect_image
+from meterid.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +71,7 @@ def _inspect_all(data_dir: Path, files: list[str], max_pixels: int,
     paths = [data_dir / f for f in files]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(inspect_image, paths, repeat(max_pixels))
-        return list(tqdm(results, total=len(paths), desc=f"inspecting {data_dir}", unit="img",
-                         file=sys.stderr, mininterval=0.5))
+        return list(progress(results, f"inspecting {data_dir}", "img", total=len(paths)))
 
 
 def build_manifest(data_dir: Path, max_pixels: int, workers: int) -> pd.DataFrame:

@@ -15,6 +15,7 @@ uses the graph only when the recorded check passed on those exact bytes.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -53,14 +54,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray],
                   form: str = "u8s8") -> int:
     """Write the int8 QDQ graph of ``fp32`` to ``out``; returns the number of photos it was
     calibrated on."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import CalibrationDataReader, QuantType
 
     if form not in FORMS:
         raise ValueError(f"int8 form {form!r}: expected one of {FORMS}")
@@ -70,6 +64,21 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray],
         pass
 
     reader = Reader(calibration)
+    chatter = _QuantizerChatter()
+    logging.getLogger().addFilter(chatter)
+    try:
+        _quantize(fp32, out, reader, activation)
+    finally:
+        logging.getLogger().removeFilter(chatter)
+    if not reader.photos:
+        raise ValueError("int8 calibration needs at least one photo")
+    return reader.photos
+
+
+def _quantize(fp32: Path, out: Path, reader: object, activation: object) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     with tempfile.TemporaryDirectory(prefix="meterid-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         # Folds constants and infers shapes, so every convolution gets its own scales.
@@ -78,9 +87,15 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray],
         quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=activation,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-    if not reader.photos:
-        raise ValueError("int8 calibration needs at least one photo")
-    return reader.photos
+
+
+class _QuantizerChatter(logging.Filter):
+    """ONNX Runtime's quantizer logs INFO lines on the root logger ("Increased scale[...] for
+    weight ...", ~100 an evaluation): dropped; its warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (record.levelno >= logging.WARNING
+                or f"onnxruntime{os.sep}quantization" not in record.pathname)
 
 
 Decide = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from tqdm import tqdm
 
 from meterid.config import MonitorConfig, Params, ScoreConfig
 from meterid.decision.policy import DecisionPolicy
@@ -23,6 +22,7 @@ from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
 from meterid.inference.quality import QualityLimits, gate_limits
 from meterid.photos.images import file_sha256
+from meterid.progress import progress
 from meterid.registry import load_classifier
 from meterid.scoring.checkpoint import Checkpoint, atomic_write_parquet, run_key
 from meterid.scoring.monitoring import SUMMARY_METRICS, drift_alerts, summarize
@@ -76,10 +76,7 @@ def _output_table(scored: pd.DataFrame, sources: pd.DataFrame) -> pd.DataFrame:
 
 
 def _progress(results: Iterator[dict], total: int, done_before: int) -> Iterator[dict]:
-    bar = tqdm(results, total=total, initial=done_before, desc="scoring", unit="row",
-               mininterval=2.0)
-    yield from bar
-    bar.close()
+    return progress(results, "scoring", "row", total=total, initial=done_before)
 
 
 @dataclass(frozen=True)

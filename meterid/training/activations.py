@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from meterid.photos.field import grayscale
 from meterid.photos.images import load_rgb
+from meterid.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def stem_activations(
     use_onnx = engine == "onnxruntime" and device.type == "cpu" and not bf16
     chunks = []
     with torch.inference_mode():
-        for images, _ in tqdm(loader, desc=desc, unit="batch"):
+        for images, _ in progress(loader, desc, "batch"):
             if use_onnx:
                 run, use_onnx = _onnx_stem(stem, images, run), False
             chunks.append(run(images))

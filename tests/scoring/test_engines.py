@@ -138,3 +138,20 @@ def test_a_container_cpu_quota_bounds_the_usable_cores(tmp_path: Path):
     assert usable_cores(tmp_path / "quota") == 1
     assert usable_cores(tmp_path / "none") == affinity
     assert usable_cores(tmp_path / "missing") == affinity
+
+
+def test_the_quantizers_info_chatter_is_dropped_and_its_warnings_kept():
+    import logging
+    import os
+
+    from meterid.inference.quantize import _QuantizerChatter
+
+    def record(level: int, where: str) -> logging.LogRecord:
+        return logging.LogRecord("root", level, where, 1, "Increased scale[0] for weight", (),
+                                 None)
+
+    quantizer = os.path.join("site-packages", "onnxruntime", "quantization", "qdq_quantizer.py")
+    chatter = _QuantizerChatter()
+    assert not chatter.filter(record(logging.INFO, quantizer))
+    assert chatter.filter(record(logging.WARNING, quantizer))
+    assert chatter.filter(record(logging.INFO, os.path.join("meterid", "evaluation", "steps.py")))

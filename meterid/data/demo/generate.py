@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from meterid.config import DemoConfig, NuisanceConfig
 from meterid.data.demo.catalog import CATALOG_SEED, MeterSpec, build_catalog, class_counts
 from meterid.data.demo.photo import compose_photo, jpeg_quality
 from meterid.data.demo.render import render_meter
+from meterid.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,6 @@ def generate_demo(
     # spawn, not fork: callers (Prefect, tests) run threads that a fork would copy mid-state.
     with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn")) as pool:
         done = pool.map(_draw, work, chunksize=16)
-        for name in tqdm(done, total=len(work), desc="demo photos", unit="img"):
+        for name in progress(done, "demo photos", "img", total=len(work)):
             counts[name] = counts.get(name, 0) + 1
     return counts
