@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from meterid.config import ConfigError, Params, load_params
-from meterid.core import OK
+from meterid.core import OK, PREDICT_KEYS
 from meterid.runtime import quiet_chatty_loggers
 from meterid.stores import TrackingStoreError, configure_stores, project_root
 
@@ -248,9 +248,6 @@ ThresholdOption = Annotated[float | None, typer.Option(
     "--threshold", min=0, max=1,
     help="Calibrated top-1 confidence under which a photo is UNKNOWN, in place of the model's "
     "evaluated open-set rule (default: the model's rule).")]
-PREDICT_KEYS = ("input", "status", "error", "label", "is_unknown", "top1_label", "top1_conf",
-                "top2_label", "top2_conf", "top3_label", "top3_conf", "open_set_score",
-                "auto_accepted", "prediction_set", "grayscale", "quality_issue", "model_version")
 
 
 def _load_predictor(params: Params, model: str | None, threshold: float | None):  # noqa: ANN202

@@ -17,6 +17,7 @@ import mlflow
 import pandas as pd
 
 from meterid.config import MonitorConfig, Params, ScoreConfig
+from meterid.core import ScoredRow
 from meterid.decision.policy import DecisionPolicy
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
@@ -33,13 +34,7 @@ from meterid.tracking import use_experiment
 
 log = logging.getLogger(__name__)
 
-OUTPUT_COLUMNS = (
-    ROW, SOURCE, "status", "error", "label", "is_unknown",
-    "top1_label", "top1_conf", "top2_label", "top2_conf", "top3_label", "top3_conf",
-    "open_set_score", "auto_accepted", "prediction_set", "grayscale",
-    "quality_issue", "brightness", "contrast", "sharpness", "glare",
-    "sha256", "bytes", "image_format", "model_version", "scored_at", "run_id",
-)
+OUTPUT_COLUMNS = ScoredRow.columns()
 
 
 @dataclass(frozen=True)

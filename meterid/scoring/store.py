@@ -17,11 +17,12 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
+from meterid.core import top_columns
 from meterid.files import write_bytes_atomic, write_text_atomic
 
 LOCK_TIMEOUT_S = 60  # a record is held for milliseconds; a minute means something is stuck
 MAX_URLS = 20  # per record: enough to trace a photo back, bounded for photos seen nightly
-TOP_COLUMNS = ("top1_label", "top1_conf", "top2_label", "top2_conf", "top3_label", "top3_conf")
+TOP_COLUMNS = top_columns()
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif",
                "BMP": "bmp"}
 
