@@ -51,9 +51,11 @@ serve: install
 bench: install
 	$(BIN)/python -m benchmarks
 
-## lint: ruff on the code, the tests and the benchmarks (CI runs it before the tests)
+## lint: ruff on the code, the tests and the benchmarks; mypy on meterid, flows and tasks
+## (CI runs it before the tests)
 lint: install
 	$(BIN)/ruff check meterid tasks flows tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf .prefect reports dvc-storage data/manifest.csv data/splits.csv

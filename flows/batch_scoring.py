@@ -57,7 +57,9 @@ def batch_scoring(
     args = (params, cfg, threshold, Path(input), Path(output) if output else None, column)
     if scale.sharded:
         with _workers_report_here():
-            outcome = score_in_shards.with_options(task_runner=_dask_runner(scale))(
+            # prefect-dask's runner is a TaskRunner of its own future type
+            outcome = score_in_shards.with_options(
+                task_runner=_dask_runner(scale))(  # type: ignore[arg-type]
                 *args, project_root(params_file))
     else:
         outcome = score_images(*args)
@@ -93,5 +95,8 @@ def _workers_report_here() -> Iterator[None]:
     if PREFECT_API_URL.value():
         yield
         return
-    with temporary_settings(updates={PREFECT_API_URL: str(FlowRunContext.get().client.api_url)}):
+    context = FlowRunContext.get()
+    if context is None:
+        raise RuntimeError("scale_out needs a flow run: call it from the batch_scoring flow")
+    with temporary_settings(updates={PREFECT_API_URL: str(context.client.api_url)}):
         yield

@@ -3,6 +3,7 @@ the one ``split.given_csv`` in params.yaml names)."""
 
 from __future__ import annotations
 
+import pandas as pd
 from prefect import flow
 
 from meterid.data.steps import folder_is_empty
@@ -26,16 +27,18 @@ def data_preparation(params_file: str = "params.yaml", demo_if_missing: bool = T
     paths = params.paths
     if demo_if_missing and params.demo.generate_if_empty and folder_is_empty(paths.raw_dir):
         generate_demo_data(params.demo, paths.raw_dir, paths.unknown_dir)
-    manifest = build_image_manifest(paths.raw_dir, params.validate_.max_pixels,
-                                    params.validate_.workers)
+    # Typed: without it Prefect's overloads read a task returning a DataFrame as async.
+    manifest: pd.DataFrame = build_image_manifest(
+        paths.raw_dir, params.validate_.max_pixels, params.validate_.workers)
     report = validate_image_manifest(manifest, paths.raw_dir, paths.manifest,
                                      paths.validation_reports, params.validate_)
     if not report.success:
         failed = [rule.name for rule in report.errors]
         raise DataValidationError(f"{paths.raw_dir} failed validation rules: {', '.join(failed)}"
                                   f" (report: {paths.validation_reports / 'summary.json'})")
-    splits = split_images(paths.manifest, paths.raw_dir, paths.splits, paths.split_reports,
-                          params.validate_, params.split)
+    splits: pd.DataFrame = split_images(
+        paths.manifest, paths.raw_dir, paths.splits, paths.split_reports, params.validate_,
+        params.split)
     return {
         "images": len(manifest),
         "classes": int(manifest["label"].nunique()),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from prefect import flow
 
 from meterid.clustering.steps import default_out_dir
@@ -21,7 +22,9 @@ def unknown_clustering(
     """Cluster the UNKNOWN photos of the last ``since_days`` days (or every image under
     ``images_dir``) into candidate new meter types, with contact sheets for review."""
     params = open_project(params_file)
-    photos = collect_photos(params, since_days, images_dir)
+    # Typed: without it Prefect's overloads read a task returning a DataFrame as async.
+    photos: pd.DataFrame = collect_photos(
+        params, since_days, images_dir)
     if photos.empty:
         return {"photos": 0, "clusters": 0, "out_dir": None}
     outcome = embed_and_cluster(params, photos, Path(out_dir) if out_dir

@@ -314,8 +314,9 @@ def resolve_model_uri(uri: str) -> str:
 
 def _checked_metadata(model: MeterClassifier, metadata: dict | None, source: str) -> dict:
     """The MLmodel metadata, after checking it describes the pickled classifier."""
-    missing = [key for key in METADATA_KEYS if key not in (metadata or {})]
-    if missing == ["decision"] and "open_set" in (metadata or {}):
+    metadata = metadata or {}
+    missing = [key for key in METADATA_KEYS if key not in metadata]
+    if missing == ["decision"] and "open_set" in metadata:
         raise ModelMetadataError(f"{source} was registered by an older meterid, before the "
                                  "decision policy (UNKNOWN rule, auto-accept bound, prediction "
                                  "sets): train and evaluate a new version")

@@ -13,6 +13,7 @@ def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any other failure is final
         return False
+    return False  # the state holds no exception: nothing to retry
 
 
 def retry_unless_model_missing(task: Any, task_run: Any, state: Any) -> bool:

@@ -103,8 +103,13 @@ def _summary(clusters: pd.DataFrame, sheets: dict[int, Path], state: ClusterStat
     rows = []
     for cluster_id, members in clusters.groupby("cluster_id"):
         known = state.clusters.get(int(cluster_id))
-        rows.append({"cluster_id": int(cluster_id), "size": len(members),
-                     "status": "noise" if cluster_id == NOISE else known.status,
+        if cluster_id == NOISE:
+            status = "noise"
+        elif known is None:
+            raise KeyError(f"cluster {cluster_id} was assigned but is not in the cluster state")
+        else:
+            status = known.status
+        rows.append({"cluster_id": int(cluster_id), "size": len(members), "status": status,
                      "first_seen": known.first_seen if known else None,
                      "mean_probability": float(members["probability"].mean()),
                      "close_to": _close_to(members), "sheet": str(sheets[int(cluster_id)])})

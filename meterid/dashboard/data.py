@@ -30,7 +30,8 @@ def identify_upload(scorer: BatchScorer, name: str, data: bytes) -> dict:
 def top3(row: dict) -> pd.DataFrame:
     """The top-3 labels and calibrated confidences of one scored row (empty on an error)."""
     labels = [(row.get(f"top{k}_label"), row.get(f"top{k}_conf")) for k in range(1, TOP_K + 1)]
-    return pd.DataFrame([(label, float(conf)) for label, conf in labels if label is not None],
+    return pd.DataFrame([(label, float(conf)) for label, conf in labels
+                         if label is not None and conf is not None],
                         columns=["label", "confidence"])
 
 

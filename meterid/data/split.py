@@ -439,7 +439,7 @@ def plot_class_balance(splits: pd.DataFrame, out_png: Path) -> Path:
                 label=f"{split} ({int(values.sum())})")
         left += values
     for y, total in zip(positions, table["total"], strict=True):
-        ax.text(total, y, f" {int(total)}", va="center", fontsize=7)
+        ax.text(float(total), float(y), f" {int(total)}", va="center", fontsize=7)
     ax.set_yticks(positions, [str(label) for label in table.index], fontsize=7)
     ax.set_ylim(-0.6, n_classes - 0.4)
     ax.set_xlabel("images")

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
@@ -24,7 +24,9 @@ from meterid.config import Severity, ValidateConfig
 from meterid.data.duplicates import near_duplicate_pairs
 
 if TYPE_CHECKING:
+    from great_expectations.checkpoint.actions import ValidationAction
     from great_expectations.core import ExpectationValidationResult
+    from great_expectations.data_context.store.store import DataDocsSiteConfigTypedDict
     from great_expectations.expectations import Expectation
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,8 @@ def near_duplicates_across_labels(manifest: pd.DataFrame, rules: ValidateConfig,
     vectors = dict(zip(rows, embed([Path(data_dir) / paths[k] for k in rows]), strict=True))
     pairs = [NearDuplicate(paths[i], paths[j], round(float(vectors[i] @ vectors[j]), 4))
              for i, j in candidates]
-    confirmed = [p for p in pairs if p.cosine >= rules.near_duplicate_min_cosine]
+    confirmed = [p for p in pairs
+                 if p.cosine is not None and p.cosine >= rules.near_duplicate_min_cosine]
     log.info("near-duplicates across labels: %d phash candidate pair(s), %d confirmed by "
              "embeddings (cosine >= %s)", len(pairs), len(confirmed),
              rules.near_duplicate_min_cosine)
@@ -211,6 +214,7 @@ def _outside(row: pd.Series) -> str:
 
 def _rules(rules: ValidateConfig, classes: list[str]) -> list[_Rule]:
     import great_expectations.expectations as gxe
+    from great_expectations.expectations.metadata_types import FailureSeverity
 
     def spec(name: str, description: str, kind: type[Expectation],
              explain: Callable[[pd.Series], str], **kwargs: Any) -> _Rule:
@@ -218,7 +222,8 @@ def _rules(rules: ValidateConfig, classes: list[str]) -> list[_Rule]:
         # The severity leads the description: GX's Data Docs render descriptions, not severity.
         expectation = kind(**kwargs, meta={"rule": name, "severity": severity},
                            description=f"{severity.upper()}: {description}",
-                           severity="critical" if severity == "error" else "warning")
+                           severity=FailureSeverity.CRITICAL if severity == "error"
+                           else FailureSeverity.WARNING)
         return _Rule(name, description, expectation, explain, severity)
 
     min_n, distance = rules.min_images_per_class, rules.near_duplicate_max_distance
@@ -303,6 +308,13 @@ def _docs_site(docs_dir: Path) -> dict[str, Any]:
     }
 
 
+def _rule_name(result: ExpectationValidationResult) -> str:
+    config = result.expectation_config
+    if config is None or not config.meta:
+        raise ValueError(f"a validation result without its rule: {result}")
+    return str(config.meta["rule"])
+
+
 def _run_checkpoint(frame: pd.DataFrame, expectations: list[Expectation],
                     docs_dir: Path | None) -> list[ExpectationValidationResult]:
     """Context -> pandas source -> asset -> batch -> suite -> validation -> checkpoint run."""
@@ -321,9 +333,10 @@ def _run_checkpoint(frame: pd.DataFrame, expectations: list[Expectation],
         suite.add_expectation(expectation)
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name="image_manifest", data=batch, suite=suite))
-    actions = []
+    actions: list[ValidationAction] = []
     if docs_dir is not None:
-        context.add_data_docs_site(DOCS_SITE, _docs_site(docs_dir))
+        context.add_data_docs_site(DOCS_SITE, cast("DataDocsSiteConfigTypedDict",
+                                                   _docs_site(docs_dir)))
         actions.append(UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
     checkpoint = context.checkpoints.add(gx.Checkpoint(
         name="image_manifest", validation_definitions=[definition], actions=actions,
@@ -380,7 +393,7 @@ def validate_manifest(manifest: pd.DataFrame, rules: ValidateConfig, class_folde
     specs = _rules(rules, classes)
     docs_index = None if docs_dir is None else Path(docs_dir) / "index.html"
     previous = _mtime(docs_index)
-    results = {r.expectation_config.meta["rule"]: r
+    results = {_rule_name(r): r
                for r in _run_checkpoint(frame, [s.expectation for s in specs], docs_dir)}
     outcomes = [_rule_result(spec, results[spec.name], classes, frame) for spec in specs]
     if docs_index is not None and _mtime(docs_index) in (None, previous):

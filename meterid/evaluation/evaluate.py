@@ -223,7 +223,7 @@ def _field_metrics(policy: DecisionPolicy, data: EvaluationData, reference: Refe
 
 def _non_meter_metrics(rule: OpenSetRule, data: EvaluationData, reference: Reference
                        ) -> dict[str, float]:
-    if data.non_meter is None or not len(data.non_meter):
+    if data.non_meter is None or data.non_meter_poor_quality is None or not len(data.non_meter):
         return {}
     unknown = rule.flags(data.non_meter, reference)
     poor = data.non_meter_poor_quality

@@ -129,7 +129,7 @@ def plot_open_set(scores: dict[str, np.ndarray], rule: OpenSetRule, path: Path) 
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     finite = np.concatenate([v[np.isfinite(v)] for v in scores.values() if len(v)])
-    bins = np.linspace(finite.min(), finite.max(), 40) if len(finite) else 10
+    bins = list(np.linspace(finite.min(), finite.max(), 40)) if len(finite) else 10
     for name, values in scores.items():
         if len(values):
             under = float((values < rule.threshold).mean())

@@ -159,7 +159,7 @@ def build_engine(model: MeterClassifier, engine: str, cache_dir: Path, image_siz
         return torch_engine
     if engine == "onnxruntime-int8":
         why_not = "the model bundle has no int8 graph" if int8 is None else int8.unusable()
-        if why_not is None:
+        if int8 is not None and why_not is None:
             return OnnxEngine(int8.onnx, engine_threads(), name="onnxruntime-int8")
         log.warning("not using the int8 engine: %s; using fp32 ONNX Runtime", why_not)
     path = Path(cache_dir) / f"meterid-{weights_digest(model)}-{image_size}.onnx"

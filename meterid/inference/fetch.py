@@ -80,7 +80,7 @@ def resolve(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
         raise FetchError(f"cannot resolve host {host!r}: {error.strerror}") from error
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
 
 
 def make_session(cfg: FetchConfig, pool_size: int) -> requests.Session:
@@ -233,7 +233,8 @@ class Fetcher:
 
 def _root_cause(error: BaseException) -> str:
     """The innermost cause's message: requests wraps urllib3 wraps socket errors."""
-    while error.__cause__ is not None or error.__context__ is not None:
-        error = error.__cause__ or error.__context__
+    inner: BaseException | None = error
+    while inner is not None:
+        error, inner = inner, inner.__cause__ or inner.__context__
     text = str(error)
     return text.split(": ", 1)[-1] if len(text) > 160 else text

@@ -11,6 +11,7 @@ import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ class _GlobalAvgPool(nn.Module):
 class _EfficientNetStages(nn.Module):
     """A run of EfficientNet-Lite blocks with the package's drop-connect schedule."""
 
-    def __init__(self, net: nn.Module, start: int, stop: int):
+    def __init__(self, net: Any, start: int, stop: int):  # an untyped package's EfficientNet
         super().__init__()
         self.blocks = nn.ModuleList(net._blocks[start:stop])
         self.rates = [net._global_params.drop_connect_rate * i / len(net._blocks)
@@ -120,7 +121,7 @@ def _resnet18(weights: str, unfreeze: str) -> Backbone:
     return Backbone("resnet18", stem, last, model.fc.in_features, unfreeze)
 
 
-def _stage_start(net: nn.Module, from_last: int = 1) -> int:
+def _stage_start(net: Any, from_last: int = 1) -> int:
     """Index of the block that starts the ``from_last``-th resolution stage from the end (a
     stride-2 block)."""
     strides = [max(np.atleast_1d(block._block_args.stride)) for block in net._blocks]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -29,6 +30,11 @@ class Preprocessing:
 
 class MeterClassifier(nn.Module):
     """Images -> logits. ``temperature`` (fitted on validation data) calibrates the softmax."""
+
+    # buffers (declared for the type checker: nn.Module's attribute lookup is untyped)
+    temperature: torch.Tensor
+    reference_embeddings: torch.Tensor
+    reference_labels: torch.Tensor
 
     def __init__(self, backbone: Backbone, classes: list[str], dropout: float = 0.2):
         super().__init__()
@@ -72,7 +78,7 @@ class MeterClassifier(nn.Module):
 
     @property
     def embedding_dim(self) -> int:
-        return self.head[1].in_features
+        return cast(nn.Linear, self.head[1]).in_features
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The penultimate layer: pooled backbone embeddings used for open-set scores/clustering."""

@@ -18,7 +18,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import imagehash
 import numpy as np
@@ -201,9 +201,9 @@ def load_rgb(path: Path, max_pixels: int, min_side: int | None = None) -> Image.
         raise ImageError(f"{path}: cannot read file: {error.strerror or error}") from error
 
 
-def _facts_of(data: bytes, max_pixels: int) -> dict[str, object]:
+def _facts_of(data: bytes, max_pixels: int) -> dict[str, Any]:
     """Header facts, then decode and RGB facts; stops at the first failure, recording it."""
-    facts: dict[str, object] = {}
+    facts: dict[str, Any] = {}
     try:
         with open_image(io.BytesIO(data), max_pixels) as image:
             header_orientation = exif_orientation(image, header_only=True)

@@ -16,8 +16,8 @@ CAPTION_PX = 14
 
 def _thumbnail(path: Path, size: int) -> Image.Image:
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGB")
             return ImageOps.pad(image, (size, size), color=(235, 235, 235))
     except Exception as error:  # noqa: BLE001 - a grey tile, not a failed report; said why
         log.warning("contact sheet: %s is shown as a grey tile (%s: %s)", path,

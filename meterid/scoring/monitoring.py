@@ -28,23 +28,26 @@ def summarize(scored: pd.DataFrame) -> dict:
     """Counts and shares of a run; shares of UNKNOWN / POOR_QUALITY are of the scored rows."""
     ok = scored[scored["status"] == OK]
     n_ok = len(ok)
-    summary = {
+    errors, unknown = int((scored["status"] != OK).sum()), int((ok["label"] == UNKNOWN).sum())
+    poor = int((ok["label"] == POOR_QUALITY).sum())
+    accepted = (int(ok["auto_accepted"].fillna(False).astype(bool).sum())
+                if "auto_accepted" in ok else 0)
+    summary: dict[str, object] = {
         "rows": len(scored),
         "ok": n_ok,
-        "errors": int((scored["status"] != OK).sum()),
-        "unknown": int((ok["label"] == UNKNOWN).sum()),
-        "poor_quality": int((ok["label"] == POOR_QUALITY).sum()),
-        "auto_accepted": int(ok["auto_accepted"].fillna(False).astype(bool).sum())
-        if "auto_accepted" in ok else 0,
+        "errors": errors,
+        "unknown": unknown,
+        "poor_quality": poor,
+        "auto_accepted": accepted,
         "mean_top1_conf": float(ok["top1_conf"].astype(float).mean()) if n_ok else float("nan"),
         "label_counts": {str(k): int(v) for k, v in ok["label"].value_counts().items()},
         "error_reasons": {str(k): int(v) for k, v in scored.loc[scored["status"] != OK, "error"]
                           .map(_reason).value_counts().items()},
     }
-    summary["error_share"] = summary["errors"] / len(scored) if len(scored) else 0.0
-    summary["unknown_share"] = summary["unknown"] / n_ok if n_ok else float("nan")
-    summary["poor_quality_share"] = summary["poor_quality"] / n_ok if n_ok else float("nan")
-    summary["auto_accept_share"] = summary["auto_accepted"] / n_ok if n_ok else float("nan")
+    summary["error_share"] = errors / len(scored) if len(scored) else 0.0
+    summary["unknown_share"] = unknown / n_ok if n_ok else float("nan")
+    summary["poor_quality_share"] = poor / n_ok if n_ok else float("nan")
+    summary["auto_accept_share"] = accepted / n_ok if n_ok else float("nan")
     return summary
 
 

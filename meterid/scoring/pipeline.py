@@ -65,7 +65,7 @@ class BatchScorer:
 
     def __init__(self, predictor: Predictor, fetcher: Fetcher, quality: QualityConfig,
                  max_pixels: int, batch_size: int, concurrency: int,
-                 on_unknown: Callable[[bytes, dict], None] | None = None):
+                 on_unknown: Callable[[bytes, dict], object] | None = None):
         self.predictor = predictor
         self.fetcher = fetcher
         self.quality = gate_limits(predictor.loaded.quality_limits, quality)
@@ -160,7 +160,9 @@ class BatchScorer:
             return
         entries = list(pending.values())
         pending.clear()
-        predictions = self.predictor.predict(torch.stack([e.prepared.tensor for e in entries]))
+        # only prepared photos with a tensor are pending (see _score)
+        tensors = [e.prepared.tensor for e in entries if e.prepared.tensor is not None]
+        predictions = self.predictor.predict(torch.stack(tensors))
         for entry, prediction in zip(entries, predictions, strict=True):
             for row, source in entry.rows:
                 out = self._finish(row, source, entry.prepared, prediction)

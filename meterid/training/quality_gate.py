@@ -43,6 +43,7 @@ def log_quality_limits(limits: QualityLimits) -> None:
 
     mlflow.log_metrics({**{f"quality_{k}": v for k, v in limit_values(limits).items()},
                         "quality_training_photos": limits.photos,
-                        "quality_training_stopped_share": limits.stopped_share,
+                        "quality_training_stopped_share": float("nan")
+                        if limits.stopped_share is None else limits.stopped_share,
                         **{"quality_generic_stopped_share" + ("" if k == "any" else f"_{k}"): v
                            for k, v in limits.generic_stopped.items()}})

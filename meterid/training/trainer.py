@@ -230,7 +230,8 @@ def _order(targets: torch.Tensor, cfg: TrainConfig, n_classes: int) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
     if cfg.imbalance == "weighted_sampler":
         weights = class_weights(targets, n_classes, 1.0)[targets]
-        return {"sampler": WeightedRandomSampler(weights, len(weights), generator=generator)}
+        return {"sampler": WeightedRandomSampler(weights.tolist(), len(weights),
+                                                 generator=generator)}
     return {"shuffle": True, "generator": generator}
 
 

@@ -61,7 +61,7 @@ def _meter_quad(
     hw, hh = mw * scale / 2, mh * scale / 2
     quad = np.array([[-hw, -hh], [hw, -hh], [hw, hh], [-hw, hh]], dtype=np.float32)
     tilt = _uniform(rng, cfg.tilt)
-    side = rng.integers(4)  # which edge recedes from the camera
+    side = int(rng.integers(4))  # which edge recedes from the camera
     near = {0: [0, 3], 1: [1, 2], 2: [0, 1], 3: [2, 3]}[side]
     axis = 1 if side < 2 else 0
     quad[near, axis] *= 1 - tilt
@@ -118,8 +118,8 @@ def _blur_and_noise(img: np.ndarray, rng: np.random.Generator, cfg: NuisanceConf
         kernel[length // 2, :] = 1 / length
         rotation = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5),
                                            rng.uniform(0, 180), 1)
-        kernel = cv2.warpAffine(kernel, rotation, (length, length))
-        img = cv2.filter2D(img, -1, kernel / max(kernel.sum(), 1e-6))
+        turned = cv2.warpAffine(kernel, rotation, (length, length))
+        img = cv2.filter2D(img, -1, turned / max(turned.sum(), 1e-6))
     return img + rng.normal(0, _uniform(rng, cfg.noise_sigma), img.shape).astype(np.float32)
 
 

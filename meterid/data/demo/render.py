@@ -45,12 +45,13 @@ SEGMENTS = {
 
 
 @lru_cache(maxsize=64)
-def _font(size: int) -> ImageFont.FreeTypeFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=max(size, 6))
 
 
 def _jitter(color: Color, rng: np.random.Generator, amount: int) -> Color:
-    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in color)
+    r, g, b = (int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in color)
+    return r, g, b
 
 
 def brand_color(brand: str) -> Color:
@@ -58,11 +59,13 @@ def brand_color(brand: str) -> Color:
     names = (*BRANDS, *UNKNOWN_BRANDS)
     index = names.index(brand) if brand in names else zlib.crc32(brand.encode())
     hue = (index * 0.618034) % 1.0  # golden-ratio steps keep neighbouring brands apart
-    return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, 0.7))
+    r, g, b = (int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, 0.7))
+    return r, g, b
 
 
 def _darker(color: Color, factor: float = 0.6) -> Color:
-    return tuple(int(c * factor) for c in color)
+    r, g, b = (int(c * factor) for c in color)
+    return r, g, b
 
 
 def _casing_mask(shape: str, size: tuple[int, int]) -> Image.Image:

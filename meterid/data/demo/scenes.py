@@ -64,8 +64,8 @@ def draw_scene(kind: str, rng: np.random.Generator, size: tuple[int, int]) -> Im
         img = _flat(rng, size, (0, 18))
     else:
         raise ValueError(f"unknown scene kind {kind!r}; one of {KINDS}")
-    img = img + rng.normal(0, rng.uniform(1.5, 6.0), img.shape)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+    noisy = img + rng.normal(0, rng.uniform(1.5, 6.0), img.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
 def non_meter_scenes(count: int, seed: int, size: tuple[int, int] = (480, 640)
