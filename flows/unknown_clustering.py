@@ -14,17 +14,18 @@ from tasks.clustering import collect_photos, embed_and_cluster, publish
 
 @flow(name="unknown_clustering")
 def unknown_clustering(
-    since_days: int = 7,
+    since_days: int | None = None,
     images_dir: str | None = None,
     out_dir: str | None = None,
     params_file: str = "params.yaml",
 ) -> dict:
-    """Cluster the UNKNOWN photos of the last ``since_days`` days (or every image under
-    ``images_dir``) into candidate new meter types, with contact sheets for review."""
+    """Cluster the UNKNOWN photos of the last ``since_days`` days (params' cluster.since_days
+    when None; or every image under ``images_dir``) into candidate new meter types, with
+    contact sheets for review."""
     params = open_project(params_file)
+    days = params.cluster.since_days if since_days is None else since_days
     # Typed: without it Prefect's overloads read a task returning a DataFrame as async.
-    photos: pd.DataFrame = collect_photos(
-        params, since_days, images_dir)
+    photos: pd.DataFrame = collect_photos(params, days, images_dir)
     if photos.empty:
         return {"photos": 0, "clusters": 0, "out_dir": None}
     outcome = embed_and_cluster(params, photos, Path(out_dir) if out_dir

@@ -420,7 +420,7 @@ def candidates_export(
     ctx: typer.Context,
     cluster_id: Annotated[int, typer.Argument(help="Cluster id from `meterid cluster`.")],
     to: Annotated[Path | None, typer.Option(
-        help="Folder for review (default: data/candidates/cluster_<id>).")] = None,
+        help="Folder for review (default: params paths.candidates_dir/cluster_<id>).")] = None,
     run: Annotated[Path | None, typer.Option(
         help="Clustering run folder (default: the latest).")] = None,
 ) -> None:
@@ -429,7 +429,7 @@ def candidates_export(
     from meterid.clustering.steps import latest_run
 
     params = _params(ctx)
-    target = to or Path("data/candidates") / f"cluster_{cluster_id}"
+    target = to or params.paths.candidates_dir / f"cluster_{cluster_id}"
     try:
         copied = export_cluster(params, run or latest_run(params), cluster_id, target)
     except (CandidateError, FileNotFoundError) as error:

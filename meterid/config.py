@@ -35,6 +35,7 @@ class PathsConfig(_Strict):
     cluster_reports: Path
     cluster_state: Path
     onnx_cache: Path
+    candidates_dir: Path = Path("data/candidates")  # params.yaml has it; older project files not
 
 
 class StoresConfig(_Strict):

@@ -20,7 +20,7 @@ PACKAGE = REPO_ROOT / "meterid"
 # Lowest first; a package imports only packages of lower layers.
 LAYERS: list[set[str]] = [
     {"core", "config", "photos", "runtime", "files", "progress"},  # words, settings, pixels, I/O
-    {"stores"},       # where runs, models and data live
+    {"stores", "catalog"},  # where runs, models, data and each stage's files live
     {"tracking"},     # MLflow runs' context
     {"decision"},     # the product's rule: UNKNOWN, auto-accept, prediction sets
     {"model"},        # the network and its checkpoint

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from meterid.catalog import EvaluationReports
 from meterid.clustering.steps import latest_run
 from meterid.config import Params
 from meterid.core import OK, POOR_QUALITY, TOP_K, UNKNOWN
@@ -46,14 +47,12 @@ class EvaluationView:
 
 def evaluation(params: Params) -> EvaluationView:
     """The latest `meterid evaluate` report and the split's class balance picture."""
-    folder = params.paths.evaluation_reports
-    metrics_file, per_class_file = folder / "metrics.json", folder / "per_class.csv"
+    files = EvaluationReports(params.paths.evaluation_reports)
     balance = params.paths.split_reports / "class_balance.png"
     return EvaluationView(
-        json.loads(metrics_file.read_text()) if metrics_file.is_file() else None,
-        pd.read_csv(per_class_file) if per_class_file.is_file() else None,
-        _existing(folder / "confusion_matrix.png"), _existing(balance),
-        _existing(folder / "open_set.png"))
+        json.loads(files.metrics.read_text()) if files.metrics.is_file() else None,
+        pd.read_csv(files.per_class) if files.per_class.is_file() else None,
+        _existing(files.confusion_matrix), _existing(balance), _existing(files.open_set_plot))
 
 
 SCORING_COLUMNS = ["status", "label", "top1_conf"]

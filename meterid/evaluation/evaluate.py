@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from meterid.catalog import EvaluationReports
 from meterid.config import EvaluateConfig
 from meterid.data.suspects import OutOfFold, out_of_fold_probabilities, suspect_labels
 from meterid.decision import conformal
@@ -312,7 +313,8 @@ SUSPECT_SHEET = 36  # thumbnails on the suspected-label sheet
 
 def _write_suspects(suspects: pd.DataFrame, image_root: Path, out_dir: Path
                     ) -> dict[str, Path]:
-    paths = {"suspect_labels": out_dir / "suspect_labels.csv"}
+    files = EvaluationReports(out_dir)
+    paths = {"suspect_labels": files.suspect_labels}
     suspects.to_csv(paths["suspect_labels"], index=False)
     if len(suspects):
         paths["suspect_sheet"] = contact_sheet(
@@ -320,7 +322,7 @@ def _write_suspects(suspects: pd.DataFrame, image_root: Path, out_dir: Path
             [f"{g} -> {s}?" for g, s in zip(suspects["given_label"], suspects["suggested_label"],
                                             strict=True)],
             f"{len(suspects)} photos whose label the out-of-fold head doubts (given -> "
-            "suggested); most doubted first", out_dir / "suspect_labels.png", SUSPECT_SHEET, 128)
+            "suggested); most doubted first", files.suspect_sheet, SUSPECT_SHEET, 128)
         log.warning("%d suspected label error(s): %s (and %s)", len(suspects),
                     paths["suspect_labels"], paths["suspect_sheet"])
     return paths
@@ -336,13 +338,8 @@ def write_reports(evaluation: Evaluation, classes: list[str], out_dir: Path,
                   image_root: Path | None = None) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
-        "metrics": out_dir / "metrics.json",
-        "per_class": out_dir / "per_class.csv",
-        "audit": out_dir / "audit.csv",
-        "confusion_matrix": out_dir / "confusion_matrix.png",
-        "decision": out_dir / "decision.json",
-        "open_set": out_dir / "open_set.csv",
-        "open_set_plot": out_dir / "open_set.png",
+        name: path for name, path in EvaluationReports(out_dir).tracked().items()
+        if name not in ("calibration", "int8")  # written by evaluation.steps
     }
     clean = {k: (v if np.isfinite(v) else None) for k, v in evaluation.metrics.items()}
     paths["metrics"].write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from meterid import registry, tracking
+from meterid.catalog import EvaluationReports
 from meterid.config import Params
 from meterid.data.split import read_splits
 from meterid.decision.openset import ModelOutputs
@@ -103,10 +104,10 @@ def evaluate_candidate(params: Params) -> dict:
     reports = write_reports(evaluation, model.classes, params.paths.evaluation_reports,
                             params.paths.raw_dir)
     if int8 is not None:
-        reports["int8"] = params.paths.evaluation_reports / "int8.json"
+        reports["int8"] = EvaluationReports(params.paths.evaluation_reports).int8
         reports["int8"].write_text(json.dumps(int8.check.to_dict(), indent=2) + "\n")
     run_info = json.loads(files.run_info.read_text())
-    reports["calibration"] = params.paths.evaluation_reports / "calibration.json"
+    reports["calibration"] = EvaluationReports(params.paths.evaluation_reports).calibration
     reports["calibration"].write_text(json.dumps(json_safe(
         {**run_info["calibration"], "ece_before": evaluation.metrics["ece_uncalibrated"],
          "ece_after": evaluation.metrics["ece"]}), indent=2) + "\n")

@@ -148,7 +148,7 @@ def max_difference(a: TorchEngine | OnnxEngine, b: TorchEngine | OnnxEngine,
     return max(float(np.abs(x - y).max()) for x, y in zip(a(batch), b(batch), strict=True))
 
 
-def build_engine(model: MeterClassifier, engine: str, cache_dir: Path, image_size: int,
+def build_engine(model: MeterClassifier, engine: str, cache_dir: Path | None, image_size: int,
                  int8: Int8Graph | None = None) -> TorchEngine | OnnxEngine:
     """The requested engine; ONNX Runtime only after its outputs match PyTorch's, its int8 graph
     only when the bundle carries one whose check passed (else fp32 ONNX, with a warning)."""
@@ -162,6 +162,9 @@ def build_engine(model: MeterClassifier, engine: str, cache_dir: Path, image_siz
         if int8 is not None and why_not is None:
             return OnnxEngine(int8.onnx, engine_threads(), name="onnxruntime-int8")
         log.warning("not using the int8 engine: %s; using fp32 ONNX Runtime", why_not)
+    if cache_dir is None:
+        raise ValueError(f"engine {engine!r} exports the model to ONNX and needs a folder for it "
+                         "(params.yaml paths.onnx_cache)")
     path = Path(cache_dir) / f"meterid-{weights_digest(model)}-{image_size}.onnx"
     if not path.is_file():
         log.info("exporting the model to ONNX: %s", path)

@@ -77,7 +77,7 @@ class Predictor:
         self.transform = eval_resize(pre.image_size)  # per image, in worker threads
         self.normalize = BatchNormalizer(pre.mean, pre.std)  # per batch
         self.reference = reference_of(loaded.model)
-        self.engine = build_engine(self.model, engine, onnx_cache or Path("models/onnx"),
+        self.engine = build_engine(self.model, engine, onnx_cache,
                                    pre.image_size, loaded.int8)
 
     def with_threshold(self, threshold: float | None) -> Predictor:

@@ -155,3 +155,8 @@ def test_the_quantizers_info_chatter_is_dropped_and_its_warnings_kept():
     assert not chatter.filter(record(logging.INFO, quantizer))
     assert chatter.filter(record(logging.WARNING, quantizer))
     assert chatter.filter(record(logging.INFO, os.path.join("meterid", "evaluation", "steps.py")))
+
+
+def test_an_onnx_engine_without_a_cache_folder_names_the_setting(tiny_model):
+    with pytest.raises(ValueError, match="paths.onnx_cache"):
+        build_engine(tiny_model.model, "onnxruntime", None, 64)

@@ -1,0 +1,65 @@
+"""The files the stages write under ``params.paths``, named once: writers, readers (the
+dashboard, the flows' artifacts) and ``dvc.yaml`` (checked by tests/test_catalog.py) use these
+names instead of literals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EvaluationReports:
+    """What ``meterid evaluate`` writes (``paths.evaluation_reports``)."""
+
+    folder: Path
+
+    @property
+    def metrics(self) -> Path:           # flat keys; dvc metrics
+        return self.folder / "metrics.json"
+
+    @property
+    def per_class(self) -> Path:         # precision, recall, support, CV recall per class
+        return self.folder / "per_class.csv"
+
+    @property
+    def audit(self) -> Path:             # every test photo: truth, prediction, top-3, UNKNOWN
+        return self.folder / "audit.csv"
+
+    @property
+    def confusion_matrix(self) -> Path:
+        return self.folder / "confusion_matrix.png"
+
+    @property
+    def decision(self) -> Path:          # the policy stored with the model, and where it was set
+        return self.folder / "decision.json"
+
+    @property
+    def open_set(self) -> Path:          # every open-set candidate at the operating point
+        return self.folder / "open_set.csv"
+
+    @property
+    def open_set_plot(self) -> Path:
+        return self.folder / "open_set.png"
+
+    @property
+    def calibration(self) -> Path:       # the temperature, why, and ECE before and after
+        return self.folder / "calibration.json"
+
+    @property
+    def int8(self) -> Path:              # the int8 graph's check against fp32
+        return self.folder / "int8.json"
+
+    @property
+    def suspect_labels(self) -> Path:
+        return self.folder / "suspect_labels.csv"
+
+    @property
+    def suspect_sheet(self) -> Path:
+        return self.folder / "suspect_labels.png"
+
+    def tracked(self) -> dict[str, Path]:
+        """The files every evaluation writes (dvc.yaml's outputs of the evaluate stage)."""
+        return {name: getattr(self, name) for name in (
+            "metrics", "per_class", "audit", "confusion_matrix", "decision", "open_set",
+            "open_set_plot", "calibration", "int8")}
