@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"decision"},     # the product's rule: UNKNOWN, auto-accept, prediction sets
     {"model"},        # the network and its checkpoint
     {"inference"},    # engines, the quality gate, the predictor
-    {"registry"},     # MLflow's registry (the only MLflow below the steps)
+    {"registry"},     # the MLflow model registry
     {"data"},         # manifest, validation, split, the demo generator
     {"training"},     # two phases, calibration, out-of-fold logits
     {"evaluation"},   # reads training's outputs, sets the decision policy, registers
