@@ -8,7 +8,8 @@ eval views. Every training photo then has the logits of a model that never saw i
 temperature, the prediction sets and the auto-accept bound can be fitted on them instead of on
 a handful of validation photos, or on the test photos. A fold model has seen (k-1)/k of the
 photos, so it errs a little more than the final one: figures certified on it are on the
-cautious side (docs/real-photos.md measures what it does on real photos).
+cautious side (docs/real-photos.md measures what it does on real photos). With ``weights: none``
+the folds share the stem that phase 1 trained on every photo, so they are less independent.
 """
 
 from __future__ import annotations
