@@ -37,7 +37,7 @@ from meterid.evaluation.inputs import field_case_activations
 from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
 from meterid.model.classifier import load_checkpoint
 from meterid.model.presets import eval_preset, train_preset
-from meterid.photos.field import grayscale as to_grayscale
+from meterid.photos.field import to_grayscale
 from meterid.photos.images import load_rgb
 from meterid.training.activations import ViewDataset, stem_activations
 from meterid.training.trainer import (
@@ -186,7 +186,7 @@ def _knn_labels(reference: torch.Tensor, labels: torch.Tensor, queries: torch.Te
 
 
 def _routing(photos: list[Path], params) -> dict:
-    """How often the product's chroma test (``quality.grayscale``) takes a colour test photo for
+    """How often the product's chroma test (``quality.is_grayscale``) takes a colour test photo for
     a grayscale one, and a grayscale copy (JPEG-encoded, as field cameras save it) for colour."""
     colour = np.array([_chroma(p, params) for p in photos])
     with tempfile.TemporaryDirectory(prefix="meterid-gray-") as tmp:

@@ -15,6 +15,8 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from meterid.decision.openset import normalize
+
 
 @dataclass(frozen=True)
 class OutOfFold:
@@ -33,7 +35,7 @@ def out_of_fold_probabilities(embeddings: np.ndarray, labels: np.ndarray, folds:
     k = int(min(folds, counts.min()))
     if k < 2 or len(classes) < 2:
         return None
-    features = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    features = normalize(embeddings)
     # Balanced class weights: with 4-image classes beside 200-image ones, an unweighted head
     # would sacrifice exactly the small classes.
     head = LogisticRegression(max_iter=2000, C=10.0, class_weight="balanced")

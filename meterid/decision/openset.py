@@ -88,7 +88,7 @@ class Reference:
 @dataclass(frozen=True)
 class ModelOutputs:
     """What one forward pass gives a batch: raw logits, calibrated probabilities, embeddings;
-    and, where the pixels were seen, which photos had no colour (``quality.grayscale``)."""
+    and, where the pixels were seen, which photos had no colour (``quality.is_grayscale``)."""
 
     logits: np.ndarray
     probabilities: np.ndarray

@@ -24,7 +24,7 @@ from meterid.evaluation.evaluate import (
 from meterid.evaluation.operating_point import HeldOut
 from meterid.inference.quality import gate_limits, measure_quality, quality_issues
 from meterid.model.classifier import MeterClassifier
-from meterid.photos.field import burn_text_strip, grayscale
+from meterid.photos.field import burn_text_strip, to_grayscale
 from meterid.photos.images import load_rgb
 from meterid.training.cross_fit import OutOfFoldLogits
 from meterid.training.trainer import (
@@ -70,7 +70,7 @@ def _non_meter(model: MeterClassifier, params: Params) -> tuple[CachedSplit, np.
     return cached, np.array(poor, dtype=bool)
 
 
-FIELD_CASES = {"grayscale": lambda image, rng: grayscale(image),
+FIELD_CASES = {"grayscale": lambda image, rng: to_grayscale(image),
                "text_strip": burn_text_strip}
 
 

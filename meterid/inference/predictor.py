@@ -22,7 +22,7 @@ from meterid.decision.openset import ModelOutputs, Reference
 from meterid.decision.policy import DecisionPolicy
 from meterid.inference.engines import build_engine
 from meterid.inference.loaded import LoadedModel
-from meterid.inference.quality import grayscale
+from meterid.inference.quality import is_grayscale
 from meterid.model.classifier import MeterClassifier
 from meterid.model.presets import BatchNormalizer, eval_resize
 
@@ -107,7 +107,7 @@ class Predictor:
 
     def predict(self, batch: torch.Tensor) -> list[Prediction]:
         """``batch``: uint8 images as ``preprocess`` gives them."""
-        return self.predictions(self.outputs(*self._run(batch), grayscale(batch.numpy())))
+        return self.predictions(self.outputs(*self._run(batch), is_grayscale(batch.numpy())))
 
     def predictions(self, outputs: ModelOutputs) -> list[Prediction]:
         decided = self.policy.decide(outputs, self.reference)

@@ -74,7 +74,7 @@ def chroma(images: np.ndarray) -> np.ndarray:
             + np.abs(pixels[:, 1] - pixels[:, 2])).mean(axis=(1, 2))
 
 
-def grayscale(images: np.ndarray) -> np.ndarray:
+def is_grayscale(images: np.ndarray) -> np.ndarray:
     """Per uint8 image of ``images`` (N, 3, H, W): True when it has no colour to speak of."""
     return chroma(images) < GRAYSCALE_MAX_CHROMA
 

@@ -30,7 +30,7 @@ def burn_text_strip(image: Image.Image, rng: np.random.Generator) -> Image.Image
     return out
 
 
-def grayscale(image: Image.Image) -> Image.Image:
+def to_grayscale(image: Image.Image) -> Image.Image:
     return image.convert("L").convert("RGB")
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from meterid.photos.field import grayscale
+from meterid.photos.field import to_grayscale
 from meterid.photos.images import load_rgb
 from meterid.progress import progress
 
@@ -50,7 +50,7 @@ class ViewDataset(Dataset):
         item = self.items[index]
         image = load_rgb(item.path, self.max_pixels, self.min_side)  # the model's decode
         if item.grayscale:
-            image = grayscale(image)
+            image = to_grayscale(image)
         if item.view == 0 or self.train_transform is None:
             return self.eval_transform(image), item.target
         torch.manual_seed(zlib.crc32(f"{self.seed}|{item.view}|{item.path}".encode()))

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from meterid.photos.field import RandomTextStrip, burn_text_strip, grayscale
+from meterid.photos.field import RandomTextStrip, burn_text_strip, to_grayscale
 
 
 def _photo() -> Image.Image:
@@ -26,7 +26,7 @@ def test_the_text_strip_covers_only_the_bottom_and_holds_text():
 
 
 def test_grayscale_keeps_three_equal_channels():
-    pixels = np.asarray(grayscale(_photo()))
+    pixels = np.asarray(to_grayscale(_photo()))
     assert pixels.shape == (200, 160, 3)
     assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
 

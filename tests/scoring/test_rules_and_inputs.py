@@ -256,11 +256,11 @@ def test_a_grayscale_photo_without_a_bound_of_its_own_goes_to_review_and_says_so
 
 
 def test_the_predictor_tells_grayscale_photos_from_the_pixels_it_scores(tiny_model):
-    from meterid.photos.field import grayscale
+    from meterid.photos.field import to_grayscale
 
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8))
-    night = grayscale(photo)
+    night = to_grayscale(photo)
     buffer = io.BytesIO()
     night.save(buffer, format="JPEG", quality=90)  # as a night-mode camera stores it
     stored = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
@@ -272,7 +272,7 @@ def test_the_predictor_tells_grayscale_photos_from_the_pixels_it_scores(tiny_mod
 def test_a_grayscale_head_labels_the_photos_without_colour_and_only_them(tiny_model):
     """The second head reads the photos without colour from the same embeddings; the colour
     photo's prediction is the one the model gives without it."""
-    from meterid.photos.field import grayscale
+    from meterid.photos.field import to_grayscale
 
     rng = np.random.default_rng(1)
     photo = Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8))
@@ -282,7 +282,7 @@ def test_a_grayscale_head_labels_the_photos_without_colour_and_only_them(tiny_mo
         head[1].weight.zero_()
         head[1].bias.copy_(torch.tensor([0.0, 0.0, 20.0]))
     plain, routed = Predictor(tiny_model), Predictor(with_head)
-    batch = torch.stack([plain.preprocess(image) for image in (photo, grayscale(photo))])
+    batch = torch.stack([plain.preprocess(image) for image in (photo, to_grayscale(photo))])
     before, after = plain.predict(batch), routed.predict(batch)
     assert after[0] == before[0]
     assert after[1].grayscale and after[1].top_labels[0] == "gamma"
