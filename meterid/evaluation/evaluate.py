@@ -91,10 +91,7 @@ class Evaluation:
 
 def model_outputs(model: MeterClassifier, split: CachedSplit) -> ModelOutputs:
     logits, embeddings = logits_from_activations(model, split.activations)
-    logits = torch.from_numpy(model.route_grayscale(logits.numpy(), embeddings.numpy(),
-                                                    split.grayscale))
-    return ModelOutputs(logits.numpy(), model.calibrated_probabilities(logits).numpy(),
-                        embeddings.numpy(), float(model.temperature), split.grayscale)
+    return model.outputs(logits.numpy(), embeddings.numpy(), split.grayscale)
 
 
 def brands_of(split: CachedSplit) -> np.ndarray:

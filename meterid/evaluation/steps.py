@@ -20,12 +20,12 @@ from meterid import registry, tracking
 from meterid.catalog import EvaluationReports
 from meterid.config import Params
 from meterid.data.split import read_splits
-from meterid.decision.openset import ModelOutputs
 from meterid.decision.policy import DecisionPolicy
 from meterid.evaluation.evaluate import evaluate, json_safe, write_reports
 from meterid.evaluation.inputs import evaluation_data, evaluation_inputs
 from meterid.inference.int8 import Int8Graph
 from meterid.inference.predictor import reference_of
+from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
 from meterid.inference.quantize import make_int8_graph
 from meterid.model.classifier import MeterClassifier, load_checkpoint
 from meterid.model.presets import eval_preset
@@ -65,16 +65,19 @@ def _int8_graph(model: MeterClassifier, splits: pd.DataFrame, params: Params
                                random_state=params.train.seed)
     index = {c: i for i, c in enumerate(model.classes)}
     policy, reference = DecisionPolicy.from_dict(model.decision), reference_of(model)
-    temperature = float(model.temperature)
+    test_paths = [raw / p for p in test["path"]]
+    size = model.preprocessing.image_size
+    colourless = np.array([image_chroma(load_rgb(p, max_pixels, size)) < GRAYSCALE_MAX_CHROMA
+                           for p in test_paths])
 
     def decide(logits: np.ndarray, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probabilities = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
-        outputs = ModelOutputs(logits, probabilities, embeddings, temperature)
-        return logits.argmax(axis=1), policy.decide(outputs, reference).unknown
+        # As scoring decides: photos without colour read by the grayscale head.
+        outputs = model.outputs(logits, embeddings, colourless)
+        return outputs.logits.argmax(axis=1), policy.decide(outputs, reference).unknown
 
     return make_int8_graph(
         model, _photo_batches([raw / p for p in calibration["path"]], model, max_pixels),
-        list(_photo_batches([raw / p for p in test["path"]], model, max_pixels)),
+        list(_photo_batches(test_paths, model, max_pixels)),
         np.array([index[c] for c in test["label"]]), decide, cfg.form, cfg.min_agreement)
 
 

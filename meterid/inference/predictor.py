@@ -100,10 +100,7 @@ class Predictor:
 
     def outputs(self, logits: np.ndarray, embeddings: np.ndarray,
                 grayscale: np.ndarray | None = None) -> ModelOutputs:
-        temperature = float(self.model.temperature)
-        logits = self.model.route_grayscale(logits, embeddings, grayscale)
-        probabilities = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
-        return ModelOutputs(logits, probabilities, embeddings, temperature, grayscale)
+        return self.model.outputs(logits, embeddings, grayscale)
 
     def predict(self, batch: torch.Tensor) -> list[Prediction]:
         """``batch``: uint8 images as ``preprocess`` gives them."""

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from meterid.decision.openset import ModelOutputs
 from meterid.decision.policy import DecisionPolicy
 from meterid.model.backbones import Backbone, build_backbone
 
@@ -89,6 +90,15 @@ class MeterClassifier(nn.Module):
 
     def calibrated_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits / self.temperature, dim=-1)
+
+    def outputs(self, logits: np.ndarray, embeddings: np.ndarray,
+                grayscale: np.ndarray | None = None) -> ModelOutputs:
+        """What the decision policy reads, from any engine's (logits, embeddings): the
+        grayscale head's logits for photos without colour, calibrated probabilities. Scoring,
+        evaluation and the int8 check all build their outputs here."""
+        routed = self.route_grayscale(logits, embeddings, grayscale)
+        probabilities = self.calibrated_probabilities(torch.from_numpy(routed)).numpy()
+        return ModelOutputs(routed, probabilities, embeddings, float(self.temperature), grayscale)
 
 
 def set_phase(model: MeterClassifier, phase: int, pretrained: bool) -> list[str]:

@@ -689,3 +689,19 @@ def test_without_validation_the_temperature_comes_from_out_of_fold_logits(
                           cfg.model_copy(update={"out_of_fold_folds": 0}), 10**8)
     assert off.out_of_fold is None and off.calibration.fitted_on == "validation"
     assert off.calibration.temperature == 1.0
+
+
+def test_outputs_route_photos_without_colour_to_the_grayscale_head(tiny_model: MeterClassifier):
+    """The one place scoring, evaluation and the int8 check turn an engine's (logits,
+    embeddings) into what the policy reads."""
+    head = tiny_model.with_grayscale_head()
+    torch.nn.init.constant_(head[1].weight, 0.0)
+    torch.nn.init.constant_(head[1].bias, 1.0)
+    tiny_model.temperature.fill_(2.0)
+    logits = np.array([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0]], dtype=np.float32)
+    embeddings = np.zeros((2, tiny_model.embedding_dim), dtype=np.float32)
+    out = tiny_model.outputs(logits, embeddings, np.array([True, False]))
+    assert np.allclose(out.logits, [[1.0, 1.0, 1.0], [3.0, 0.0, 0.0]])
+    assert np.allclose(out.probabilities[0], 1 / 3)
+    assert np.allclose(out.probabilities[1], torch.softmax(torch.tensor([1.5, 0, 0]), 0))
+    assert out.temperature == 2.0 and out.grayscale.tolist() == [True, False]
