@@ -5,6 +5,7 @@ yet, and the page says which command produces it."""
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,8 @@ import pandas as pd
 from meterid.catalog import EvaluationReports
 from meterid.clustering.steps import latest_run
 from meterid.config import Params
-from meterid.core import OK, POOR_QUALITY, TOP_K, UNKNOWN
+from meterid.core import OK, TOP_K
+from meterid.scoring.monitoring import summarize
 from meterid.scoring.pipeline import BatchScorer
 
 
@@ -55,12 +57,13 @@ def evaluation(params: Params) -> EvaluationView:
         _existing(files.confusion_matrix), _existing(balance), _existing(files.open_set_plot))
 
 
-SCORING_COLUMNS = ["status", "label", "top1_conf"]
+SCORING_COLUMNS = ["status", "error", "label", "top1_conf"]  # what summarize needs
 
 
 def scoring_history(params: Params, limit: int = 30) -> pd.DataFrame:
     """One row per scoring output (newest first): rows, errors, UNKNOWN and POOR_QUALITY
-    shares, mean top-1 confidence. Only three columns are read from each Parquet."""
+    shares, mean top-1 confidence, as the scoring run summarised them (``monitoring.summarize``).
+    Only four columns are read from each Parquet."""
     files = sorted(params.paths.scoring_reports.glob("*.parquet"),
                    key=lambda path: path.stat().st_mtime, reverse=True)[:limit]
     rows = [_scoring_summary(path) for path in files]
@@ -69,17 +72,17 @@ def scoring_history(params: Params, limit: int = 30) -> pd.DataFrame:
 
 
 def _scoring_summary(path: Path) -> dict:
-    frame = pd.read_parquet(path, columns=SCORING_COLUMNS)
-    ok = frame[frame["status"] == OK]
+    summary = summarize(pd.read_parquet(path, columns=SCORING_COLUMNS))
 
-    def share(label: str) -> float | None:  # of the scored rows; None when none was scored
-        return float((ok["label"] == label).mean()) if len(ok) else None
+    def shown(value: object) -> object:  # NaN (nothing scored) as an empty cell
+        return None if isinstance(value, float) and math.isnan(value) else value
 
     return {"output": path.name,
             "scored": pd.Timestamp(path.stat().st_mtime, unit="s").floor("s"),
-            "rows": len(frame), "errors": len(frame) - len(ok),
-            "unknown_share": share(UNKNOWN), "poor_quality_share": share(POOR_QUALITY),
-            "mean_confidence": float(ok["top1_conf"].mean()) if len(ok) else None}
+            "rows": summary["rows"], "errors": summary["errors"],
+            "unknown_share": shown(summary["unknown_share"]),
+            "poor_quality_share": shown(summary["poor_quality_share"]),
+            "mean_confidence": shown(summary["mean_top1_conf"])}
 
 
 def label_counts(params: Params, output: str) -> pd.Series:

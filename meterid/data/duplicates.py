@@ -7,10 +7,13 @@ bounded (block x n comparisons at a time) on large manifests.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 _BLOCK_ROWS = 2048
 
@@ -19,13 +22,17 @@ def phash_to_uint64(phashes: Sequence[str | None]) -> tuple[np.ndarray, np.ndarr
     """Parse hex phashes; returns (values, valid mask). Missing/invalid hashes are masked out."""
     values = np.zeros(len(phashes), dtype=np.uint64)
     valid = np.zeros(len(phashes), dtype=bool)
+    unreadable = []
     for i, text in enumerate(phashes):
         if isinstance(text, str) and text:
             try:
                 values[i] = np.uint64(int(text, 16))
                 valid[i] = True
             except ValueError:
-                pass
+                unreadable.append(text)
+    if unreadable:
+        log.warning("%d perceptual hash(es) are not hex (%s): those photos are left out of the "
+                    "near-duplicate check", len(unreadable), ", ".join(map(repr, unreadable[:3])))
     return values, valid
 
 

@@ -27,6 +27,7 @@ def project(project_dir: Path) -> Params:
 def _scoring_output(path: Path, labels: list[str | None], conf: list[float | None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"status": ["ok" if label else "error" for label in labels], "label": labels,
+                  "error": [None if label else "fetch failed: HTTP 404" for label in labels],
                   "is_unknown": [label == "UNKNOWN" for label in labels],
                   "top1_conf": conf, "url": [f"u{i}" for i in range(len(labels))]}
                  ).to_parquet(path)

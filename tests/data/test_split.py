@@ -318,3 +318,11 @@ def test_library_does_not_switch_the_pyplot_backend():
             "import meterid.data.split; import sys; "
             "assert matplotlib.get_backend() == before; assert 'prefect' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_unreadable_perceptual_hash_is_left_out_and_said(caplog: pytest.LogCaptureFixture):
+    from meterid.data.duplicates import phash_to_uint64
+
+    values, valid = phash_to_uint64(["ff00ff00ff00ff00", "not-hex", None])
+    assert valid.tolist() == [True, False, False] and int(values[0]) == 0xFF00FF00FF00FF00
+    assert "1 perceptual hash(es) are not hex ('not-hex')" in caplog.text
