@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"evaluation"},   # reads training's outputs, sets the decision policy, registers
     {"scoring"},      # batches of URLs under the policy
     {"clustering"},   # the UNKNOWN photos of scoring
-    {"serve", "project", "dashboard"},  # the servers, `meterid init`, the Streamlit app
+    {"serve", "project", "dashboard", "pipeline"},  # servers, `meterid init`, the app, dvc.yaml
     {"cli"},
 ]
 # Imports of code outside meterid that are allowed, and why (to be removed, not added to).
