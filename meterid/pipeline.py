@@ -108,7 +108,7 @@ def code_dependencies(module: str) -> list[str]:
         seen.update(folder / "__init__.py" for folder in path.parents
                     if (folder / "__init__.py").is_file()
                     and (folder == PACKAGE_DIR or PACKAGE_DIR in folder.parents))
-    return _collapse(seen)
+    return _collapse({path for path in seen if path.stat().st_size})  # DVC warns on empty
 
 
 def _collapse(files: set[Path]) -> list[str]:
@@ -117,7 +117,7 @@ def _collapse(files: set[Path]) -> list[str]:
                if PACKAGE_DIR in parent.parents}
     listed = set(files)
     for folder in sorted(folders, key=lambda f: -len(f.parts)):
-        if set(folder.rglob("*.py")) <= files:
+        if {p for p in folder.rglob("*.py") if p.stat().st_size} <= files:
             listed = {p for p in listed if folder not in p.parents} | {folder}
     root = PACKAGE_DIR.parent
     return sorted(p.relative_to(root).as_posix() for p in listed)
