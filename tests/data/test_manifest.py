@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -82,12 +83,15 @@ def test_worker_count_does_not_change_the_manifest(tree: Path):
                                   build_manifest(tree, LIMIT, workers=4))
 
 
-def test_progress_bar_goes_to_stderr(tree: Path, capsys: pytest.CaptureFixture[str]):
-    build_manifest(tree, LIMIT, workers=2)
+def test_progress_off_a_terminal_is_a_log_line_and_never_stdout(
+        tree: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture):
+    with caplog.at_level(logging.INFO, logger="meterid.progress"):
+        build_manifest(tree, LIMIT, workers=2)
 
+    assert any(r.getMessage().startswith(f"inspecting {tree}: 8/8 img (100%)")
+               for r in caplog.records)
     captured = capsys.readouterr()
-    assert "inspecting" in captured.err and "8/8" in captured.err
-    assert captured.out == ""
+    assert captured.out == "" and "\r" not in captured.err
 
 
 def test_empty_folder_gives_an_empty_typed_manifest(tmp_path: Path):
