@@ -114,9 +114,9 @@ class CertificationPhotos:
 def certification_photos(policy_rule: OpenSetRule, data: EvaluationData,
                          reference: Reference) -> CertificationPhotos:
     """Out-of-fold training photos when training made them (validation too small), else the
-    photos that set the thresholds. Out-of-fold photos count as kept and in colour: their
-    open-set score would be read against references that include themselves, so none is
-    dropped, which can only make the certified error higher."""
+    photos that set the thresholds. Out-of-fold photos all count as kept and in colour: their
+    open-set score would be read against references that include themselves. Keeping the ones
+    the rule would flag (more often wrong) errs on the cautious side."""
     if data.out_of_fold is not None:
         oof = data.out_of_fold
         everyone = np.ones(len(oof.targets), dtype=bool)
