@@ -2,8 +2,8 @@
 
 Evaluation, scoring and the dashboard all use ``eval_preset``; never a copy. Its first step is
 the decode: every consumer (training views, evaluation, scoring, clustering, the dashboard) reads a
-file with ``photos.images.load_rgb`` / ``rgb_from_bytes`` at ``min_side`` = the input size, so a JPEG
-is DCT-scaled to the smallest size that still has both sides >= the input size. The model is
+file with ``photos.images.load_rgb`` / ``rgb_from_bytes`` at ``min_side`` = the input size, so a
+JPEG is DCT-scaled to the smallest size that still has both sides >= the input size. The model is
 trained and evaluated on exactly what it scores. Photos are squashed
 to a square rather than centre-cropped, so a portrait photo keeps the whole meter in view; the
 train crops keep roughly the photo's aspect for the same reason. No horizontal flip: meters carry
