@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,8 @@ def configure_stores(cfg: StoresConfig, root: Path, check: bool = True) -> Store
     global _current
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
+    if not sys.stderr.isatty():  # MLflow's artifact bars write carriage returns into a log
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     stores = resolve_stores(cfg, root)
     if stores.prefect_api_url is None:  # ephemeral Prefect: a project-local home
         home = cfg.prefect_home if cfg.prefect_home.is_absolute() else root / cfg.prefect_home

@@ -3,6 +3,7 @@ errors that name the store and where its address came from."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -66,3 +67,13 @@ def test_a_missing_alias_names_the_store_it_looked_in(
                        rf"store sqlite:///{tmp_path}/mlflow/mlflow.db \(from params.yaml"):
         resolve_model_uri("models:/meterid@champion")
     assert not (Path.cwd() / "mlflow.db").exists()
+
+
+def test_off_a_terminal_mlflow_keeps_its_artifact_bars_out_of_the_log(
+        params: Params, tmp_path, monkeypatch: pytest.MonkeyPatch):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"):
+        monkeypatch.setenv(name, "unset")  # so that monkeypatch restores what is set below
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    configure_stores(params.stores, tmp_path, check=False)
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"  # pytest: not a tty
