@@ -1,11 +1,13 @@
-"""The files the stages write under ``params.paths``, named once: writers, readers (the
-dashboard, the flows' artifacts) and ``dvc.yaml`` (checked by tests/test_catalog.py) use these
-names instead of literals."""
+"""The files the stages write under ``params.paths``, named once: writers, readers (evaluation,
+the dashboard) and ``dvc.yaml`` (generated from meterid/pipeline.py, checked by
+tests/test_catalog.py) use these names instead of literals."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+from meterid.config import Params
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,31 @@ class EvaluationReports:
         return {name: getattr(self, name) for name in (
             "metrics", "per_class", "audit", "confusion_matrix", "decision", "open_set",
             "open_set_plot", "calibration", "int8")}
+
+
+@dataclass(frozen=True)
+class CandidateFiles:
+    """What ``meterid train`` leaves for ``meterid evaluate`` (a dvc output)."""
+
+    folder: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "model.pt"
+
+    @property
+    def frozen_embeddings(self) -> Path:
+        return self.folder / "frozen_embeddings.npz"
+
+    @property
+    def out_of_fold(self) -> Path:
+        """Cross-fitted logits of the training photos; only when validation was too small."""
+        return self.folder / "out_of_fold.npz"
+
+    @property
+    def run_info(self) -> Path:
+        return self.folder / "run.json"
+
+
+def candidate_files(params: Params) -> CandidateFiles:
+    return CandidateFiles(params.paths.models_dir / "candidate")

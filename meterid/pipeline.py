@@ -80,17 +80,23 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """meterid modules ``path`` imports ("from meterid.x import y": y when it is a module)."""
-    found: set[str] = set()
+def imported_names(path: Path) -> set[str]:
+    """Every absolute import of ``path``, those inside functions too: "import a.b" gives a.b,
+    "from a import b" gives a and a.b (b may be a module or a name)."""
+    names = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names = [f"{node.module}.{alias.name}" for alias in node.names]
-            found.update(n for n in names if _module_file(n) is not None)
-            found.add(node.module)
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return {m for m in found if m.startswith("meterid.") and _module_file(m) is not None}
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """The meterid modules ``path`` imports."""
+    return {name for name in imported_names(path)
+            if name.startswith("meterid.") and _module_file(name) is not None}
 
 
 def code_dependencies(module: str) -> list[str]:

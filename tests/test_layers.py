@@ -5,7 +5,6 @@ imports itself back through another, and the predictor imports without MLflow. T
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
+from meterid.pipeline import imported_names
 from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "meterid"
@@ -38,17 +38,6 @@ LAYERS: list[set[str]] = [
 OUTSIDE = {("cli", "flows"): "`meterid flow ...` runs the Prefect flows (a top-level package)"}
 
 
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-    return names
-
-
 def _module_name(path: Path) -> str:
     parts = path.relative_to(REPO_ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -61,7 +50,7 @@ def module_graph() -> nx.DiGraph:
     graph = nx.DiGraph()
     graph.add_nodes_from(modules)
     for name, path in modules.items():
-        for imported in _imports(path):
+        for imported in imported_names(path):
             top = imported.split(".")[0]
             if top in ("flows", "tasks"):
                 graph.add_edge(name, top)

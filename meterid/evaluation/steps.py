@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from meterid import registry, tracking
-from meterid.catalog import EvaluationReports
+from meterid.catalog import EvaluationReports, candidate_files
 from meterid.config import Params
 from meterid.data.split import read_splits
 from meterid.decision.policy import DecisionPolicy
@@ -32,7 +32,7 @@ from meterid.model.presets import eval_preset
 from meterid.photos.images import load_rgb
 from meterid.training.cross_fit import OutOfFoldLogits
 from meterid.training.outputs import FrozenEmbeddings
-from meterid.training.steps import TRAINING_EXPERIMENT, candidate_files, test_split_id
+from meterid.training.steps import TRAINING_EXPERIMENT, test_split_id
 
 log = logging.getLogger(__name__)
 

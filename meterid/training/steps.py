@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from meterid import tracking
+from meterid.catalog import candidate_files
 from meterid.config import Params
 from meterid.data.split import read_splits
 from meterid.model.classifier import save_checkpoint
@@ -31,34 +31,6 @@ from meterid.training.trainer import (
 log = logging.getLogger(__name__)
 
 TRAINING_EXPERIMENT = "meterid-training"
-
-
-@dataclass(frozen=True)
-class CandidateFiles:
-    """What ``meterid train`` leaves for ``meterid evaluate`` (a dvc output)."""
-
-    folder: Path
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.folder / "model.pt"
-
-    @property
-    def frozen_embeddings(self) -> Path:
-        return self.folder / "frozen_embeddings.npz"
-
-    @property
-    def out_of_fold(self) -> Path:
-        """Cross-fitted logits of the training photos; only when validation was too small."""
-        return self.folder / "out_of_fold.npz"
-
-    @property
-    def run_info(self) -> Path:
-        return self.folder / "run.json"
-
-
-def candidate_files(params: Params) -> CandidateFiles:
-    return CandidateFiles(params.paths.models_dir / "candidate")
 
 
 def test_split_id(splits: pd.DataFrame) -> str:

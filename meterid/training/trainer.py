@@ -435,9 +435,11 @@ def fit_on_cache(
     # Phase 1 changes the head only: these are the pretrained backbone's embeddings.
     frozen = {name: logits_from_activations(model, data[name].activations)[1]
               for name in ("train", "val", "test")}
-    untrained = copy.deepcopy(model)
+    # The folds start from the model as it is now: copied only when they will run.
+    untrained = copy.deepcopy(model) if _wants_out_of_fold(data, cfg) else None
     _fit_phases(model, data["train_views"], data["val"], cfg, loss_weights, history, timings)
-    out_of_fold = _out_of_fold(untrained, data, cfg, loss_weights, timings)
+    out_of_fold = (None if untrained is None
+                   else _out_of_fold(untrained, data, cfg, loss_weights, timings))
     if out_of_fold is None:
         val_logits, _ = logits_from_activations(model, data["val"].activations)
         calibration = calibrate(val_logits, data["val"].targets, seed=cfg.seed)
@@ -484,14 +486,17 @@ def _fit_phases(model: MeterClassifier, train_views: CachedSplit, val: CachedSpl
     timings["phase2_s"] = time.perf_counter() - start
 
 
+def _wants_out_of_fold(data: dict[str, CachedSplit], cfg: TrainConfig) -> bool:
+    """Validation has fewer photos than a temperature needs, and ``out_of_fold_folds`` is on."""
+    return bool(cfg.out_of_fold_folds) and len(data["val"].targets) < MIN_CALIBRATION_PHOTOS
+
+
 def _out_of_fold(untrained: MeterClassifier, data: dict[str, CachedSplit], cfg: TrainConfig,
                  loss_weights: torch.Tensor, timings: dict[str, float]
                  ) -> OutOfFoldLogits | None:
-    """Cross-fitted logits of the training photos when validation has fewer photos than a
-    temperature needs and ``out_of_fold_folds`` allows it; None otherwise (and why, logged).
-    The folds train without validation, as the final model would have without it."""
-    if not cfg.out_of_fold_folds or len(data["val"].targets) >= MIN_CALIBRATION_PHOTOS:
-        return None
+    """Cross-fitted logits of the training photos (``_wants_out_of_fold``); None when the
+    classes are too small for folds (and why, logged). The folds train without validation, as
+    the final model would have without it."""
     photos = data["train"]
     folds, why = fold_count(photos.targets, cfg.out_of_fold_folds)
     log.info("%d validation photos (< %d): out-of-fold calibration, %s",
