@@ -31,11 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.demo_budget import sibling_map
+from meterid.catalog import candidate_files
 from meterid.config import load_params
 from meterid.data.split import read_splits
 from meterid.evaluation.inputs import field_case_activations
+from meterid.inference.bundle import read_bundle
 from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
-from meterid.model.classifier import load_checkpoint
 from meterid.model.presets import eval_preset, train_preset
 from meterid.photos.field import to_grayscale
 from meterid.photos.images import load_rgb
@@ -111,10 +112,10 @@ def _photos(splits, split: str, params, index) -> tuple[list[Path], list[int]]:
 
 def run() -> dict:
     params = load_params()
-    checkpoint = params.paths.models_dir / "candidate" / "model.pt"
-    if not checkpoint.is_file():
-        raise SystemExit(f"{checkpoint} is missing: run `make demo` first")
-    model = load_checkpoint(checkpoint)
+    bundle = candidate_files(params).bundle
+    if not bundle.is_dir():
+        raise SystemExit(f"{bundle} is missing: run `make demo` first")
+    model = read_bundle(bundle).model
     splits = read_splits(params.paths.splits)
     index = {c: i for i, c in enumerate(model.classes)}
     val_photos, test_photos = (_photos(splits, s, params, index) for s in ("val", "test"))

@@ -39,9 +39,9 @@ from PIL import Image
 from benchmarks.scaled_decode import phone_jpeg
 from meterid.config import Params, load_params
 from meterid.decision.policy import DecisionPolicy
+from meterid.inference.bundle import ModelBundle
 from meterid.inference.engines import ENGINES, OnnxEngine, engine_threads
 from meterid.inference.fetch import Fetcher
-from meterid.inference.loaded import LoadedModel
 from meterid.inference.predictor import Predictor
 from meterid.inference.quality import measure_quality
 from meterid.model.presets import eval_preset
@@ -57,7 +57,7 @@ PHONE_SIZES = ((720, 1280), (1000, 1333))
 PHONE_PHOTOS = 300
 
 
-def load_model(params: Params) -> LoadedModel:
+def load_model(params: Params) -> ModelBundle:
     exported = params.paths.models_dir / "champion"
     if exported.is_dir():
         return load_classifier(str(exported))
@@ -66,8 +66,7 @@ def load_model(params: Params) -> LoadedModel:
 
     model = MeterClassifier(build_backbone(params.train.backbone, params.train.weights),
                             [f"class{i}" for i in range(params.demo.n_classes)]).eval()
-    return LoadedModel(model, model.classes, 1.0, 0.5, model.preprocessing, None,
-                       DecisionPolicy.untested(0.5), "untrained")
+    return ModelBundle.of(model, policy=DecisionPolicy.untested(0.5))
 
 
 def predictor(params: Params, engine: str) -> Predictor:
@@ -106,7 +105,7 @@ def raw_model_rate(predictor: Predictor, urls: list[str], batch_size: int,
     return max(passes_run)
 
 
-def naive_rate(loaded: LoadedModel, urls: list[str]) -> float:
+def naive_rate(loaded: ModelBundle, urls: list[str]) -> float:
     """What one would write first: get, open, preprocess, the PyTorch model on one image."""
     transform = eval_preset(loaded.preprocessing.image_size, loaded.preprocessing.mean,
                             loaded.preprocessing.std)
@@ -360,7 +359,7 @@ def run() -> dict:
         urls = [url_for(server.base, root, path) for path in paths]
         results = _model_rates(engines, urls, batch)
         model = results[params.score.engine]
-        results["naive"] = naive_rate(ours.loaded, urls[:NAIVE_URLS])
+        results["naive"] = naive_rate(ours.bundle, urls[:NAIVE_URLS])
         print(f"naive loop (get, open, 1 image):          {results['naive']:6.1f} img/s "
               f"(first {NAIVE_URLS} URLs)")
         results.update(_pipelines(ours, params, root, paths, server, model, results["naive"]))

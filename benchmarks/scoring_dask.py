@@ -62,7 +62,7 @@ def _model(params: Params, folder: Path) -> str:
     loaded = load_model(params)
     experiment = mlflow.create_experiment("benchmark-model", str(folder / "artifacts"))
     with mlflow.start_run(experiment_id=experiment) as run:
-        info = registry.log_model(loaded.model, loaded.threshold)
+        info = registry.log_model(loaded)
     return f"models:/{registry.MODEL_NAME}/{registry.register(info.model_uri, run.info.run_id, {})}"
 
 

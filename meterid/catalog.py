@@ -74,8 +74,9 @@ class CandidateFiles:
     folder: Path
 
     @property
-    def checkpoint(self) -> Path:
-        return self.folder / "model.pt"
+    def bundle(self) -> Path:
+        """The trained model as a bundle (``inference.bundle``), its policy still untested."""
+        return self.folder / "bundle"
 
     @property
     def frozen_embeddings(self) -> Path:

@@ -251,13 +251,14 @@ ThresholdOption = Annotated[float | None, typer.Option(
 
 
 def _load_predictor(params: Params, model: str | None, threshold: float | None):  # noqa: ANN202
-    from meterid.registry import ModelMetadataError, ModelNotFoundError, model_uri
+    from meterid.inference.bundle import BundleFormatError
+    from meterid.registry import ModelNotFoundError, model_uri
     from meterid.scoring.steps import load_predictor
 
     model = model_uri(model, params.score.model)
     try:
         return load_predictor(params, model, threshold)
-    except (ModelNotFoundError, ModelMetadataError, OSError) as error:
+    except (ModelNotFoundError, BundleFormatError, OSError) as error:
         typer.echo(f"error: cannot load model {model!r}: {error}. An exported model works "
                    "without a registry: --model models/champion", err=True)
         raise typer.Exit(2) from error

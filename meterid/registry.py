@@ -3,27 +3,27 @@
 Aliases, not stages (deprecated in MLflow 3): every new version becomes ``challenger``;
 ``champion`` is the version that scoring loads (``models:/meterid@champion``). A version's
 headline metrics and the test split it was evaluated on are version tags, so the promotion rule
-and the dashboard read them without opening runs. Everything that rebuilds the classifier
-(classes, temperature, threshold, preprocessing, open-set rule, and the quality gate's limits
-derived from the training photos) is the MLflow Model's ``metadata``, next to the weights.
+and the dashboard read them without opening runs. A version's files are the model bundle
+(``inference/bundle.py``: tensors and JSON, nothing pickled) under an MLmodel of the ``meterid``
+flavour; loading and exporting read and copy that bundle.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.metadata
-import json
 import logging
 import re
 import shutil
+import sys
 import tempfile
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 # Submodule imports only: ruff sorts a bare ``import mlflow`` as first-party because of the
 # project's mlflow/ store folder.
 import mlflow.artifacts
-import mlflow.pytorch
 import numpy as np
 import torch
 from mlflow.entities.model_registry import ModelVersion
@@ -32,11 +32,14 @@ from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
-from meterid.decision.policy import DecisionPolicy
-from meterid.inference.int8 import Int8Check, Int8Graph
-from meterid.inference.loaded import LoadedModel
-from meterid.inference.quality import QualityLimits
-from meterid.model.classifier import MeterClassifier, Preprocessing
+from meterid.inference.bundle import (
+    BUNDLE_FORMAT,
+    CARD_FILE,
+    ModelBundle,
+    read_bundle,
+    write_bundle,
+)
+from meterid.model.classifier import MeterClassifier
 from meterid.stores import describe_tracking_store
 
 log = logging.getLogger(__name__)
@@ -50,9 +53,8 @@ PROMOTION_TAG = "promotion"
 # Written by export_model into the exported copy's metadata, so a folder knows its version.
 EXPORTED_VERSION_KEY = "registry_version"
 EXPORTED_SOURCE_KEY = "exported_from"
-INT8_KEY, INT8_FILE = "int8", "int8.onnx"  # optional: a bundle may lack them
-METADATA_KEYS = ("classes", "temperature", "threshold", "preprocessing", "backbone", "decision")
-QUALITY_KEY = "quality_limits"  # optional: models trained before it score with the params' limits
+FLAVOR = "meterid"  # the MLmodel flavour of a bundle (inference/bundle.py)
+MLMODEL_FILE = "MLmodel"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _LOGGED_MODEL_URI = re.compile(r"^models:/(m-[0-9a-f]{32})$")
 _NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
@@ -62,83 +64,36 @@ class ModelNotFoundError(LookupError):
     """The registry has no such model, version or alias."""
 
 
-class ModelMetadataError(ValueError):
-    """A logged model lacks meterid's metadata or contradicts it."""
-
-
 # --- logging and registering -------------------------------------------------------------------
 
-def _input_example(model: MeterClassifier) -> np.ndarray:
-    """A batch of 2 preprocessed images (NCHW float32), rounded so the stored JSON stays small;
-    batch 2 so the batch axis is inferred as variable."""
+def _signature(model: MeterClassifier) -> ModelSignature:
+    """Float32 NCHW images (any batch size) -> logits, shown by MLflow's UI."""
     size = model.preprocessing.image_size
-    return np.round(np.random.default_rng(0).normal(size=(2, 3, size, size)), 1).astype(np.float32)
-
-
-def _signature(model: MeterClassifier, example: np.ndarray) -> ModelSignature:
-    """Float32 NCHW images -> logits."""
+    example = np.zeros((2, 3, size, size), dtype=np.float32)  # batch 2: the batch axis varies
     with torch.no_grad():
-        logits = model(torch.from_numpy(example)).numpy()
+        logits = model.cpu().eval()(torch.from_numpy(example)).numpy()
     return infer_signature(example, logits)
 
 
-def _pip_requirements(model: torch.nn.Module) -> list[str]:
-    """Pinned distributions the pickled model imports from: listed directly because MLflow's
-    requirement inference loads the model again in a subprocess (seconds per log)."""
-    roots = {type(module).__module__.split(".")[0] for module in model.modules()}
-    roots |= {"torch", "numpy", "cloudpickle"}
-    providers = importlib.metadata.packages_distributions()
-    dists = {dist for root in roots for dist in providers.get(root, [])}
-    return sorted(f"{dist}=={importlib.metadata.version(dist)}" for dist in dists)
+def save_model(path: str, mlflow_model: Model, bundle: ModelBundle,
+               signature: ModelSignature) -> None:
+    """MLflow's flavour hook (``Model.log`` calls it): the model's files are the bundle's, and
+    its MLmodel names them. Nothing is pickled: loading reads tensors and JSON only."""
+    write_bundle(bundle, Path(path))
+    mlflow_model.signature = signature
+    mlflow_model.add_flavor(FLAVOR, bundle=CARD_FILE, format=BUNDLE_FORMAT,
+                            meterid_version=importlib.metadata.version("meterid"))
+    mlflow_model.save(str(Path(path) / MLMODEL_FILE))
 
 
-def _metadata(model: MeterClassifier, threshold: float) -> dict:
-    metadata = {
-        "classes": list(model.classes),
-        "temperature": float(model.temperature),
-        "threshold": float(threshold),
-        "preprocessing": model.preprocessing.to_dict(),
-        "backbone": model.backbone_name,
-        "decision": _plain(model.decision),
-    }
-    quality = getattr(model, "quality_limits", None)
-    if quality is not None:
-        metadata[QUALITY_KEY] = _plain(quality)
-    return metadata
-
-
-def _plain(value: dict) -> dict:
-    """Builtin types only (numpy scalars and arrays too), as the MLmodel YAML file needs."""
-    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist")
-                                 else str(v)))
-
-
-def log_model(model: MeterClassifier, threshold: float, int8: Int8Graph | None = None
-              ) -> ModelInfo:
-    """Log the classifier to the active run (pytorch flavour, pickled so any batch size loads;
-    ``torch.export`` would freeze the example's batch size). ``int8`` goes into the bundle as
-    ``extra_files/int8.onnx``, its check into the metadata."""
+def log_model(bundle: ModelBundle) -> ModelInfo:
+    """Log the bundle to the active run as an MLflow model of the ``meterid`` flavour."""
     if mlflow.active_run() is None:
         raise RuntimeError("log_model needs an active MLflow run: call it in mlflow.start_run()")
-    cpu_model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
-    example = _input_example(cpu_model)
-    metadata = _metadata(cpu_model, threshold)
-    with tempfile.TemporaryDirectory(prefix="meterid-bundle-") as tmp:
-        extra_files = None
-        if int8 is not None:
-            graph = Path(tmp) / INT8_FILE
-            graph.write_bytes(int8.onnx)
-            extra_files, metadata[INT8_KEY] = [str(graph)], int8.check.to_dict()
-        return mlflow.pytorch.log_model(
-            cpu_model,
-            name="model",
-            signature=_signature(cpu_model, example),
-            input_example=example,
-            metadata=metadata,
-            pip_requirements=_pip_requirements(cpu_model),
-            serialization_format="pickle",
-            extra_files=extra_files,
-        )
+    cpu = replace(bundle, model=copy.deepcopy(bundle.model).cpu().eval())  # the caller's model
+    # artifact_path=None: Model.log still requires the deprecated argument positionally.
+    return Model.log(artifact_path=None, name="model", flavor=sys.modules[__name__],
+                     flavor_name=FLAVOR, bundle=cpu, signature=_signature(cpu.model))
 
 
 def register(model_uri: str, run_id: str, metrics: dict[str, float],
@@ -312,68 +267,21 @@ def resolve_model_uri(uri: str) -> str:
     return uri if Path(uri).is_dir() else _resolve(uri)[0]
 
 
-def _checked_metadata(model: MeterClassifier, metadata: dict | None, source: str) -> dict:
-    """The MLmodel metadata, after checking it describes the pickled classifier."""
-    metadata = metadata or {}
-    missing = [key for key in METADATA_KEYS if key not in metadata]
-    if missing == ["decision"] and "open_set" in metadata:
-        raise ModelMetadataError(f"{source} was registered by an older meterid, before the "
-                                 "decision policy (UNKNOWN rule, auto-accept bound, prediction "
-                                 "sets): train and evaluate a new version")
-    if missing:
-        raise ModelMetadataError(f"{source} is not a meterid model: metadata lacks {missing}")
-    if not isinstance(model, MeterClassifier):
-        raise ModelMetadataError(f"{source} holds a {type(model).__name__}, not a MeterClassifier")
-    if list(model.classes) != list(metadata["classes"]):
-        raise ModelMetadataError(f"{source}: the weights' classes differ from the metadata's")
-    if not np.isclose(float(model.temperature), float(metadata["temperature"])):
-        raise ModelMetadataError(f"{source}: the weights' temperature {float(model.temperature)} "
-                                 f"differs from the metadata's {metadata['temperature']}")
-    return metadata
+def _read(path: str, source: str, version: int | None) -> ModelBundle:
+    if version is None:  # an exported folder records the version it was exported as
+        version = (Model.load(path).metadata or {}).get(EXPORTED_VERSION_KEY)
+    return read_bundle(Path(path), source, version)
 
 
-def _load_local(path: str, source: str, version: int | None) -> LoadedModel:
-    metadata = Model.load(path).metadata
-    model = mlflow.pytorch.load_model(path).eval()
-    metadata = _checked_metadata(model, metadata, source)
-    pre = dict(metadata["preprocessing"])
-    preprocessing = Preprocessing(**{**pre, "mean": tuple(pre["mean"]), "std": tuple(pre["std"])})
-    model.preprocessing = preprocessing
-    quality = metadata.get(QUALITY_KEY)
-    model.quality_limits = quality
-    return LoadedModel(
-        model=model,
-        classes=list(metadata["classes"]),
-        temperature=float(metadata["temperature"]),
-        threshold=float(metadata["threshold"]),
-        preprocessing=preprocessing,
-        version=version if version is not None else metadata.get(EXPORTED_VERSION_KEY),
-        policy=DecisionPolicy.from_dict(metadata["decision"]),
-        source=source,
-        int8=_int8_of(Path(path), metadata, source),
-        quality_limits=QualityLimits.from_dict(quality) if quality is not None else None,
-    )
-
-
-def _int8_of(path: Path, metadata: dict, source: str) -> Int8Graph | None:
-    if INT8_KEY not in metadata:
-        return None
-    graph = path / "extra_files" / INT8_FILE
-    if not graph.is_file():
-        raise ModelMetadataError(f"{source}: the metadata records an int8 check but the bundle "
-                                 f"has no extra_files/{INT8_FILE}")
-    return Int8Graph(graph.read_bytes(), Int8Check.from_dict(metadata[INT8_KEY]))
-
-
-def load_classifier(uri: str) -> LoadedModel:
+def load_classifier(uri: str) -> ModelBundle:
     """Load from ``models:/meterid@champion``, ``models:/meterid/3``, ``runs:/<id>/model``,
     ``models:/<model id>`` or an exported folder. An alias is resolved at call time."""
     if Path(uri).is_dir():
-        return _load_local(uri, uri, None)
+        return _read(uri, uri, None)
     source, version = _resolve(uri)
     with tempfile.TemporaryDirectory(prefix="meterid-model-") as tmp:
         path = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp)
-        loaded = _load_local(path, source, version)
+        loaded = _read(path, source, version)
     log.info("loaded %s (%s)", source, uri)
     return loaded
 
@@ -382,7 +290,7 @@ def _clear_export_dir(out_dir: Path) -> None:
     """Overwrite a previous export, but never a folder holding something else."""
     if not out_dir.exists():
         return
-    if any(out_dir.iterdir()) and not (out_dir / "MLmodel").is_file():
+    if any(out_dir.iterdir()) and not (out_dir / MLMODEL_FILE).is_file():
         raise FileExistsError(f"{out_dir} exists and is not an exported model; choose another "
                               "folder or empty it")
     shutil.rmtree(out_dir)
@@ -401,7 +309,7 @@ def export_model(uri: str, out_dir: Path) -> Path:
         mlmodel = Model.load(str(path))
         mlmodel.metadata = {**(mlmodel.metadata or {}), EXPORTED_VERSION_KEY: version,
                             EXPORTED_SOURCE_KEY: source}
-        mlmodel.save(str(path / "MLmodel"))
+        mlmodel.save(str(path / MLMODEL_FILE))
         _clear_export_dir(out_dir)
         shutil.move(str(path), out_dir)
     log.info("exported %s to %s", source, out_dir)

@@ -30,11 +30,12 @@ def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
 def retry_unless_model_missing(task: Any, task_run: Any, state: Any) -> bool:
     """A tracking server that blinked may answer next time; a registry without the alias or
     version will not (the error names the store: repeating it only delays it)."""
-    from meterid.registry import ModelMetadataError, ModelNotFoundError
+    from meterid.inference.bundle import BundleFormatError
+    from meterid.registry import ModelNotFoundError
 
     try:
         state.result()
-    except (ModelNotFoundError, ModelMetadataError) as error:
+    except (ModelNotFoundError, BundleFormatError) as error:
         log.info("%s: %s: not retried", _name(task_run), error)
         return False
     except Exception as error:  # noqa: BLE001 - connection and server errors: a second try

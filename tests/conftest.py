@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +89,7 @@ def prefect_harness():
 def tiny_model():
     """A real (untrained) classifier at 64 px: scoring logic does not need a good model."""
     from meterid.decision.policy import DecisionPolicy
-    from meterid.inference.loaded import LoadedModel
+    from meterid.inference.bundle import ModelBundle
     from meterid.model.backbones import build_backbone
     from meterid.model.classifier import MeterClassifier, Preprocessing
 
@@ -96,9 +97,8 @@ def tiny_model():
     model = MeterClassifier(build_backbone("resnet18", "none"), ["alpha", "beta", "gamma"])
     model.preprocessing = Preprocessing(64, model.preprocessing.mean, model.preprocessing.std)
     model.eval()
-    return LoadedModel(model=model, classes=model.classes, temperature=1.0, threshold=0.5,
-                       preprocessing=model.preprocessing, version=1,
-                       policy=DecisionPolicy.untested(0.5), source="memory")
+    bundle = ModelBundle.of(model, policy=DecisionPolicy.untested(0.5))
+    return dataclasses.replace(bundle, source="memory", version=1)
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +114,7 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path
     try:
         mlflow.set_experiment("tiny-model")  # the active experiment may be in another store
         with mlflow.start_run() as run:
-            info = registry.log_model(tiny_model.model, 0.5)
+            info = registry.log_model(tiny_model)
         version = registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5})
         registry.promote(version)
         return registry.export_model(f"models:/{registry.MODEL_NAME}@champion", root / "champion")

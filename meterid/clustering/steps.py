@@ -144,7 +144,7 @@ def cluster_photos(params: Params, predictor: Predictor, photos: pd.DataFrame,
     summary.to_csv(out_dir / "summary.csv", index=False)
     cluster_map(result.reduced, ids, out_dir / "clusters.png")
     (out_dir / "run.json").write_text(json.dumps(
-        {"model_key": key, "model_source": predictor.loaded.source, "photos": len(clusters),
+        {"model_key": key, "model_source": predictor.bundle.source, "photos": len(clusters),
          "clusters": int((summary["cluster_id"] != NOISE).sum()),
          "noise_share": float((ids == NOISE).mean()) if len(ids) else 0.0}, indent=2))
     state.save(params.paths.cluster_state)

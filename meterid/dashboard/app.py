@@ -18,8 +18,8 @@ import streamlit as st
 from meterid.config import Params, load_params
 from meterid.core import OK
 from meterid.dashboard import data
+from meterid.inference.bundle import ModelBundle
 from meterid.inference.fetch import Fetcher
-from meterid.inference.loaded import LoadedModel
 from meterid.inference.predictor import Predictor
 from meterid.inference.quality import gate_limits
 from meterid.registry import (
@@ -39,14 +39,14 @@ def _params_file() -> str:
 
 
 @st.cache_resource(show_spinner="loading the model")
-def _loaded(uri: str) -> LoadedModel:
+def _bundle(uri: str) -> ModelBundle:
     return load_classifier(uri)
 
 
 @st.cache_resource(show_spinner=False)
 def _predictor(params_file: str, uri: str) -> Predictor:
     params = load_params(params_file)
-    return Predictor(_loaded(uri), None, params.score.engine, params.paths.onnx_cache)
+    return Predictor(_bundle(uri), None, params.score.engine, params.paths.onnx_cache)
 
 
 @contextlib.contextmanager
@@ -101,7 +101,7 @@ def identify_tab(params: Params, params_file: str) -> None:
         st.caption(f"UNKNOWN rule: {predictor.policy.open_set.label} < "
                    f"{predictor.policy.open_set.threshold:.4g} "
                    f"({predictor.policy.open_set.operating_point}); quality gate: "
-                   + gate_limits(predictor.loaded.quality_limits, params.score.quality).describe())
+                   + gate_limits(predictor.bundle.quality_limits, params.score.quality).describe())
     except Exception as error:  # noqa: BLE001 - any load failure is shown, the page stays up
         st.error(f"cannot load model {model!r}: {error}. An exported model works without a "
                  "registry: models/champion")

@@ -2,13 +2,14 @@
 
 ``DecisionPolicy`` bundles the open-set rule (UNKNOWN or not), the auto-accept rule (trusted
 without review) and the conformal prediction sets (the candidates a reviewer picks from). It is
-set by ``meterid evaluate`` on held-out data and read back by every consumer of the model.
+set by ``meterid evaluate`` on held-out data and travels in the model bundle
+(``inference.bundle``) to every consumer of the model.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -61,16 +62,8 @@ class DecisionPolicy:
         return replace(self, open_set=OpenSetRule.fixed_confidence(threshold))
 
     def to_dict(self) -> dict:
-        gray = None if self.grayscale_accept is None else self.grayscale_accept.to_dict()
-        return {"open_set": self.open_set.to_dict(), "accept": self.accept.to_dict(),
-                "prediction_sets": self.prediction_sets.to_dict(), "grayscale_accept": gray}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DecisionPolicy:
-        gray = data.get("grayscale_accept")  # absent from models evaluated before it existed
-        return cls(OpenSetRule(**data["open_set"]), AcceptRule(**data["accept"]),
-                   PredictionSetRule(**data["prediction_sets"]),
-                   None if gray is None else AcceptRule(**gray))
+        """Plain values for reports (the model bundle stores the policy itself)."""
+        return asdict(self)
 
     @classmethod
     def untested(cls, threshold: float = 0.5) -> DecisionPolicy:

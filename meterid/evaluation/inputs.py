@@ -22,7 +22,12 @@ from meterid.evaluation.evaluate import (
     model_outputs,
 )
 from meterid.evaluation.operating_point import HeldOut
-from meterid.inference.quality import gate_limits, measure_quality, quality_issues
+from meterid.inference.quality import (
+    QualityLimits,
+    gate_limits,
+    measure_quality,
+    quality_issues,
+)
 from meterid.model.classifier import MeterClassifier
 from meterid.photos.field import burn_text_strip, to_grayscale
 from meterid.photos.images import load_rgb
@@ -53,10 +58,11 @@ def _held_out(model: MeterClassifier, params: Params) -> CachedSplit | None:
     return cache_folder(model, folder, params.train, params.validate_.max_pixels)
 
 
-def _non_meter(model: MeterClassifier, params: Params) -> tuple[CachedSplit, np.ndarray]:
+def _non_meter(model: MeterClassifier, params: Params, quality_limits: QualityLimits | None
+               ) -> tuple[CachedSplit, np.ndarray]:
     """Generated non-meter scenes, JPEG-encoded as field photos are: their activations and
     whether the quality gate, with the limits the model scores with, already stops each one."""
-    limits = gate_limits(getattr(model, "quality_limits", None), params.score.quality)
+    limits = gate_limits(quality_limits, params.score.quality)
     with tempfile.TemporaryDirectory(prefix="meterid-scenes-") as tmp:
         paths, poor = [], []
         for i, (kind, image) in enumerate(non_meter_scenes(params.evaluate.non_meter_scenes,
@@ -103,8 +109,10 @@ class EvaluationInputs:
     field_cases: dict[str, CachedSplit]
 
 
-def evaluation_inputs(model: MeterClassifier, splits: pd.DataFrame, params: Params
-                      ) -> EvaluationInputs:
+def evaluation_inputs(model: MeterClassifier, splits: pd.DataFrame, params: Params,
+                      quality_limits: QualityLimits | None = None) -> EvaluationInputs:
+    """Every set evaluation reads, through the model's stem; ``quality_limits``: those the
+    model scores with (None: the params' generic limits)."""
     val, test = (split_activations(model, splits, params, name) for name in ("val", "test"))
     threshold_set = "validation"
     if not len(val.targets):
@@ -114,8 +122,8 @@ def evaluation_inputs(model: MeterClassifier, splits: pd.DataFrame, params: Para
                     "threshold, accept bound and prediction sets are set on the test photos, "
                     "so their known-photo figures are not independent", params.split.high)
         val, threshold_set = test, "test"
-    non_meter, poor = (_non_meter(model, params) if params.evaluate.non_meter_scenes
-                       else (None, None))
+    non_meter, poor = (_non_meter(model, params, quality_limits)
+                       if params.evaluate.non_meter_scenes else (None, None))
     test_photos = [params.paths.raw_dir / p for p in test.paths]
     field = {case: field_case_activations(model, test_photos, [-1] * len(test_photos), case,
                                           params) for case in FIELD_CASES}

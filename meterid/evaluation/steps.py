@@ -23,11 +23,12 @@ from meterid.data.split import read_splits
 from meterid.decision.policy import DecisionPolicy
 from meterid.evaluation.evaluate import evaluate, json_safe, write_reports
 from meterid.evaluation.inputs import evaluation_data, evaluation_inputs
+from meterid.inference.bundle import read_bundle
 from meterid.inference.int8 import Int8Graph
 from meterid.inference.predictor import reference_of
 from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
 from meterid.inference.quantize import make_int8_graph
-from meterid.model.classifier import MeterClassifier, load_checkpoint
+from meterid.model.classifier import MeterClassifier
 from meterid.model.presets import eval_preset
 from meterid.photos.images import load_rgb
 from meterid.training.cross_fit import OutOfFoldLogits
@@ -50,10 +51,10 @@ def _photo_batches(paths: list[Path], model: MeterClassifier, max_pixels: int,
                            for p in paths[start:start + batch_size]]).numpy()
 
 
-def _int8_graph(model: MeterClassifier, splits: pd.DataFrame, params: Params
-                ) -> Int8Graph | None:
+def _int8_graph(model: MeterClassifier, policy: DecisionPolicy, splits: pd.DataFrame,
+                params: Params) -> Int8Graph | None:
     """The int8 graph, calibrated on training photos and checked on the test photos under the
-    model's decision policy (which must be set)."""
+    evaluated decision ``policy``."""
     cfg, raw, max_pixels = params.evaluate.int8, params.paths.raw_dir, params.validate_.max_pixels
     test = splits[splits["split"] == "test"]
     if not cfg.enabled or test.empty:
@@ -64,7 +65,7 @@ def _int8_graph(model: MeterClassifier, splits: pd.DataFrame, params: Params
     calibration = train.sample(min(cfg.calibration_photos, len(train)),
                                random_state=params.train.seed)
     index = {c: i for i, c in enumerate(model.classes)}
-    policy, reference = DecisionPolicy.from_dict(model.decision), reference_of(model)
+    reference = reference_of(model)
     test_paths = [raw / p for p in test["path"]]
     size = model.preprocessing.image_size
     colourless = np.array([image_chroma(load_rgb(p, max_pixels, size)) < GRAYSCALE_MAX_CHROMA
@@ -86,7 +87,8 @@ def evaluate_candidate(params: Params) -> dict:
     import mlflow
 
     files = candidate_files(params)
-    model = load_checkpoint(files.checkpoint)
+    candidate = read_bundle(files.bundle)
+    model = candidate.model
     splits = read_splits(params.paths.splits)
     frozen = np.load(files.frozen_embeddings)
     if "paths" not in frozen.files:
@@ -96,11 +98,10 @@ def evaluate_candidate(params: Params) -> dict:
                                   [str(p) for p in frozen["paths"]])
     out_of_fold = (OutOfFoldLogits.load(files.out_of_fold) if files.out_of_fold.exists()
                    else None)
-    evaluation = evaluate(model, evaluation_data(model, evaluation_inputs(model, splits, params),
-                                                 out_of_fold),
-                          embeddings, params.evaluate, params.train.seed)
-    model.decision = evaluation.policy.to_dict()
-    int8 = _int8_graph(model, splits, params)  # before the reports: metrics.json carries it
+    inputs = evaluation_inputs(model, splits, params, candidate.quality_limits)
+    evaluation = evaluate(model, evaluation_data(model, inputs, out_of_fold), embeddings,
+                          params.evaluate, params.train.seed)
+    int8 = _int8_graph(model, evaluation.policy, splits, params)  # metrics.json carries it
     if int8 is not None:
         evaluation.metrics.update({f"int8_{k}": float(v) for k, v in int8.check.to_dict().items()
                                    if k in INT8_METRICS})
@@ -127,7 +128,7 @@ def evaluate_candidate(params: Params) -> dict:
                          "open_set_report_brands": ",".join(choice.brand_sets.report)
                          if choice.brand_sets else ""})
         mlflow.log_artifacts(str(params.paths.evaluation_reports), artifact_path="evaluation")
-        info = registry.log_model(model, params.evaluate.threshold, int8)
+        info = registry.log_model(candidate.with_policy(evaluation.policy, int8))
         version = registry.register(info.model_uri, run_id, evaluation.metrics,
                                     test_split_id=test_split_id(splits))
     cfg = params.register_
@@ -136,7 +137,8 @@ def evaluate_candidate(params: Params) -> dict:
                                             test_split_id(splits))
     export_champion(params)  # the champion may be this version or an earlier one
     return {"version": version, "aliases": aliases, "metrics": evaluation.metrics,
-            "decision": model.decision, "open_set_rule": evaluation.open_set_choice.rule.label,
+            "decision": evaluation.policy.to_dict(),
+            "open_set_rule": evaluation.open_set_choice.rule.label,
             "reports": {k: str(v) for k, v in reports.items()}}
 
 

@@ -20,8 +20,8 @@ from PIL import Image
 from meterid.core import TOP_K, UNKNOWN
 from meterid.decision.openset import ModelOutputs, Reference
 from meterid.decision.policy import DecisionPolicy
+from meterid.inference.bundle import ModelBundle
 from meterid.inference.engines import build_engine
-from meterid.inference.loaded import LoadedModel
 from meterid.inference.quality import is_grayscale
 from meterid.model.classifier import MeterClassifier
 from meterid.model.presets import BatchNormalizer, eval_resize
@@ -52,10 +52,10 @@ class Prediction:
         return row
 
 
-def decision_policy(loaded: LoadedModel, threshold: float | None = None) -> DecisionPolicy:
+def decision_policy(bundle: ModelBundle, threshold: float | None = None) -> DecisionPolicy:
     """The model's evaluated policy; ``threshold`` replaces its open-set rule by the design's
     fixed calibrated-confidence rule at that threshold."""
-    return loaded.policy.with_fixed_confidence(threshold)
+    return bundle.policy.with_fixed_confidence(threshold)
 
 
 def reference_of(model: MeterClassifier) -> Reference:
@@ -67,29 +67,29 @@ class Predictor:
     """Images in, predictions out; the preprocessing is the model's eval preset, the engine
     PyTorch, ONNX Runtime or its int8 graph from the model bundle (see ``engines``)."""
 
-    def __init__(self, loaded: LoadedModel, threshold: float | None = None,
+    def __init__(self, bundle: ModelBundle, threshold: float | None = None,
                  engine: str = "torch", onnx_cache: Path | None = None):
-        self.loaded = loaded
-        self.model = loaded.model.eval()
-        self.policy = decision_policy(loaded, threshold)
-        pre = loaded.preprocessing
+        self.bundle = bundle
+        self.model = bundle.model.eval()
+        self.policy = decision_policy(bundle, threshold)
+        pre = bundle.preprocessing
         self.image_size = pre.image_size
         self.transform = eval_resize(pre.image_size)  # per image, in worker threads
         self.normalize = BatchNormalizer(pre.mean, pre.std)  # per batch
-        self.reference = reference_of(loaded.model)
+        self.reference = reference_of(bundle.model)
         self.engine = build_engine(self.model, engine, onnx_cache,
-                                   pre.image_size, loaded.int8)
+                                   pre.image_size, bundle.int8)
 
     def with_threshold(self, threshold: float | None) -> Predictor:
         """The same model and engine under another UNKNOWN threshold (a shallow copy: cheap,
         and the original is left as it was for whoever else holds it)."""
         other = copy.copy(self)
-        other.policy = decision_policy(self.loaded, threshold)
+        other.policy = decision_policy(self.bundle, threshold)
         return other
 
     @property
     def version(self) -> int | None:
-        return self.loaded.version
+        return self.bundle.version
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The eval preset's resize: a uint8 CHW tensor, normalised later per batch."""
@@ -111,7 +111,7 @@ class Predictor:
         probabilities = outputs.probabilities
         k = min(TOP_K, probabilities.shape[1])
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        classes = self.loaded.classes
+        classes = self.bundle.classes
         out = []
         for i, (row, top) in enumerate(zip(probabilities, order, strict=True)):
             labels = tuple(classes[j] for j in top)

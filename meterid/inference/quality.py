@@ -195,9 +195,7 @@ def derive_limits(measures: Sequence[Quality], generic: QualityConfig) -> Qualit
                          "any": float(np.logical_or.reduce(list(generic_stops.values())).mean())})
 
 
-def gate_limits(derived: QualityLimits | dict | None, generic: QualityConfig) -> QualityLimits:
-    """The limits a model scores with: those it carries (``MeterClassifier.quality_limits``, a
-    dict, or a ``LoadedModel``'s), else, for a model trained before them, the generic ones."""
-    if derived is None:
-        return QualityLimits.generic(generic)
-    return derived if isinstance(derived, QualityLimits) else QualityLimits.from_dict(derived)
+def gate_limits(derived: QualityLimits | None, generic: QualityConfig) -> QualityLimits:
+    """The limits a model scores with: those its bundle carries, else, for a model trained
+    before them, the generic ones."""
+    return QualityLimits.generic(generic) if derived is None else derived

@@ -1,10 +1,9 @@
-"""The meter classifier: backbone stem, last block, linear head, and what rebuilds it."""
+"""The meter classifier: backbone stem, last block, linear head (``inference.bundle`` stores it)."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import cast
 
 import numpy as np
@@ -12,8 +11,7 @@ import torch
 from torch import nn
 
 from meterid.decision.openset import ModelOutputs
-from meterid.decision.policy import DecisionPolicy
-from meterid.model.backbones import Backbone, build_backbone
+from meterid.model.backbones import Backbone
 
 
 @dataclass(frozen=True)
@@ -51,11 +49,6 @@ class MeterClassifier(nn.Module):
         # embedding-based open-set scores (kNN, Mahalanobis) at inference.
         self.register_buffer("reference_embeddings", torch.empty(0, backbone.dim))
         self.register_buffer("reference_labels", torch.empty(0, dtype=torch.long))
-        # The evaluated DecisionPolicy as plain values (it travels in checkpoints and MLmodel).
-        self.decision: dict = DecisionPolicy.untested().to_dict()
-        # The quality gate's limits derived from the training photos (``quality.QualityLimits``
-        # as plain values); None: the params' generic limits (and models pickled before them).
-        self.quality_limits: dict | None = None
         # A second head for photos without colour (``with_grayscale_head``); None: the one head
         # reads every photo.
         self.gray_head: nn.Sequential | None = None
@@ -69,7 +62,7 @@ class MeterClassifier(nn.Module):
                         grayscale: np.ndarray | None) -> np.ndarray:
         """``logits`` with the grayscale head's in the rows of photos without colour. It reads
         the same embeddings, so the engines and their speed are those of the colour model."""
-        head = getattr(self, "gray_head", None)  # models pickled before it had none
+        head = self.gray_head
         if head is None or grayscale is None or not grayscale.any():
             return logits
         routed = logits.copy()
@@ -119,32 +112,3 @@ def set_phase(model: MeterClassifier, phase: int, pretrained: bool) -> list[str]
         if parameter.requires_grad:
             names.append(name)
     return names
-
-
-def save_checkpoint(model: MeterClassifier, path: Path) -> Path:
-    """Weights plus everything that rebuilds the model (tensors and plain values only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "classes": model.classes,
-                "backbone": model.backbone_name, "unfreeze": model.unfreeze,
-                "preprocessing": model.preprocessing.to_dict(), "decision": model.decision,
-                "quality_limits": getattr(model, "quality_limits", None)}, path)
-    return path
-
-
-def load_checkpoint(path: Path) -> MeterClassifier:
-    """Rebuild a classifier saved by ``save_checkpoint`` (``weights_only``: no code unpickled)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    backbone = build_backbone(checkpoint["backbone"], "none",
-                              checkpoint.get("unfreeze", "last_block"))
-    model = MeterClassifier(backbone, checkpoint["classes"])
-    if any(name.startswith("gray_head.") for name in checkpoint["state_dict"]):
-        model.with_grayscale_head()
-    for name in ("reference_embeddings", "reference_labels"):
-        setattr(model, name, torch.empty_like(checkpoint["state_dict"][name]))
-    model.load_state_dict(checkpoint["state_dict"])
-    pre = checkpoint["preprocessing"]
-    model.preprocessing = Preprocessing(pre["image_size"], tuple(pre["mean"]), tuple(pre["std"]),
-                                        pre["resize"])
-    model.decision = dict(checkpoint["decision"])
-    model.quality_limits = checkpoint.get("quality_limits")  # None: written before them
-    return model.eval()

@@ -68,7 +68,7 @@ class BatchScorer:
                  on_unknown: Callable[[bytes, dict], object] | None = None):
         self.predictor = predictor
         self.fetcher = fetcher
-        self.quality = gate_limits(predictor.loaded.quality_limits, quality)
+        self.quality = gate_limits(predictor.bundle.quality_limits, quality)
         self.max_pixels = max_pixels
         self.batch_size = batch_size
         self.concurrency = concurrency

@@ -146,8 +146,8 @@ def open_scorer(predictor: Predictor, cfg: ScoreConfig, max_pixels: int,
 def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_path: Path,
                output: Path | None = None, column: str | None = None) -> ScoringOutcome:
     """Score every row of ``input_path``; a killed run started again resumes where it stopped."""
-    run = open_run(params, cfg, predictor.loaded.source, predictor.policy, input_path, output,
-                   column, quality=gate_limits(predictor.loaded.quality_limits, cfg.quality))
+    run = open_run(params, cfg, predictor.bundle.source, predictor.policy, input_path, output,
+                   column, quality=gate_limits(predictor.bundle.quality_limits, cfg.quality))
     store = UnknownStore(params.paths.unknown_store) if cfg.store_unknown else None
     with open_scorer(predictor, cfg, params.validate_.max_pixels, store, run.run_id) as scorer:
         rescored = _score_into(run.checkpoint, scorer, run.todo(), run.run_id,

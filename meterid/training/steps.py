@@ -1,6 +1,6 @@
 """Training as a file-level step, shared by the CLI, the Prefect tasks and dvc.
 
-``train_candidate`` trains and writes ``models/candidate/`` (checkpoint, frozen embeddings for
+``train_candidate`` trains and writes ``models/candidate/`` (the model bundle, frozen embeddings for
 cross-validation, out-of-fold logits when validation is too small, the MLflow run id);
 ``evaluation.steps.evaluate_candidate`` reads it from there.
 """
@@ -19,7 +19,7 @@ from meterid import tracking
 from meterid.catalog import candidate_files
 from meterid.config import Params
 from meterid.data.split import read_splits
-from meterid.model.classifier import save_checkpoint
+from meterid.inference.bundle import ModelBundle, write_bundle
 from meterid.training.calibration import Calibration
 from meterid.training.outputs import finished_model
 from meterid.training.quality_gate import log_quality_limits, training_photo_limits
@@ -69,8 +69,7 @@ def train_candidate(params: Params, repo: Path) -> dict:
                                         model.preprocessing.image_size,
                                         params.validate_.max_pixels, params.score.quality)
         log_quality_limits(quality)
-        model.quality_limits = quality.to_dict()
-        save_checkpoint(model, files.checkpoint)
+        write_bundle(ModelBundle.of(model, quality_limits=quality), files.bundle)
         np.savez_compressed(files.frozen_embeddings, embeddings=frozen.embeddings,
                             labels=frozen.labels, paths=np.array(frozen.paths))
         files.out_of_fold.unlink(missing_ok=True)  # a previous candidate's
@@ -85,7 +84,7 @@ def train_candidate(params: Params, repo: Path) -> dict:
                    "grayscale_head_calibration": None if result.grayscale_calibration is None
                    else result.grayscale_calibration.to_dict(),
                    "classes": list(model.classes),
-                   "quality_limits": model.quality_limits}
+                   "quality_limits": quality.to_dict()}
         files.run_info.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("candidate model in %s (MLflow run %s)", files.folder, summary["run_id"])
     return summary

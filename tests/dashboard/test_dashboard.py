@@ -163,7 +163,7 @@ def test_app_follows_a_promotion_without_a_restart(project: Params, tiny_model, 
     versions = []
     for _ in range(2):
         with mlflow.start_run() as run:
-            info = registry.log_model(tiny_model.model, 0.5)
+            info = registry.log_model(tiny_model)
         versions.append(registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5}))
     registry.promote(versions[0])
     photo = _photo(project_dir / "meter.png")

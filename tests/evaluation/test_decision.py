@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import TypeAdapter
 
 from meterid.config import EvaluateConfig
 from meterid.data.demo.scenes import KINDS, non_meter_scenes
@@ -320,11 +321,13 @@ def test_grayscale_photos_are_certified_apart_from_colour_ones():
     assert earned.certified
     both = DecisionPolicy(OpenSetRule("msp", 0.5), accept, sets, earned)
     assert both.decide(outputs, no_reference).auto_accepted.all()
-    # stored with the model and read back; a policy stored before the field existed has none
-    assert DecisionPolicy.from_dict(both.to_dict()) == both
-    older = {k: v for k, v in both.to_dict().items() if k != "grayscale_accept"}
-    assert DecisionPolicy.from_dict(older).grayscale_accept is None
-    assert not DecisionPolicy.from_dict(older).decide(outputs, no_reference).auto_accepted[n:].any()
+    # read back as the model bundle reads it; a policy stored before the field existed has none
+    stored = TypeAdapter(DecisionPolicy)
+    assert stored.validate_python(both.to_dict()) == both
+    older = stored.validate_python({k: v for k, v in both.to_dict().items()
+                                    if k != "grayscale_accept"})
+    assert older.grayscale_accept is None
+    assert not older.decide(outputs, no_reference).auto_accepted[n:].any()
 
 
 def test_out_of_fold_photos_set_the_accept_bound_and_sets_when_training_made_them():

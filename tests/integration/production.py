@@ -71,7 +71,7 @@ def register_two_versions(tiny_model) -> None:  # noqa: ANN001 (a LoadedModel fi
     use_experiment("tiny-models")  # artifacts under the store's root, not ./mlruns
     for _ in range(2):
         with mlflow.start_run() as run:
-            info = registry.log_model(tiny_model.model, 0.5)
+            info = registry.log_model(tiny_model)
         registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5})
     registry.promote(1)
 

@@ -1,16 +1,16 @@
 """The quality gate's limits at training time: measured on the training photos as scoring decodes
-them, kept in the checkpoint, and absent (None) from checkpoints written before them."""
+them, kept in the model bundle, and absent (None) from bundles written before them."""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import json
 from pathlib import Path
 
 import pandas as pd
-import torch
 
+from meterid.inference.bundle import CARD_FILE, ModelBundle, read_bundle, write_bundle
 from meterid.inference.quality import DERIVED, GENERIC, gate_limits
-from meterid.model.classifier import load_checkpoint, save_checkpoint
 from meterid.training.quality_gate import training_photo_limits
 
 
@@ -27,21 +27,17 @@ def test_limits_come_from_the_training_photos_only(small_demo: Path, params) -> 
                                            "min_sharpness", "max_glare", "any"}
 
 
-def test_the_checkpoint_keeps_the_limits_and_older_ones_fall_back(
+def test_the_bundle_keeps_the_limits_and_older_ones_fall_back(
         tiny_model, params, tmp_path: Path) -> None:
-    model = copy.deepcopy(tiny_model.model)
-    limits = gate_limits(None, params.score.quality)
-    model.quality_limits = {**limits.to_dict(), "source": DERIVED, "photos": 12,
-                            "stopped_share": 0.0, "generic_stopped": {"any": 0.25}}
-    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "model.pt"))
-    assert loaded.quality_limits == model.quality_limits
-    assert gate_limits(loaded.quality_limits, params.score.quality).photos == 12
+    generic = gate_limits(None, params.score.quality)
+    limits = dataclasses.replace(generic, source=DERIVED, photos=12, stopped_share=0.0,
+                                 generic_stopped={"any": 0.25})
+    written = write_bundle(ModelBundle.of(tiny_model.model, quality_limits=limits), tmp_path)
+    assert read_bundle(written).quality_limits == limits
+    assert gate_limits(read_bundle(written).quality_limits, params.score.quality).photos == 12
 
-    old = torch.load(tmp_path / "model.pt", weights_only=True)
-    del old["quality_limits"]  # a checkpoint written before derived limits
-    torch.save(old, tmp_path / "old.pt")
-    assert load_checkpoint(tmp_path / "old.pt").quality_limits is None
-    del model.quality_limits  # a model pickled before them: no attribute at all
-    assert load_checkpoint(save_checkpoint(model, tmp_path / "again.pt")).quality_limits is None
-    assert gate_limits(getattr(model, "quality_limits", None),
-                       params.score.quality).source == GENERIC
+    card = json.loads((tmp_path / CARD_FILE).read_text())
+    del card["quality_limits"]  # a bundle written before derived limits
+    (tmp_path / CARD_FILE).write_text(json.dumps(card))
+    assert read_bundle(tmp_path).quality_limits is None
+    assert gate_limits(None, params.score.quality).source == GENERIC

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import shutil
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-import mlflow.pytorch
+import mlflow
 import pytest
 import torch
 import yaml
@@ -18,6 +20,7 @@ from meterid import registry
 from meterid.decision.conformal import AcceptRule, PredictionSetRule
 from meterid.decision.openset import OpenSetRule
 from meterid.decision.policy import DecisionPolicy
+from meterid.inference.bundle import BundleFormatError, ModelBundle
 from meterid.model.backbones import build_backbone
 from meterid.model.classifier import MeterClassifier, Preprocessing
 from meterid.registry import (
@@ -35,7 +38,7 @@ from meterid.tracking import dvc_data_version, flatten_params, git_commit, log_e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["acme-a1", "beta-b2", "gamma-g3"]
-# A certified accept rule and real sets, with an infinity the MLmodel YAML must carry.
+# A certified accept rule and real sets, with an infinity the bundle's JSON must carry.
 POLICY = DecisionPolicy(OpenSetRule("knn", -0.25, 5, "accepts 97% of 40 known photos"),
                         AcceptRule(0.95, 0.02, 0.1, True, 0.019, 0.95, 257),
                         PredictionSetRule(0.01, math.inf, 40))
@@ -65,29 +68,28 @@ def experiment(tmp_path: Path, template_db: Path, monkeypatch: pytest.MonkeyPatc
     mlflow.set_tracking_uri(None)
 
 
-def tiny_model(seed: int, temperature: float) -> MeterClassifier:
+def tiny_bundle(seed: int, temperature: float) -> ModelBundle:
     torch.manual_seed(seed)
     model = MeterClassifier(build_backbone("efficientnet_lite0", "none"), CLASSES)
     model.preprocessing = Preprocessing(SIZE, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     model.temperature.fill_(temperature)
-    model.decision = POLICY.to_dict()
-    return model.eval()
+    return ModelBundle.of(model.eval(), policy=POLICY)
 
 
 @pytest.fixture(scope="module")
-def model_a() -> MeterClassifier:
-    return tiny_model(seed=1, temperature=1.5)
+def bundle_a() -> ModelBundle:
+    return tiny_bundle(seed=1, temperature=1.5)
 
 
 @pytest.fixture(scope="module")
-def model_b() -> MeterClassifier:
-    return tiny_model(seed=2, temperature=2.25)
+def bundle_b() -> ModelBundle:
+    return tiny_bundle(seed=2, temperature=2.25)
 
 
-def log_and_register(model: MeterClassifier, experiment: str, accuracy: float,
+def log_and_register(bundle: ModelBundle, experiment: str, accuracy: float,
                      split: str | None = "split-1") -> int:
     with mlflow.start_run(experiment_id=experiment) as run:
-        info = registry.log_model(model, threshold=0.4)
+        info = registry.log_model(bundle)
     return register(info.model_uri, run.info.run_id, {"accuracy": accuracy, "macro_f1": 0.5},
                     test_split_id=split)
 
@@ -105,6 +107,10 @@ def aliases_of(version: int) -> list[str]:
 
 def batch(n: int) -> torch.Tensor:
     return torch.randn(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(n))
+
+
+def temperature(bundle: ModelBundle) -> float:
+    return float(bundle.model.temperature)
 
 
 def assert_same_logits(expected: MeterClassifier, actual: MeterClassifier) -> None:
@@ -179,15 +185,15 @@ def test_log_epoch_history_one_curve_per_phase_without_nan(experiment: str) -> N
 
 # --- logging and promotion -----------------------------------------------------------------------
 
-def test_log_model_needs_an_active_run(experiment: str, model_a: MeterClassifier) -> None:
+def test_log_model_needs_an_active_run(experiment: str, bundle_a: ModelBundle) -> None:
     with pytest.raises(RuntimeError, match="active MLflow run"):
-        registry.log_model(model_a, threshold=0.4)
+        registry.log_model(bundle_a)
 
 
 def test_first_version_is_champion_and_a_worse_one_only_challenger(
-        experiment: str, model_a: MeterClassifier) -> None:
+        experiment: str, bundle_a: ModelBundle) -> None:
     assert list_versions() == []
-    v1 = log_and_register(model_a, experiment, accuracy=0.8)
+    v1 = log_and_register(bundle_a, experiment, accuracy=0.8)
     assert apply_promotion_rule(v1, {"accuracy": 0.8}, auto_promote=True, margin=0.0) == [
         CHALLENGER, CHAMPION]
     v2 = register_again(v1, accuracy=0.7)
@@ -205,8 +211,8 @@ def test_first_version_is_champion_and_a_worse_one_only_challenger(
 
 
 def test_auto_promotion_needs_the_flag_and_the_margin(
-        experiment: str, model_a: MeterClassifier) -> None:
-    v1 = log_and_register(model_a, experiment, accuracy=0.80)
+        experiment: str, bundle_a: ModelBundle) -> None:
+    v1 = log_and_register(bundle_a, experiment, accuracy=0.80)
     apply_promotion_rule(v1, {"accuracy": 0.80}, auto_promote=False, margin=0.05)
     v2 = register_again(v1, accuracy=0.84)
     assert apply_promotion_rule(v2, {"accuracy": 0.84}, auto_promote=True, margin=0.05) == [
@@ -221,8 +227,8 @@ def test_auto_promotion_needs_the_flag_and_the_margin(
 
 
 def test_a_different_test_split_blocks_auto_promotion(
-        experiment: str, model_a: MeterClassifier) -> None:
-    v1 = log_and_register(model_a, experiment, accuracy=0.8, split="split-1")
+        experiment: str, bundle_a: ModelBundle) -> None:
+    v1 = log_and_register(bundle_a, experiment, accuracy=0.8, split="split-1")
     apply_promotion_rule(v1, {"accuracy": 0.8}, auto_promote=True, margin=0.0)
     v2 = register_again(v1, accuracy=0.99, split="split-2")
     assert apply_promotion_rule(v2, {"accuracy": 0.99}, auto_promote=True, margin=0.0) == [
@@ -234,8 +240,8 @@ def test_a_different_test_split_blocks_auto_promotion(
 
 
 def test_promote_moves_the_champion_and_names_a_missing_version(
-        experiment: str, model_a: MeterClassifier) -> None:
-    v1 = log_and_register(model_a, experiment, accuracy=0.8)
+        experiment: str, bundle_a: ModelBundle) -> None:
+    v1 = log_and_register(bundle_a, experiment, accuracy=0.8)
     apply_promotion_rule(v1, {"accuracy": 0.8}, auto_promote=False, margin=0.0)
     v2 = register_again(v1, accuracy=0.5)
     promote(v2)
@@ -248,54 +254,54 @@ def test_promote_moves_the_champion_and_names_a_missing_version(
 # --- loading and exporting -----------------------------------------------------------------------
 
 def test_load_resolves_the_alias_at_call_time_and_keeps_logits(
-        experiment: str, model_a: MeterClassifier, model_b: MeterClassifier) -> None:
+        experiment: str, bundle_a: ModelBundle, bundle_b: ModelBundle) -> None:
     with pytest.raises(ModelNotFoundError, match="no alias 'champion'"):
         load_classifier("models:/meterid@champion")
-    v1 = log_and_register(model_a, experiment, accuracy=0.8)
+    v1 = log_and_register(bundle_a, experiment, accuracy=0.8)
     apply_promotion_rule(v1, {"accuracy": 0.8}, auto_promote=False, margin=0.0)
-    v2 = log_and_register(model_b, experiment, accuracy=0.9)
+    v2 = log_and_register(bundle_b, experiment, accuracy=0.9)
 
     loaded = load_classifier("models:/meterid@champion")
-    assert (loaded.version, loaded.classes, loaded.temperature) == (v1, CLASSES, 1.5)
-    assert (loaded.threshold, loaded.policy) == (0.4, POLICY)
-    assert loaded.preprocessing == model_a.preprocessing == loaded.model.preprocessing
+    assert (loaded.version, loaded.classes, temperature(loaded)) == (v1, CLASSES, 1.5)
+    assert loaded.policy == POLICY and loaded.card == bundle_a.card
+    assert loaded.preprocessing == bundle_a.preprocessing == loaded.model.preprocessing
     assert loaded.source == f"models:/meterid/{v1}" and not loaded.model.training
-    assert_same_logits(model_a, loaded.model)
+    assert_same_logits(bundle_a.model, loaded.model)
 
     promote(v2)
     loaded = load_classifier("models:/meterid@champion")
-    assert (loaded.version, loaded.temperature) == (v2, 2.25)
-    assert_same_logits(model_b, loaded.model)
-    assert load_classifier(f"models:/meterid/{v1}").temperature == 1.5
+    assert (loaded.version, temperature(loaded)) == (v2, 2.25)
+    assert_same_logits(bundle_b.model, loaded.model)
+    assert temperature(load_classifier(f"models:/meterid/{v1}")) == 1.5
     with pytest.raises(ModelNotFoundError, match="no version 9"):
         load_classifier("models:/meterid/9")
 
 
-def test_load_from_a_run_uri(experiment: str, model_a: MeterClassifier) -> None:
+def test_load_from_a_run_uri(experiment: str, bundle_a: ModelBundle) -> None:
     with mlflow.start_run(experiment_id=experiment) as run:
-        registry.log_model(model_a, threshold=0.4)
+        registry.log_model(bundle_a)
     loaded = load_classifier(f"runs:/{run.info.run_id}/model")
     assert loaded.version is None and loaded.classes == CLASSES
-    assert_same_logits(model_a, loaded.model)
+    assert_same_logits(bundle_a.model, loaded.model)
 
 
 def test_export_then_load_from_the_folder(
-        experiment: str, tmp_path: Path, model_a: MeterClassifier,
-        model_b: MeterClassifier) -> None:
-    v1 = log_and_register(model_a, experiment, accuracy=0.8)
+        experiment: str, tmp_path: Path, bundle_a: ModelBundle,
+        bundle_b: ModelBundle) -> None:
+    v1 = log_and_register(bundle_a, experiment, accuracy=0.8)
     apply_promotion_rule(v1, {"accuracy": 0.8}, auto_promote=False, margin=0.0)
     out = tmp_path / "exported" / "champion"
     assert export_model("models:/meterid@champion", out) == out
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")  # no registry needed
     loaded = load_classifier(str(out))
-    assert (loaded.version, loaded.temperature, loaded.classes) == (v1, 1.5, CLASSES)
-    assert_same_logits(model_a, loaded.model)
+    assert (loaded.version, temperature(loaded), loaded.classes) == (v1, 1.5, CLASSES)
+    assert_same_logits(bundle_a.model, loaded.model)
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    v2 = log_and_register(model_b, experiment, accuracy=0.9)
+    v2 = log_and_register(bundle_b, experiment, accuracy=0.9)
     export_model(f"models:/meterid/{v2}", out)  # overwrites the earlier export
-    assert load_classifier(str(out)).temperature == 2.25
+    assert temperature(load_classifier(str(out))) == 2.25
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError):
@@ -303,75 +309,78 @@ def test_export_then_load_from_the_folder(
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
-def test_load_rejects_metadata_that_contradicts_the_weights(
-        experiment: str, tmp_path: Path, model_a: MeterClassifier) -> None:
-    v1 = log_and_register(model_a, experiment, accuracy=0.8)
+def test_load_names_what_is_not_a_bundle_it_can_read(
+        experiment: str, tmp_path: Path, bundle_a: ModelBundle) -> None:
+    """A card from a newer meterid, a card that does not validate, and a folder without a card
+    (an MLflow model logged before bundles, as a pickle) are refused by name."""
+    v1 = log_and_register(bundle_a, experiment, accuracy=0.8)
     out = export_model(f"models:/meterid/{v1}", tmp_path / "export")
-    mlmodel = yaml.safe_load((out / "MLmodel").read_text())
-    mlmodel["metadata"]["classes"] = ["other", "classes", "here"]
-    (out / "MLmodel").write_text(yaml.safe_dump(mlmodel))
-    with pytest.raises(registry.ModelMetadataError, match="classes"):
+    card = json.loads((out / "bundle.json").read_text())
+    (out / "bundle.json").write_text(json.dumps({**card, "format": 99}))
+    with pytest.raises(BundleFormatError, match="bundle format 99; this meterid reads formats 1"):
         load_classifier(str(out))
-    del mlmodel["metadata"]["threshold"]
-    (out / "MLmodel").write_text(yaml.safe_dump(mlmodel))
-    with pytest.raises(registry.ModelMetadataError, match="threshold"):
+    (out / "bundle.json").write_text(json.dumps({**card, "policy": {"open_set": "?"}}))
+    with pytest.raises(BundleFormatError, match="bundle format 1\\) does not read"):
+        load_classifier(str(out))
+    (out / "bundle.json").unlink()
+    (out / "data").mkdir()
+    (out / "data" / "model.pth").write_bytes(b"a pickle")
+    with pytest.raises(BundleFormatError, match="before bundle format 1, as a pickle"):
         load_classifier(str(out))
 
 
-def test_logging_leaves_the_callers_model_alone(
-        experiment: str, model_a: MeterClassifier) -> None:
-    model = copy.deepcopy(model_a).train()
+def test_logging_leaves_the_callers_model_alone_and_pickles_nothing(
+        experiment: str, bundle_a: ModelBundle) -> None:
+    model = copy.deepcopy(bundle_a.model).train()
     with mlflow.start_run(experiment_id=experiment):
-        info = registry.log_model(model, threshold=0.4)
+        info = registry.log_model(replace(bundle_a, model=model))
     assert model.training
-    assert info.metadata["backbone"] == "efficientnet_lite0"
+    assert info.flavors[registry.FLAVOR]["format"] == 1
     assert info.signature.inputs.inputs[0].shape == (-1, 3, SIZE, SIZE)
-    assert isinstance(mlflow.pytorch.load_model(info.model_uri), MeterClassifier)
+    files = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    assert {p.name for p in files.iterdir()} >= {"MLmodel", "bundle.json", "weights.pt"}
+    assert not [p for p in files.rglob("*") if p.suffix in (".pkl", ".pth")]
 
 
 def test_the_int8_graph_and_its_check_travel_in_the_bundle(
-        experiment: str, tmp_path: Path, model_a: MeterClassifier) -> None:
+        experiment: str, tmp_path: Path, bundle_a: ModelBundle) -> None:
     """Logged, registered, exported and loaded again: the same bytes and check, and a bundle
-    whose metadata promises a graph it lacks is refused by name."""
+    whose card promises a graph it lacks is refused by name."""
     import numpy as np
 
     from meterid.inference.quantize import make_int8_graph
 
     rng = np.random.default_rng(0)
     photos = [rng.normal(size=(4, 3, SIZE, SIZE)).astype(np.float32) for _ in range(2)]
-    graph = make_int8_graph(model_a, photos, photos, np.zeros(8, dtype=int),
+    graph = make_int8_graph(bundle_a.model, photos, photos, np.zeros(8, dtype=int),
                             lambda logits, _: (logits.argmax(1), logits.max(1) < 0),
                             "u8s8", min_agreement=0.5)
     with mlflow.start_run(experiment_id=experiment) as run:
-        info = registry.log_model(model_a, threshold=0.4, int8=graph)
+        info = registry.log_model(bundle_a.with_policy(POLICY, graph))
     version = register(info.model_uri, run.info.run_id, {"accuracy": 0.8}, test_split_id="s")
     loaded = load_classifier(f"models:/meterid/{version}")
     assert loaded.int8 == graph and loaded.int8.unusable() is None
     out = export_model(f"models:/meterid/{version}", tmp_path / "champion")
     assert load_classifier(str(out)).int8 == graph
 
-    (out / "extra_files" / "int8.onnx").unlink()
-    with pytest.raises(registry.ModelMetadataError, match="has no extra_files/int8.onnx"):
+    (out / "int8.onnx").unlink()
+    with pytest.raises(BundleFormatError, match="records an int8 check but there is no int8"):
         load_classifier(str(out))
-    without = log_and_register(model_a, experiment, accuracy=0.7)  # no graph: a bundle as before
+    without = log_and_register(bundle_a, experiment, accuracy=0.7)  # no graph: fp32 only
     assert load_classifier(f"models:/meterid/{without}").int8 is None
 
 
-def test_the_quality_limits_travel_in_the_bundle_and_older_bundles_have_none(
-        experiment: str, model_a: MeterClassifier) -> None:
-    """Derived limits logged with the model come back on the LoadedModel (and its classifier);
-    a model logged without them (trained before them) loads with None: the params' limits."""
+def test_the_quality_limits_travel_in_the_bundle(
+        experiment: str, bundle_a: ModelBundle) -> None:
+    """Derived limits logged with the model come back typed; a bundle without them (trained
+    before them) loads with None: the params' limits."""
     from meterid.inference.quality import QualityLimits
 
     limits = QualityLimits(0.1, 0.95, 0.05, 10.0, 0.88, "training photos", 761, 0.004,
                            {"max_glare": 0.6, "any": 0.6})
-    model = copy.deepcopy(model_a)
-    model.quality_limits = limits.to_dict()
     with mlflow.start_run(experiment_id=experiment) as run:
-        registry.log_model(model, threshold=0.4)
-    loaded = load_classifier(f"runs:/{run.info.run_id}/model")
-    assert loaded.quality_limits == limits and loaded.model.quality_limits == limits.to_dict()
+        registry.log_model(ModelBundle.of(bundle_a.model, quality_limits=limits))
+    assert load_classifier(f"runs:/{run.info.run_id}/model").quality_limits == limits
     with mlflow.start_run(experiment_id=experiment) as run:
-        registry.log_model(model_a, threshold=0.4)
-    old = load_classifier(f"runs:/{run.info.run_id}/model")
-    assert old.quality_limits is None and old.model.quality_limits is None
+        registry.log_model(bundle_a)
+    assert load_classifier(f"runs:/{run.info.run_id}/model").quality_limits is None

@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from meterid.config import Params, TrainConfig, load_params
+from meterid.inference.bundle import ModelBundle, read_bundle, write_bundle
 from meterid.model.backbones import WeightsUnavailableError, build_backbone
 from meterid.model.classifier import (
     MeterClassifier,
     Preprocessing,
-    load_checkpoint,
-    save_checkpoint,
     set_phase,
 )
 from meterid.model.presets import eval_preset, train_preset
@@ -82,7 +81,7 @@ def test_last_stage_moves_the_cache_point_to_the_stride_32_stage(tmp_path: Path)
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():  # the cache now holds stride-16 activations, the last stage's input
         assert model.eval().stem(images).shape[-1] == 64 // 16 == 2 * block.stem(images).shape[-1]
-        loaded = load_checkpoint(save_checkpoint(model, tmp_path / "model.pt"))
+        loaded = read_bundle(write_bundle(ModelBundle.of(model), tmp_path / "bundle")).model
         assert loaded.unfreeze == "last_stage"
         assert torch.allclose(loaded(images), model(images), atol=1e-6)
     with pytest.raises(ValueError, match="last_block, last_stage"):
@@ -154,39 +153,6 @@ def test_a_grayscale_view_is_the_colour_view_without_its_colour(
     # the same geometry: the grey view is close to the colour view's luminance
     luminance = 0.299 * in_colour[0] + 0.587 * in_colour[1] + 0.114 * in_colour[2]
     assert float((in_grey[0] - luminance).abs().mean()) < 0.05
-
-
-def test_checkpoint_round_trip(tiny_model: MeterClassifier, tmp_path: Path):
-    tiny_model.temperature.fill_(1.7)
-    tiny_model.reference_embeddings = torch.randn(5, tiny_model.embedding_dim)
-    tiny_model.reference_labels = torch.tensor([0, 1, 2, 0, 1])
-    tiny_model.decision = {**tiny_model.decision, "open_set": {
-        "score": "knn", "threshold": -0.2, "knn_k": 3, "operating_point": "test"}}
-    loaded = load_checkpoint(save_checkpoint(tiny_model, tmp_path / "model.pt"))
-    images = torch.randn(2, 3, SIZE, SIZE)
-    with torch.no_grad():
-        assert torch.allclose(loaded(images), tiny_model(images), atol=1e-6)
-    assert loaded.classes == ["a", "b", "c"] and float(loaded.temperature) == pytest.approx(1.7)
-    assert loaded.decision == tiny_model.decision
-    assert loaded.preprocessing == tiny_model.preprocessing
-    assert torch.equal(loaded.reference_embeddings, tiny_model.reference_embeddings)
-    assert torch.equal(loaded.reference_labels, tiny_model.reference_labels)
-    assert loaded.gray_head is None
-
-
-def test_a_grayscale_head_survives_the_checkpoint(tiny_model: MeterClassifier, tmp_path: Path):
-    head = tiny_model.with_grayscale_head()
-    with torch.no_grad():
-        head[1].weight.normal_()
-    loaded = load_checkpoint(save_checkpoint(tiny_model, tmp_path / "model.pt"))
-    assert torch.equal(loaded.gray_head[1].weight, head[1].weight)
-    embeddings = torch.randn(3, tiny_model.embedding_dim).numpy()
-    logits = np.zeros((3, 3), dtype=np.float32)
-    routed = loaded.route_grayscale(logits, embeddings, np.array([False, True, False]))
-    with torch.no_grad():
-        expected = head.eval()(torch.from_numpy(embeddings[1:2])).numpy()
-    assert np.allclose(routed[1:2], expected, atol=1e-6)
-    assert not routed[[0, 2]].any() and not logits.any()  # the input is left as it was
 
 
 def test_weights_from_a_local_file(tmp_path: Path):
@@ -295,16 +261,6 @@ def test_the_grayscale_heads_temperature_is_folded_under_the_models_one(
                  for model in (cool, warm)]
     assert torch.allclose(cool.calibrated_probabilities(as_scored[0]),
                           warm.calibrated_probabilities(as_scored[1]), atol=1e-5)
-
-
-def test_a_model_pickled_before_the_grayscale_head_scores_with_its_one_head(
-    tiny_model: MeterClassifier,
-):
-    del tiny_model.__dict__["gray_head"]  # as an older pickle unpickles: no such attribute
-    logits = np.arange(6, dtype=np.float32).reshape(2, 3)
-    embeddings = np.zeros((2, tiny_model.embedding_dim), dtype=np.float32)
-    routed = tiny_model.route_grayscale(logits, embeddings, np.array([True, False]))
-    assert np.array_equal(routed, logits)
 
 
 @pytest.mark.parametrize("weights", ["imagenet", "none"])

@@ -175,9 +175,9 @@ def test_either_path_resumes_the_others_parts(project: Path, hostile_server: str
     urls = _mixed_list(hostile_server)[:7]
     (project / "list.txt").write_text("\n".join(urls) + "\n")
     predictor = load_predictor(params, params.score.model, None)
-    run = open_run(params, params.score, predictor.loaded.source, predictor.policy,
+    run = open_run(params, params.score, predictor.bundle.source, predictor.policy,
                    project / "list.txt",
-                   quality=gate_limits(predictor.loaded.quality_limits, params.score.quality))
+                   quality=gate_limits(predictor.bundle.quality_limits, params.score.quality))
     with open_scorer(predictor, params.score, params.validate_.max_pixels, None,
                      run.run_id) as scorer:  # the single-process run, "killed" after 4 rows
         _score_into(run.checkpoint, scorer, iter(list(run.todo())[:4]), run.run_id, 2, 7, 0)

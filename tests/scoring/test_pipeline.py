@@ -99,12 +99,11 @@ def test_same_url_is_fetched_once_and_same_bytes_inferred_once(tiny_model, param
 
 def test_unknown_photos_are_stored_content_addressed(tiny_model, params, fast_fetch,
                                                      hostile_server, tmp_path: Path, one_thread):
-    import dataclasses
 
     from meterid.decision.policy import DecisionPolicy
 
     store = UnknownStore(tmp_path / "store")
-    strict = dataclasses.replace(tiny_model, policy=DecisionPolicy.untested(0.99))
+    strict = tiny_model.with_card(policy=DecisionPolicy.untested(0.99))
     scorer = _scorer(strict, params, fast_fetch,
                      on_unknown=lambda data, row: store.add(data, {**row, "run_id": "r1"}))
     rows = list(scorer.score(enumerate([hostile_server + "/ok.jpg",

@@ -3,7 +3,6 @@ the fallback for models without them, and the scorer using a model's own limits.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -111,8 +110,7 @@ def test_limits_round_trip_as_plain_values_and_old_models_use_the_generic_ones(p
     limits = derive_limits(collection(100, glare=(0.5, 0.8)), params.score.quality)
     plain = json.loads(json.dumps(limits.to_dict()))
     assert QualityLimits.from_dict(plain) == limits
-    assert gate_limits(plain, params.score.quality) == limits == gate_limits(
-        limits, params.score.quality)
+    assert gate_limits(limits, params.score.quality) == limits
     fallback = gate_limits(None, params.score.quality)  # a model trained before derived limits
     assert fallback.source == GENERIC and fallback.photos == 0
     assert {k: getattr(fallback, k) for k in LIMITS} == {
@@ -142,7 +140,7 @@ def test_a_model_with_derived_limits_passes_a_white_background_photo(
 
     derived = derive_limits(collection(200, glare=(0.55, 0.83), brightness=(0.7, 0.92)),
                             params.score.quality)
-    scorer = _scorer(dataclasses.replace(tiny_model, quality_limits=derived), params)
+    scorer = _scorer(tiny_model.with_card(quality_limits=derived), params)
     assert scorer.quality == derived
     row = scorer.score_in_order([photo])[0]
     assert row["status"] == "ok" and row["quality_issue"] is None, row["quality_issue"]
@@ -154,7 +152,7 @@ def test_a_scoring_run_records_the_limits_it_used(tiny_model, params, tmp_path: 
     from meterid.scoring.steps import score_list
 
     derived = derive_limits(collection(50, glare=(0.55, 0.83)), params.score.quality)
-    predictor = Predictor(dataclasses.replace(tiny_model, quality_limits=derived))
+    predictor = Predictor(tiny_model.with_card(quality_limits=derived))
     run_params = params.model_copy(update={"paths": params.paths.model_copy(update=dict(
         scoring_reports=tmp_path / "scoring", unknown_store=tmp_path / "store"))})
     (tmp_path / "list.txt").write_text(str(white_background_photo(tmp_path / "a.jpg")) + "\n")

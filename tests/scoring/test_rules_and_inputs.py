@@ -68,7 +68,7 @@ def _knn_predictor(tiny_model) -> tuple[Predictor, np.ndarray]:
     reference embeddings (unit vectors e0, e1, e2, e0); returns the predictor and them."""
     reference = np.eye(tiny_model.model.embedding_dim, dtype=np.float32)[:4]
     policy = _policy(OpenSetRule("knn", -0.5, 1), accept_threshold=0.9, quantile=0.75)
-    predictor = Predictor(dataclasses.replace(tiny_model, policy=policy))
+    predictor = Predictor(tiny_model.with_card(policy=policy))
     predictor.reference = Reference(reference, np.array([0, 1, 2, 0]))
     return predictor, reference
 
