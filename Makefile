@@ -51,10 +51,10 @@ serve: install
 bench: install
 	$(BIN)/python -m benchmarks
 
-## lint: ruff on the code, the tests and the benchmarks; mypy on meterid, flows and tasks
+## lint: ruff on the code, the tests and the benchmarks; mypy on meterid
 ## (CI runs it before the tests)
 lint: install
-	$(BIN)/ruff check meterid tasks flows tests benchmarks
+	$(BIN)/ruff check meterid tests benchmarks
 	$(BIN)/mypy
 
 clean:

@@ -96,7 +96,7 @@ def _project(params: Params, folder: Path, model: str) -> Path:
 def _score(list_file: Path, params_file: Path, mode: str) -> tuple[pd.DataFrame, float, float]:
     """The output, the img/s of the whole flow run and those between the first and the last
     row scored (``scored_at``, to the second): what remains once workers are up."""
-    from flows.batch_scoring import batch_scoring
+    from meterid.flows.batch_scoring import batch_scoring
 
     output = list_file.with_name(f"{mode.replace(':', '-')}.parquet")
     start = time.perf_counter()

@@ -52,7 +52,7 @@ def _uncached_epoch_seconds(n_train: int, sample_paths: list[Path]) -> float:
 
 
 def run() -> dict:
-    from flows.training import training
+    from meterid.flows.training import training
 
     params = load_params()
     start = time.perf_counter()

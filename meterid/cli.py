@@ -485,7 +485,7 @@ def flow_data(
         help="Generate the demo dataset first when the image folder is empty.")] = True,
 ) -> None:
     """Run the data preparation flow: (demo data) -> validate -> split, with artifacts."""
-    from flows.data_preparation import data_preparation
+    from meterid.flows.data_preparation import data_preparation
 
     summary = data_preparation(params_file=str(_params_file(ctx)),
                                demo_if_missing=demo_if_missing)
@@ -495,7 +495,7 @@ def flow_data(
 @flow_app.command("train")
 def flow_train(ctx: typer.Context) -> None:
     """Run the training flow: validate -> split -> train -> evaluate -> register."""
-    from flows.training import training
+    from meterid.flows.training import training
 
     typer.echo(json.dumps(training(params_file=str(_params_file(ctx))), indent=2, default=str))
 
@@ -520,7 +520,7 @@ def flow_score(
     except ScaleOutError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
-    from flows.batch_scoring import batch_scoring
+    from meterid.flows.batch_scoring import batch_scoring
 
     result = batch_scoring(input=str(input_file), output=str(output) if output else None,
                            model=model, scale_out=scale_out, params_file=str(_params_file(ctx)))
@@ -533,7 +533,7 @@ def flow_score_demo(ctx: typer.Context) -> None:
     broken links) through the batch_scoring flow."""
     import os
 
-    from flows.batch_scoring import batch_scoring
+    from meterid.flows.batch_scoring import batch_scoring
     from meterid.scoring.demo import demo_scoring_list, demo_test_photos, serve_folder
 
     paths = _params(ctx).paths
@@ -558,7 +558,7 @@ def flow_cluster(
     images: ImagesOption = None,
 ) -> None:
     """Run the unknown_clustering flow (what the weekly deployment runs)."""
-    from flows.unknown_clustering import unknown_clustering
+    from meterid.flows.unknown_clustering import unknown_clustering
 
     params = _params(ctx)
     result = unknown_clustering(since_days=_since_days(since, params.cluster.since_days),

@@ -27,7 +27,7 @@ def test_misspelt_key_is_named(tmp_path: Path):
 
 
 def test_flow_overrides_change_only_what_is_given(params: Params):
-    from flows.training import with_overrides
+    from meterid.flows.training import with_overrides
 
     changed = with_overrides(params, "resnet18", 2, None, True)
     assert changed.train.backbone == "resnet18" and changed.train.phase1.epochs == 2

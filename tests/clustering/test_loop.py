@@ -39,9 +39,9 @@ def project(project_dir: Path, params: Params, small_demo_cfg: DemoConfig) -> Pa
 
 
 def test_unknown_photos_become_a_class_the_next_model_learns(project: Path, prefect_harness):
-    from flows.training import training
-    from flows.unknown_clustering import unknown_clustering
     from meterid.clustering.candidates import add_candidates, export_cluster
+    from meterid.flows.training import training
+    from meterid.flows.unknown_clustering import unknown_clustering
     from meterid.scoring.steps import load_predictor, score_list
 
     training(params_file="params.yaml")

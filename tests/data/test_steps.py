@@ -66,6 +66,6 @@ class _State:
 @pytest.mark.parametrize("error,retried", [(OSError("stale NFS handle"), True),
                                            (ValueError("bad data"), False)])
 def test_only_io_errors_are_retried(error: Exception, retried: bool):
-    from tasks.retry import retry_on_io_error
+    from meterid.tasks.retry import retry_on_io_error
 
     assert retry_on_io_error(None, None, _State(error)) is retried

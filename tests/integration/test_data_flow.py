@@ -30,7 +30,7 @@ def _artifact_keys() -> set[str]:
 
 
 def test_flow_generates_validates_and_splits(project: Path, prefect_harness, small_demo_cfg):
-    from flows.data_preparation import data_preparation
+    from meterid.flows.data_preparation import data_preparation
 
     summary = data_preparation(params_file="params.yaml", demo_if_missing=True)
 
@@ -48,7 +48,7 @@ def test_flow_generates_validates_and_splits(project: Path, prefect_harness, sma
 def test_flow_fails_and_names_the_planted_files(
     project: Path, prefect_harness, small_demo: Path
 ):
-    from flows.data_preparation import data_preparation
+    from meterid.flows.data_preparation import data_preparation
 
     shutil.copytree(small_demo / "raw", project / "data" / "raw")
     first_class = sorted((project / "data" / "raw").iterdir())[0]

@@ -69,7 +69,7 @@ def _mixed_folder(demo_raw: Path, dest: Path) -> dict[str, list[Path]]:
 
 def test_init_from_a_mixed_folder_of_class_folders_trains_a_champion_and_scores_it(
         tmp_path: Path, small_demo: Path, prefect_harness, monkeypatch: pytest.MonkeyPatch):
-    from flows.training import training
+    from meterid.flows.training import training
 
     photos = tmp_path / "phone-archive"
     made = _mixed_folder(small_demo / "raw", photos)

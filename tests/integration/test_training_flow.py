@@ -32,7 +32,7 @@ def params_share(project: Path) -> float:
 
 
 def test_training_flow_registers_an_evaluated_champion(project: Path, prefect_harness):
-    from flows.training import training
+    from meterid.flows.training import training
     from meterid.registry import list_versions, load_classifier
 
     outcome = training(params_file="params.yaml")

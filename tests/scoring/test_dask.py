@@ -97,8 +97,8 @@ def test_a_bad_scale_out_stops_the_cli_and_the_flow_before_any_work(project_dir:
                                                                      params: Params):
     from typer.testing import CliRunner
 
-    from flows.batch_scoring import batch_scoring
     from meterid.cli import app
+    from meterid.flows.batch_scoring import batch_scoring
 
     write_params(project_dir, params)
     result = CliRunner().invoke(app, ["flow", "score", "--input", "x.txt", "--scale-out",
@@ -222,7 +222,7 @@ def _plain(values: pd.Series) -> list:
 @pytest.mark.slow
 def test_two_dask_workers_give_the_single_process_rows(project: Path, hostile_server: str,
                                                        prefect_harness):
-    from flows.batch_scoring import batch_scoring
+    from meterid.flows.batch_scoring import batch_scoring
 
     urls = _mixed_list(hostile_server)
     (project / "list.txt").write_text("\n".join(urls) + "\n")
@@ -248,7 +248,7 @@ def test_a_remote_worker_finds_the_mlflow_store_from_params(
     """A scheduler and a worker started apart (``tcp://`` form), the worker with no MLflow
     setting and another working folder: the shard task configures the stores from params.yaml
     and loads ``models:/meterid/1`` from the registry there."""
-    from flows.batch_scoring import batch_scoring
+    from meterid.flows.batch_scoring import batch_scoring
 
     registry_db = exported_model.parent / "mlflow.db"  # where the tiny model is registered
     stores = params.stores.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{registry_db}"})

@@ -34,7 +34,7 @@ def _steady_history(experiment: str, runs: int) -> None:
 
 def test_batch_scoring_flow_scores_records_and_raises_a_drift_alert(
         project: Path, params: Params, hostile_server: str, prefect_harness):
-    from flows.batch_scoring import batch_scoring
+    from meterid.flows.batch_scoring import batch_scoring
 
     _steady_history(params.score.monitor.experiment, params.score.monitor.min_trailing_runs)
     urls = [f"{hostile_server}/ok.jpg", f"{hostile_server}/rotated.jpg", f"{hostile_server}/500"]

@@ -23,7 +23,7 @@ from meterid.registry import model_uri
 from meterid.scoring.shards import ScaleOut, parse_scale_out
 from meterid.scoring.steps import ScoringOutcome, with_overrides
 from meterid.stores import open_project, project_root
-from tasks.scoring import (
+from meterid.tasks.scoring import (
     assemble_shards,
     plan_shards,
     record_and_check_drift,

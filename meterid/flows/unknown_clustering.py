@@ -9,7 +9,7 @@ from prefect import flow
 
 from meterid.clustering.steps import default_out_dir
 from meterid.stores import open_project
-from tasks.clustering import collect_photos, embed_and_cluster, publish
+from meterid.tasks.clustering import collect_photos, embed_and_cluster, publish
 
 
 @flow(name="unknown_clustering")

@@ -15,7 +15,7 @@ from meterid.data.demo.generate import generate_demo
 from meterid.data.manifest import build_manifest
 from meterid.data.split import split_table
 from meterid.data.validation import ValidationReport, format_report
-from tasks.retry import retry_on_io_error
+from meterid.tasks.retry import retry_on_io_error
 
 
 def _folder_cache_key(context: Any, parameters: dict[str, Any]) -> str:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.data_preparation import data_preparation
 from meterid.config import Params
+from meterid.flows.data_preparation import data_preparation
 from meterid.stores import open_project
-from tasks.training import evaluate_and_register, train_model
+from meterid.tasks.training import evaluate_and_register, train_model
 
 
 def with_overrides(params: Params, backbone: str | None, phase1_epochs: int | None,

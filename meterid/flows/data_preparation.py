@@ -8,7 +8,7 @@ from prefect import flow
 
 from meterid.data.steps import folder_is_empty
 from meterid.stores import open_project
-from tasks.data import (
+from meterid.tasks.data import (
     build_image_manifest,
     generate_demo_data,
     split_images,

@@ -15,7 +15,7 @@ from meterid.scoring import shards
 from meterid.scoring.shards import Shard, ShardedRun, ShardJob, ShardResult
 from meterid.scoring.steps import ScoringOutcome, finish_run, load_predictor, record_run, score_list
 from meterid.stores import configure_stores
-from tasks.retry import retry_on_io_error, retry_unless_model_missing
+from meterid.tasks.retry import retry_on_io_error, retry_unless_model_missing
 
 
 @task(name="resolve-model", retries=2, retry_delay_seconds=10,
