@@ -38,6 +38,7 @@ from PIL import Image
 
 from benchmarks.scaled_decode import phone_jpeg
 from meterid.config import Params, load_params
+from meterid.core import OK
 from meterid.decision.policy import DecisionPolicy
 from meterid.inference.bundle import ModelBundle
 from meterid.inference.engines import ENGINES, OnnxEngine, engine_threads
@@ -163,7 +164,7 @@ def pipeline_rate(predictor: Predictor, params: Params, sources: list[str],
     elapsed = time.perf_counter() - start
     scorer_cpu = time.process_time() - cpu_start
     server_cpu = server.cpu_seconds() - server_start if server else 0.0
-    assert len(rows) == len(sources) and all(row["status"] == "ok" for row in rows)
+    assert len(rows) == len(sources) and all(row.status == OK for row in rows)
     n = len(sources)
     return PipelineRun(n / elapsed, 1000 * scorer_cpu / n, 1000 * server_cpu / n)
 

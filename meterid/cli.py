@@ -296,11 +296,11 @@ def predict(
     scorer = BatchScorer(predictor, fetcher, cfg.quality, params.validate_.max_pixels,
                          cfg.batch_size, cfg.concurrency)
     rows = scorer.score_in_order(inputs)
-    for row in rows:
-        row["input"] = row["url"]
-        row = {key: row.get(key) for key in PREDICT_KEYS}
-        typer.echo(json.dumps(row, default=str) if as_json else _predict_line(row))
-    if any(row["status"] != OK for row in rows):
+    for scored in rows:
+        values = {"input": scored.url, **scored.to_dict()}
+        line = {key: values[key] for key in PREDICT_KEYS}
+        typer.echo(json.dumps(line, default=str) if as_json else _predict_line(line))
+    if any(scored.status != OK for scored in rows):
         raise typer.Exit(1)
 
 

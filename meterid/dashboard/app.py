@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from meterid.config import Params, load_params
-from meterid.core import OK
+from meterid.core import OK, ScoredRow
 from meterid.dashboard import data
 from meterid.inference.bundle import ModelBundle
 from meterid.inference.fetch import Fetcher
@@ -68,20 +68,20 @@ def _scoring_history(params_file: str) -> pd.DataFrame:
     return data.scoring_history(load_params(params_file))
 
 
-def _show_prediction(row: dict) -> None:
-    if row["status"] != OK:
-        st.error(f"{row['url']}: {row['error']}")
+def _show_prediction(row: ScoredRow) -> None:
+    if row.status != OK:
+        st.error(f"{row.url}: {row.error}")
         return
-    note = f" ({row['quality_issue']})" if row.get("quality_issue") else ""
-    st.subheader(f"{row['label']}{note}")
-    if row.get("auto_accepted"):
+    note = f" ({row.quality_issue})" if row.quality_issue else ""
+    st.subheader(f"{row.label}{note}")
+    if row.auto_accepted:
         st.success("auto-accepted (within the model's certified error bound)")
-    elif row.get("prediction_set") is not None:
+    elif row.prediction_set is not None:
         why = (" (a grayscale photo: no error bound is certified for grayscale photos)"
-               if row.get("grayscale") else "")
-        st.warning(f"to review{why}; candidates: " + " | ".join(row["prediction_set"]))
-    version = row.get("model_version")
-    st.caption(f"{row['url']} · " + (f"model v{version}" if version else "exported model"))
+               if row.grayscale else "")
+        st.warning(f"to review{why}; candidates: " + " | ".join(row.prediction_set))
+    version = row.model_version
+    st.caption(f"{row.url} · " + (f"model v{version}" if version else "exported model"))
     st.bar_chart(data.top3(row), x="label", y="confidence", horizontal=True)
     st.dataframe(data.top3(row), hide_index=True)
 

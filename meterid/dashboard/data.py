@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -15,24 +15,25 @@ import pandas as pd
 from meterid.catalog import EvaluationReports
 from meterid.clustering.steps import latest_run
 from meterid.config import Params
-from meterid.core import OK, TOP_K
+from meterid.core import OK, TOP_K, ScoredRow
 from meterid.scoring.monitoring import summarize
 from meterid.scoring.pipeline import BatchScorer
 
 
-def identify_upload(scorer: BatchScorer, name: str, data: bytes) -> dict:
+def identify_upload(scorer: BatchScorer, name: str, data: bytes) -> ScoredRow:
     """An uploaded photo, scored like a listed one (written to a temporary file first, so it
     takes the scorer's own path: fetch checks, decode, quality gate, UNKNOWN rule)."""
     with tempfile.TemporaryDirectory(prefix="meterid-upload-") as folder:
         path = Path(folder) / Path(name).name
         path.write_bytes(data)
         row = scorer.score_in_order([str(path)])[0]
-    return {**row, "url": name}
+    return replace(row, url=name)
 
 
-def top3(row: dict) -> pd.DataFrame:
+def top3(row: ScoredRow) -> pd.DataFrame:
     """The top-3 labels and calibrated confidences of one scored row (empty on an error)."""
-    labels = [(row.get(f"top{k}_label"), row.get(f"top{k}_conf")) for k in range(1, TOP_K + 1)]
+    labels = [(getattr(row, f"top{k}_label"), getattr(row, f"top{k}_conf"))
+              for k in range(1, TOP_K + 1)]
     return pd.DataFrame([(label, float(conf)) for label, conf in labels
                          if label is not None and conf is not None],
                         columns=["label", "confidence"])

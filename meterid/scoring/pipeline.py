@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import torch
 
 from meterid.config import QualityConfig
-from meterid.core import ERROR, OK, POOR_QUALITY, UNKNOWN
+from meterid.core import ERROR, OK, POOR_QUALITY, ScoredRow
 from meterid.inference.fetch import Fetcher, FetchError
 from meterid.inference.predictor import Prediction, Predictor
 from meterid.inference.quality import gate_limits, measure_quality, quality_issues
@@ -65,7 +65,7 @@ class BatchScorer:
 
     def __init__(self, predictor: Predictor, fetcher: Fetcher, quality: QualityConfig,
                  max_pixels: int, batch_size: int, concurrency: int,
-                 on_unknown: Callable[[bytes, dict], object] | None = None):
+                 on_unknown: Callable[[bytes, ScoredRow], object] | None = None):
         self.predictor = predictor
         self.fetcher = fetcher
         self.quality = gate_limits(predictor.bundle.quality_limits, quality)
@@ -110,8 +110,8 @@ class BatchScorer:
 
     # --- in the calling thread ------------------------------------------------------------------
 
-    def score(self, rows: Iterable[tuple[int, str]]) -> Iterator[dict]:
-        """Yields one dict per input row (not necessarily in input order: errors come first)."""
+    def score(self, rows: Iterable[tuple[int, str]]) -> Iterator[ScoredRow]:
+        """Yields one row per input row (not necessarily in input order: errors come first)."""
         pending: dict[str, _Pending] = {}  # by sha256: copies of one image share one slot
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="meterid-fetch") as pool:
             window: deque[tuple[int, str, Future]] = deque()
@@ -123,9 +123,9 @@ class BatchScorer:
                 yield from self._take(*window.popleft(), pending)
             yield from self._infer(pending)
 
-    def score_in_order(self, sources: list[str]) -> list[dict]:
+    def score_in_order(self, sources: list[str]) -> list[ScoredRow]:
         """A short list (``meterid predict``, the dashboard): one row per source, in order."""
-        return sorted(self.score(enumerate(sources)), key=lambda row: row["row"])
+        return sorted(self.score(enumerate(sources)), key=lambda scored: scored.row)
 
     def _submit(self, pool: ThreadPoolExecutor, source: str) -> Future:
         if source in self._finished:
@@ -137,12 +137,12 @@ class BatchScorer:
         return self._in_flight[source]
 
     def _take(self, row: int, source: str, future: Future,
-              pending: dict[str, _Pending]) -> Iterator[dict]:
+              pending: dict[str, _Pending]) -> Iterator[ScoredRow]:
         prepared: Prepared | None = future.result()
         self._in_flight.pop(source, None)
         if prepared is None:
             self._finished.move_to_end(source)
-            yield {**self._finished[source], "row": row, "url": source}
+            yield ScoredRow.of({**self._finished[source], "row": row, "url": source})
             return
         sha256 = str(prepared.columns.get("sha256"))
         known = self._by_sha.get(sha256)
@@ -155,7 +155,7 @@ class BatchScorer:
         if len(pending) >= self.batch_size:
             yield from self._infer(pending)
 
-    def _infer(self, pending: dict[str, _Pending]) -> Iterator[dict]:
+    def _infer(self, pending: dict[str, _Pending]) -> Iterator[ScoredRow]:
         if not pending:
             return
         entries = list(pending.values())
@@ -168,10 +168,11 @@ class BatchScorer:
                 out = self._finish(row, source, entry.prepared, prediction)
                 yield out
             _remember(self._by_sha, str(entry.prepared.columns["sha256"]),
-                      {k: v for k, v in out.items() if k not in ("row", "url", "scored_at")})
+                      {k: v for k, v in out.to_dict().items()
+                       if k not in ("row", "url", "scored_at")})
 
     def _finish(self, row: int, source: str, prepared: Prepared,
-                prediction: Prediction | None) -> dict:
+                prediction: Prediction | None) -> ScoredRow:
         columns = dict(prepared.columns)
         if prediction is not None:
             columns.update(status=OK, error=None, **prediction.columns())
@@ -179,8 +180,8 @@ class BatchScorer:
                 columns.update(label=POOR_QUALITY, auto_accepted=False)
         columns.update(model_version=self.predictor.version, scored_at=_now())
         _remember(self._finished, source, columns)
-        out = {**columns, "row": row, "url": source}
-        if self.on_unknown is not None and out["label"] == UNKNOWN and prepared.data:
+        out = ScoredRow.of({**columns, "row": row, "url": source})
+        if self.on_unknown is not None and out.kept_as_unknown and prepared.data:
             self.on_unknown(prepared.data, out)
         return out
 

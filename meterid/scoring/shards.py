@@ -20,7 +20,7 @@ import logging
 import re
 import threading
 from collections.abc import Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -176,7 +176,7 @@ def score_shard(job: ShardJob, shard: Shard, threads: int | None = None) -> Shar
     store = UnknownStore(job.unknown_store) if job.unknown_store else None
     with open_scorer(predictor, job.cfg, job.params.validate_.max_pixels, store,
                      job.run_id) as scorer:
-        rows = [{**row, "run_id": job.run_id} for row in scorer.score(shard.todo)]
+        rows = [replace(row, run_id=job.run_id).to_dict() for row in scorer.score(shard.todo)]
     Checkpoint(job.work_dir).write(rows, shard.part_name)
     log.info("rows %d-%d: %d scored into %s", shard.start, shard.stop - 1, len(rows), part.name)
     return ShardResult(shard.start, shard.stop, len(rows))

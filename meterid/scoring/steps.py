@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -70,7 +70,8 @@ def _output_table(scored: pd.DataFrame, sources: pd.DataFrame) -> pd.DataFrame:
     return scored[list(OUTPUT_COLUMNS)].merge(carried, on=ROW, how="left", validate="1:1")
 
 
-def _progress(results: Iterator[dict], total: int, done_before: int) -> Iterator[dict]:
+def _progress(results: Iterator[ScoredRow], total: int, done_before: int
+              ) -> Iterator[ScoredRow]:
     return progress(results, "scoring", "row", total=total, initial=done_before)
 
 
@@ -137,7 +138,7 @@ def open_scorer(predictor: Predictor, cfg: ScoreConfig, max_pixels: int,
     try:
         yield BatchScorer(
             predictor, fetcher, cfg.quality, max_pixels, cfg.batch_size, cfg.concurrency,
-            on_unknown=(lambda data, row: store.add(data, {**row, "run_id": run_id}))
+            on_unknown=(lambda data, row: store.add(data, replace(row, run_id=run_id)))
             if store else None)
     finally:
         fetcher.close()
@@ -162,7 +163,7 @@ def _score_into(checkpoint: Checkpoint, scorer: BatchScorer, todo: Iterator[tupl
     buffer: list[dict] = []
     count, started = 0, time.perf_counter()
     for row in _progress(scorer.score(todo), total, done_before):
-        buffer.append({**row, "run_id": run_id})
+        buffer.append(replace(row, run_id=run_id).to_dict())
         count += 1
         if len(buffer) >= every:
             checkpoint.write(buffer)

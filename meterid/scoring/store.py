@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 
-from meterid.core import top_columns
+from meterid.core import ScoredRow, top_columns
 from meterid.files import write_bytes_atomic, write_text_atomic
 
 LOCK_TIMEOUT_S = 60  # a record is held for milliseconds; a minute means something is stuck
@@ -34,12 +34,12 @@ class UnknownStore:
     def _record_path(self, sha256: str) -> Path:
         return self.root / "records" / sha256[:2] / f"{sha256}.json"
 
-    def add(self, data: bytes, row: dict) -> Path:
+    def add(self, data: bytes, row: ScoredRow) -> Path:
         """Store one UNKNOWN photo with its scoring row; returns the image path. Safe across
         processes (Dask workers scoring shards): the record's read-modify-write holds a lock
         of its own, so two adds of one photo under two URLs keep both URLs."""
-        sha256 = str(row["sha256"])
-        extension = _EXTENSIONS.get(str(row.get("image_format")), "img")
+        sha256 = str(row.sha256)
+        extension = _EXTENSIONS.get(str(row.image_format), "img")
         image = self.root / "images" / sha256[:2] / f"{sha256}.{extension}"
         record_path = self._record_path(sha256)
         record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,16 +49,16 @@ class UnknownStore:
             self._update_record(record_path, image, row)
         return image
 
-    def _update_record(self, record_path: Path, image: Path, row: dict) -> None:
-        sha256 = str(row["sha256"])
+    def _update_record(self, record_path: Path, image: Path, row: ScoredRow) -> None:
+        sha256 = str(row.sha256)
         record = json.loads(record_path.read_text()) if record_path.is_file() else {
             "sha256": sha256, "image": str(image.relative_to(self.root)),
-            "first_seen": row["scored_at"], "urls": []}
-        if row["url"] not in record["urls"]:
-            record["urls"] = [*record["urls"], row["url"]][-MAX_URLS:]
-        record.update({key: row.get(key) for key in TOP_COLUMNS},
-                      last_seen=row["scored_at"], run_id=row.get("run_id"),
-                      model_version=row.get("model_version"))
+            "first_seen": row.scored_at, "urls": []}
+        if row.url not in record["urls"]:
+            record["urls"] = [*record["urls"], row.url][-MAX_URLS:]
+        record.update({key: getattr(row, key) for key in TOP_COLUMNS},
+                      last_seen=row.scored_at, run_id=row.run_id or None,
+                      model_version=row.model_version)
         write_text_atomic(record_path, json.dumps(record, indent=1))
 
     def records(self, since: datetime | None = None) -> pd.DataFrame:

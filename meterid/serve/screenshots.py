@@ -6,6 +6,9 @@ With ``meterid serve`` running (and a nightly run completed), three pages are ca
 - the latest COMPLETED flow run of the ``batch_scoring/nightly`` deployment;
 - the MLflow UI's page of the registered model ``meterid`` (its versions and aliases).
 
+With ``--dashboard`` (``meterid dashboard`` running), two more: a photo identified on the
+Identify tab (``--photo``, uploaded as a user would) and the Model tab.
+
 What to show is looked up first through the Prefect and MLflow REST APIs; each page is then
 waited for until what the API said is on it (both UIs are single-page apps: a screenshot taken at
 load time shows an empty frame). Chromium and ChromeDriver are Debian's (``ensure_chromium``
@@ -13,7 +16,8 @@ installs them); selenium drives them, imported only when a browser starts. Only 
 are accepted, and Chromium's background networking is off, so nothing leaves the machine.
 
     python -m meterid.serve.screenshots --prefect-ui http://127.0.0.1:4200 \\
-        --mlflow-ui http://127.0.0.1:5000 --out docs/screenshots
+        --mlflow-ui http://127.0.0.1:5000 --out docs/screenshots \\
+        --dashboard http://127.0.0.1:8501 --photo data/raw/<class>/<photo>.jpg
 """
 
 from __future__ import annotations
@@ -48,7 +52,10 @@ API_TIMEOUT_S = 30.0
 MODEL_NAME = "meterid"
 NIGHTLY = ("batch_scoring", "nightly")
 FILES = {"deployments": "prefect-deployments.png", "nightly_run": "prefect-nightly-run.png",
-         "model": "mlflow-model.png"}
+         "model": "mlflow-model.png", "identify": "dashboard-identify.png",
+         "model_tab": "dashboard-model.png"}
+# What the dashboard shows once a photo is scored: a decision in words, then the top-3.
+IDENTIFIED = ("auto-accepted", "to review")
 CHROMIUM_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
     # Nothing but the pages asked for: no update checks, sync, field trials or QUIC probes.
@@ -288,6 +295,43 @@ def take_screenshots(prefect_ui: str, mlflow_ui: str, out_dir: Path,
     return shots
 
 
+def take_dashboard_screenshots(dashboard: str, photo: Path, out_dir: Path) -> list[Path]:
+    """The dashboard's Identify tab after uploading ``photo`` (as a user drops a file), and
+    its Model tab; returns the two PNG paths."""
+    from selenium.webdriver.common.by import By
+
+    dashboard = _local(dashboard, "dashboard")
+    if not Path(photo).is_file():
+        raise ScreenshotError(f"--photo {photo}: no such file")
+    shots: list[Path] = []
+    with _browser() as driver:
+        _open(driver, "dashboard", dashboard, ["meterid", "Identify", "Model", "Photo"])
+        driver.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(
+            str(Path(photo).resolve()))
+        _wait_any(driver, "dashboard Identify tab", IDENTIFIED)
+        driver.execute_script("window.scrollTo(0, 0)")
+        shots.append(_save(driver, out_dir / FILES["identify"]))
+        driver.find_element(By.XPATH, "//button[@role='tab'][normalize-space(.)='Model']").click()
+        _wait_any(driver, "dashboard Model tab", ("macro_recall",))
+        shots.append(_save(driver, out_dir / FILES["model_tab"]))
+    return shots
+
+
+def _wait_any(driver: Any, page: str, texts: Sequence[str]) -> None:
+    """Until one of ``texts`` is visible (a rerun of a Streamlit page, not a page load)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.5).until(
+            lambda d: any(t in _visible_text(d) for t in texts))
+    except TimeoutException as error:
+        shown = " ".join(_visible_text(driver).split())[:400]
+        raise ScreenshotError(f"{page}: none of {list(texts)} after {PAGE_TIMEOUT_S:.0f} s. "
+                              f"The page showed: {shown!r}") from error
+    time.sleep(SETTLE_S)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m meterid.serve.screenshots",
@@ -302,11 +346,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="folder for the PNGs (default %(default)s)")
     parser.add_argument("--model", default=MODEL_NAME,
                         help="registered model to show (default %(default)s)")
+    parser.add_argument("--dashboard", help="a running `meterid dashboard` (e.g. "
+                        "http://127.0.0.1:8501): also its Identify and Model tabs")
+    parser.add_argument("--photo", type=Path, help="the photo to identify on the dashboard")
     args = parser.parse_args(argv)
+    if args.dashboard and args.photo is None:
+        parser.error("--dashboard needs --photo (the photo to identify)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         ensure_chromium()
         paths = take_screenshots(args.prefect_ui, args.mlflow_ui, args.out, args.model)
+        if args.dashboard:
+            paths += take_dashboard_screenshots(args.dashboard, args.photo, args.out)
     except ScreenshotError as error:
         sys.stderr.write(f"error: {error}\n")
         return 1

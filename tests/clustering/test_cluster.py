@@ -22,6 +22,7 @@ from meterid.clustering.cluster import (
 )
 from meterid.clustering.embeddings import embed_photos, model_key
 from meterid.clustering.state import ClusterState
+from meterid.core import OK, UNKNOWN, ScoredRow
 from meterid.inference.predictor import Predictor
 from meterid.photos.images import file_sha256
 
@@ -178,18 +179,18 @@ def test_photos_come_from_the_store_window_or_a_scoring_output(params, tmp_path)
     paths = params.paths.model_copy(update={"unknown_store": tmp_path / "store"})
     project = params.model_copy(update={"paths": paths})
     store = UnknownStore(paths.unknown_store)
-    rows = [{"sha256": f"{i:064x}", "url": f"http://x/{i}.jpg", "image_format": "JPEG",
-             "scored_at": stamp, "top1_label": "a", "top1_conf": 0.3}
+    rows = [ScoredRow(i, f"http://x/{i}.jpg", OK, label=UNKNOWN, sha256=f"{i:064x}",
+                      image_format="JPEG", scored_at=stamp, top1_label="a", top1_conf=0.3)
             for i, stamp in enumerate(["2020-01-01T00:00:00+00:00", "2099-01-01T00:00:00+00:00"])]
     for row in rows:
-        store.add(b"\xff\xd8\xff" + row["sha256"].encode(), row)
+        store.add(b"\xff\xd8\xff" + str(row.sha256).encode(), row)
     recent = store_photos(project, since_days=7)
-    assert list(recent["sha256"]) == [rows[1]["sha256"]]  # last seen within the week only
+    assert list(recent["sha256"]) == [rows[1].sha256]  # last seen within the week only
     assert Path(recent["path"][0]).read_bytes().startswith(b"\xff\xd8\xff")
-    scored = pd.DataFrame({"sha256": [rows[0]["sha256"], "f" * 64], "label": ["UNKNOWN", "a"]})
+    scored = pd.DataFrame({"sha256": [rows[0].sha256, "f" * 64], "label": ["UNKNOWN", "a"]})
     scored.to_parquet(tmp_path / "night.parquet")
     assert list(scored_photos(project, tmp_path / "night.parquet")["sha256"]) == [
-        rows[0]["sha256"]]
+        rows[0].sha256]
 
 
 def test_review_page_proposes_clusters_and_sums_up_rejected_ones(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from meterid.config import Params, load_params
+from meterid.core import ERROR, OK, ScoredRow
 from meterid.dashboard import data
 from tests.conftest import REPO_ROOT
 
@@ -69,10 +70,10 @@ def test_latest_clusters_picks_the_newest_run(project: Params):
 
 
 def test_top3_keeps_the_ranked_labels():
-    row = {"top1_label": "a", "top1_conf": 0.7, "top2_label": "b", "top2_conf": 0.2,
-           "top3_label": "c", "top3_conf": 0.1}
+    row = ScoredRow(0, "x.jpg", OK, top1_label="a", top1_conf=0.7, top2_label="b",
+                    top2_conf=0.2, top3_label="c", top3_conf=0.1)
     assert data.top3(row)["label"].tolist() == ["a", "b", "c"]
-    assert data.top3({"status": "error"}).empty
+    assert data.top3(ScoredRow(0, "x.jpg", ERROR, error="broken")).empty
 
 
 def _photo(path: Path) -> Path:
@@ -93,12 +94,12 @@ def test_an_upload_is_scored_like_a_listed_photo(tiny_model, params: Params, tmp
     photo = _photo(tmp_path / "meter.png")
     uploaded = data.identify_upload(scorer(), "field/meter.png", photo.read_bytes())
     listed = scorer().score_in_order([str(photo)])[0]
-    assert uploaded["url"] == "field/meter.png" and uploaded["status"] == "ok"
+    assert uploaded.url == "field/meter.png" and uploaded.status == "ok"
     for key in ("label", "top1_label", "top2_label", "top3_label", "sha256"):
-        assert uploaded[key] == listed[key]
-    assert uploaded["top1_conf"] == pytest.approx(listed["top1_conf"])
+        assert getattr(uploaded, key) == getattr(listed, key)
+    assert uploaded.top1_conf == pytest.approx(listed.top1_conf)
     broken = data.identify_upload(scorer(), "broken.jpg", b"not an image")
-    assert broken["status"] == "error" and broken["url"] == "broken.jpg"
+    assert broken.status == "error" and broken.url == "broken.jpg"
 
 
 def test_app_identifies_photos_and_says_what_is_missing(project: Params, exported_model: Path,

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from meterid.config import FetchConfig, Params, load_params
+from meterid.core import OK, ScoredRow
 from meterid.scoring.checkpoint import PART_GLOB
 from meterid.scoring.shards import (
     ScaleOut,
@@ -114,9 +115,9 @@ def _add_urls(root: str, name: str, count: int, start: multiprocessing.synchroni
     store = UnknownStore(Path(root))
     start.wait(timeout=60)
     for i in range(count):
-        store.add(b"the same photo", {"sha256": "ab" * 32, "image_format": "JPEG",
-                                      "url": f"http://127.0.0.1/{name}/{i}.jpg",
-                                      "scored_at": "2026-12-01T00:00:00+00:00"})
+        store.add(b"the same photo", ScoredRow(i, f"http://127.0.0.1/{name}/{i}.jpg", OK,
+                                               sha256="ab" * 32, image_format="JPEG",
+                                               scored_at="2026-12-01T00:00:00+00:00"))
 
 
 def test_two_processes_adding_one_photo_keep_every_url(tmp_path: Path):

@@ -136,15 +136,15 @@ def test_a_model_with_derived_limits_passes_a_white_background_photo(
         tiny_model, params, tmp_path: Path, one_thread):
     photo = str(white_background_photo(tmp_path / "carton.jpg"))
     old = _scorer(tiny_model, params).score_in_order([photo])[0]
-    assert old["label"] == POOR_QUALITY and "glare" in old["quality_issue"]
+    assert old.label == POOR_QUALITY and "glare" in old.quality_issue
 
     derived = derive_limits(collection(200, glare=(0.55, 0.83), brightness=(0.7, 0.92)),
                             params.score.quality)
     scorer = _scorer(tiny_model.with_card(quality_limits=derived), params)
     assert scorer.quality == derived
     row = scorer.score_in_order([photo])[0]
-    assert row["status"] == "ok" and row["quality_issue"] is None, row["quality_issue"]
-    assert row["label"] != POOR_QUALITY and row["glare"] > params.score.quality.max_glare
+    assert row.status == "ok" and row.quality_issue is None, row.quality_issue
+    assert row.label != POOR_QUALITY and row.glare > params.score.quality.max_glare
 
 
 def test_a_scoring_run_records_the_limits_it_used(tiny_model, params, tmp_path: Path,
