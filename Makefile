@@ -17,10 +17,9 @@ $(INSTALLED): pyproject.toml
 install: $(INSTALLED)
 
 ## demo: train on the demo data (generated if missing), score demo URLs served from 127.0.0.1,
-## then version it all with DVC
+## then push what the flows versioned with DVC (each flow records its stages in dvc.lock)
 demo: install
 	$(BIN)/meterid flow demo
-	$(BIN)/dvc commit --force --quiet
 	$(BIN)/dvc push --quiet
 	$(BIN)/dvc metrics show
 	$(BIN)/meterid models

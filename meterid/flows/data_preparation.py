@@ -1,12 +1,16 @@
 """Data preparation flow: (demo data) -> manifest -> Great Expectations -> split (adaptive, or
-the one ``split.given_csv`` in params.yaml names)."""
+the one ``split.given_csv`` in params.yaml names) -> the photos and both stages versioned in
+DVC."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 from prefect import flow
 
 from meterid.data.steps import folder_is_empty
+from meterid.pipeline import stage_names, tracking_file
 from meterid.stores import open_project
 from meterid.tasks.data import (
     build_image_manifest,
@@ -14,6 +18,7 @@ from meterid.tasks.data import (
     split_images,
     validate_image_manifest,
 )
+from meterid.tasks.versioning import record_stages
 
 
 class DataValidationError(RuntimeError):
@@ -39,6 +44,8 @@ def data_preparation(params_file: str = "params.yaml", demo_if_missing: bool = T
     splits: pd.DataFrame = split_images(
         paths.manifest, paths.raw_dir, paths.splits, paths.split_reports, params.validate_,
         params.split)
+    photos = tracking_file(Path.cwd(), paths.raw_dir)  # the photos' version, when DVC tracks it
+    record_stages([*([photos] if photos else []), *stage_names("validate", "split")])
     return {
         "images": len(manifest),
         "classes": int(manifest["label"].nunique()),

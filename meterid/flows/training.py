@@ -1,15 +1,18 @@
-"""Training flow: validate -> split -> train (phase 1, phase 2) -> evaluate -> register."""
+"""Training flow: validate -> split -> train (phase 1, phase 2) -> evaluate -> register, each
+stage versioned in DVC as it ends."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from meterid.config import Params
 from meterid.flows.data_preparation import data_preparation
+from meterid.pipeline import stage_names
 from meterid.stores import open_project
 from meterid.tasks.training import evaluate_and_register, train_model
+from meterid.tasks.versioning import record_stages
 
 
 def with_overrides(params: Params, backbone: str | None, phase1_epochs: int | None,
@@ -44,6 +47,14 @@ def training(
     data_summary = data_preparation(params_file=params_file, demo_if_missing=True)
     trained = train_model(params, Path.cwd())
     outcome = evaluate_and_register(params)
+    overrides = {name: value for name, value in (
+        ("backbone", backbone), ("phase1_epochs", phase1_epochs),
+        ("phase2_epochs", phase2_epochs), ("auto_promote", auto_promote)) if value is not None}
+    if overrides:  # dvc.lock records params.yaml's values: it would misstate this run
+        get_run_logger().warning("not recorded in dvc.lock: this run overrode params.yaml (%s)",
+                                 overrides)
+    else:
+        record_stages(list(stage_names("train", "evaluate")))
     return {"data": data_summary, "training": trained, "version": outcome["version"],
             "aliases": outcome["aliases"], "decision": outcome["decision"],
             "metrics": outcome["metrics"]}

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -120,6 +121,12 @@ def test_init_from_a_mixed_folder_of_class_folders_trains_a_champion_and_scores_
     assert metrics["out_of_fold_photos"] == quality["photos"]
     decision = json.loads((project / "reports/evaluation/decision.json").read_text())
     assert decision["accept_and_sets_set_on"].endswith("out-of-fold training photos")
+    # The flow versioned what it ran, as `dvc repro` would have: nothing left for `dvc status`.
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert list(lock) == ["validate", "split", "train", "evaluate"]
+    status = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=project,
+                            capture_output=True, text=True, check=True)
+    assert "up to date" in status.stdout, status.stdout
 
     one_of_each = [str(files[0]) for files in made.values()]
     scored = _meterid(project, "predict", "--json", *one_of_each)
