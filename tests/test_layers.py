@@ -30,6 +30,7 @@ LAYERS: list[set[str]] = [
     {"training"},     # two phases, calibration, out-of-fold logits
     {"evaluation"},   # reads training's outputs, sets the decision policy, registers
     {"scoring"},      # batches of URLs under the policy
+    {"review"},       # what goes to a person, and the field audit of auto-accept
     {"clustering"},   # the UNKNOWN photos of scoring
     {"serve", "project", "dashboard", "pipeline"},  # servers, `meterid init`, the app, dvc.yaml
     {"tasks"},        # Prefect tasks: thin wrappers of the step functions
