@@ -1,0 +1,86 @@
+"""The label store on SQLite (PostgreSQL: tests/test_postgres.py): a run's queue lands once,
+verdicts are checked, a reviewer replaces only their own, disagreement is a conflict, and the
+audited photos of a model version give the field audit its wrong/right flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, text
+
+from meterid.core import OK, UNKNOWN, ScoredRow
+from meterid.review.queue import review_queue
+from meterid.review.store import NEW_TYPE, LabelStore, ReviewError
+
+CLASSES = ["a", "b"]
+
+
+def _scored(run_version: int = 3) -> pd.DataFrame:
+    rows = [ScoredRow(i, f"http://x/{i}.jpg", OK, label="a", auto_accepted=True,
+                      top1_label="a", top2_label="b", prediction_set=["a"],
+                      sha256=f"{i:064x}", model_version=run_version) for i in range(10)]
+    rows.append(ScoredRow(10, "http://x/u.jpg", OK, label=UNKNOWN, is_unknown=True,
+                          auto_accepted=False, top1_label="b", prediction_set=["b", "a"],
+                          open_set_score=-0.4, sha256="f" * 64, model_version=run_version))
+    return pd.DataFrame([row.to_dict() for row in rows])
+
+
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'review.db'}"
+
+
+def test_a_run_queue_lands_once_and_keeps_what_the_product_said(tmp_path: Path):
+    store = LabelStore(store_url(tmp_path))
+    queue = review_queue(_scored(), "run-1", share=0.1, floor=3)
+    assert store.enqueue("run-1", queue) == 4 and store.enqueue("run-1", queue) == 0
+    queued = store.queue("run-1")
+    assert [q.sha256 for q in queued] == list(queue["sha256"])
+    unknown = next(q for q in queued if q.label == UNKNOWN)
+    assert unknown.prediction_set == ["b", "a"] and unknown.open_set_score == -0.4
+    assert unknown.top_labels == ["b"] and unknown.model_version == 3
+    assert LabelStore(store_url(tmp_path)).queue("run-1")[0].url == queued[0].url  # reopened
+
+
+def test_verdicts_are_checked_and_a_reviewer_replaces_only_their_own(tmp_path: Path):
+    store = LabelStore(store_url(tmp_path))
+    store.enqueue("run-1", review_queue(_scored(), "run-1", 0.1, 3))
+    photo = "f" * 64
+    with pytest.raises(ReviewError, match="neither a class of the model"):
+        store.label(photo, "ana", "c", CLASSES)
+    with pytest.raises(ReviewError, match="in no review queue"):
+        store.label("0" * 64 + "x", "ana", "a", CLASSES)
+    with pytest.raises(ReviewError, match="reviewer's name"):
+        store.label(photo, " ", "a", CLASSES)
+    store.label(photo, "ana", "a", CLASSES)
+    store.label(photo, "ana", NEW_TYPE, CLASSES)  # ana changes her mind
+    assert store.verdicts(photo) == {"ana": NEW_TYPE} and store.conflicts() == []
+    assert photo not in {q.sha256 for q in store.queue(reviewer="ana")}
+    store.label(photo, "ben", "b", CLASSES)
+    [conflict] = store.conflicts()
+    assert conflict.sha256 == photo and conflict.verdicts == {"ana": NEW_TYPE, "ben": "b"}
+    assert photo not in store.agreed()
+    store.label(photo, "ben", NEW_TYPE, CLASSES)
+    assert store.conflicts() == [] and store.agreed()[photo] == NEW_TYPE
+
+
+def test_audits_flag_where_the_product_was_wrong(tmp_path: Path):
+    store = LabelStore(store_url(tmp_path))
+    queue = review_queue(_scored(), "run-1", share=0.5, floor=0)
+    store.enqueue("run-1", queue)
+    audited = list(queue.loc[queue["reason"] == "audit", "sha256"])
+    assert len(audited) == 5
+    for i, photo in enumerate(audited):  # the product said "a": the 2nd and 4th are "b"
+        store.label(photo, "ana", "b" if i in (1, 3) else "a", CLASSES)
+    store.label(audited[0], "ben", "b", CLASSES)  # a conflict: no consensus, left out
+    assert store.audits(3) == [True, False, True, False]  # oldest label first
+    assert store.audits(4) == []
+
+
+def test_a_store_from_a_newer_meterid_is_refused(tmp_path: Path):
+    LabelStore(store_url(tmp_path))
+    with create_engine(store_url(tmp_path)).begin() as connection:
+        connection.execute(text("INSERT INTO review_schema (version) VALUES (2)"))
+    with pytest.raises(ReviewError, match="schema version 2; this meterid knows 1"):
+        LabelStore(store_url(tmp_path))
