@@ -24,9 +24,12 @@ candidates_app = typer.Typer(help="Clusters back into the dataset: export, add, 
                              no_args_is_help=True)
 flow_app = typer.Typer(help="Run the Prefect flows locally (ephemeral Prefect, no server needed).",
                        no_args_is_help=True)
+review_app = typer.Typer(help="What scoring sent to a person: the queue, labels, conflicts and "
+                         "the field audit of auto-accept.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(flow_app, name="flow")
 app.add_typer(candidates_app, name="candidates")
+app.add_typer(review_app, name="review")
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="Parameters file.")]
 DataDir = Annotated[Path | None, typer.Option(
@@ -37,7 +40,7 @@ ManifestFile = Annotated[Path | None, typer.Option(
 
 
 # Commands that never touch MLflow skip the store check; `serve` starts the stores itself.
-_NO_STORE_CHECK = frozenset({"data", "validate", "split", "predict", "dashboard"})
+_NO_STORE_CHECK = frozenset({"data", "validate", "split", "predict", "dashboard", "review"})
 _OWN_STORES = frozenset({"serve"})
 _NO_PROJECT = frozenset({"init"})  # makes the project (and its params.yaml)
 
@@ -476,6 +479,74 @@ def candidates_reject(
         typer.echo(f"error: {error.args[0]}", err=True)
         raise typer.Exit(2) from error
     typer.echo(f"cluster {cluster_id} rejected")
+
+
+@review_app.command("queue")
+def review_queue_command(
+    ctx: typer.Context,
+    run: Annotated[str | None, typer.Option(help="One scoring run's id (default: all).")] = None,
+    reviewer: Annotated[str | None, typer.Option(
+        help="Only the photos this reviewer has not labelled.")] = None,
+) -> None:
+    """The photos scoring sent to a person, oldest first, with what the product said."""
+    from meterid.review.store import open_store
+
+    photos = open_store(_params(ctx)).queue(run, reviewer)
+    for photo in photos:
+        typer.echo(f"{photo.sha256[:12]}  {photo.url}  {photo.in_words()}")
+    typer.echo(f"{len(photos)} photos; label one with `meterid review label SHA VERDICT "
+               "--reviewer NAME`", err=True)
+
+
+@review_app.command("label")
+def review_label(
+    ctx: typer.Context,
+    photo: Annotated[str, typer.Argument(help="The photo's sha256 (its first 12 characters do).")],
+    verdict: Annotated[str, typer.Argument(
+        help='A class of the dataset, "new type", "not a meter" or "unreadable".')],
+    reviewer: Annotated[str, typer.Option(help="Your name, kept with the label.")],
+) -> None:
+    """Label a queued photo (labelling it again replaces your own earlier label)."""
+    from meterid.review.store import ReviewError, open_store
+
+    params = _params(ctx)
+    store = open_store(params)
+    classes = sorted(p.name for p in params.paths.raw_dir.iterdir() if p.is_dir()) \
+        if params.paths.raw_dir.is_dir() else []
+    try:
+        sha256 = store.find(photo)
+        store.label(sha256, reviewer, verdict, classes)
+    except ReviewError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    said = store.verdicts(sha256)
+    disagree = {name: v for name, v in said.items() if v != verdict}
+    typer.echo(f"{sha256[:12]}: {verdict} ({reviewer})"
+               + (f"; conflict with {disagree}" if disagree else ""))
+
+
+@review_app.command("conflicts")
+def review_conflicts(ctx: typer.Context) -> None:
+    """Photos whose reviewers disagree, with each one's label."""
+    from meterid.review.store import open_store
+
+    conflicts = open_store(_params(ctx)).conflicts()
+    for conflict in conflicts:
+        typer.echo(f"{conflict.sha256[:12]}  " + ", ".join(
+            f"{name}: {verdict}" for name, verdict in sorted(conflict.verdicts.items())))
+    typer.echo(f"{len(conflicts)} conflicts", err=True)
+
+
+@review_app.command("audit")
+def review_audit(
+    ctx: typer.Context,
+    version: Annotated[int, typer.Argument(help="The registered model version.")],
+) -> None:
+    """The field audit of a model version's auto-accepted photos: may it auto-accept?"""
+    from meterid.review.store import field_verdict, open_store
+
+    params = _params(ctx)
+    typer.echo(field_verdict(open_store(params), version, params).reason)
 
 
 @flow_app.command("data")

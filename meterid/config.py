@@ -36,6 +36,7 @@ class PathsConfig(_Strict):
     cluster_state: Path
     onnx_cache: Path
     candidates_dir: Path = Path("data/candidates")  # params.yaml has it; older project files not
+    review_db: Path = Path("data/review.db")  # the same
 
 
 class StoresConfig(_Strict):
@@ -296,6 +297,13 @@ class ClusterConfig(_Strict):
     experiment: str
 
 
+class ReviewConfig(_Strict):
+    store: str | None = None  # a SQLAlchemy URL; None: SQLite at paths.review_db
+    audit_share: float = Field(ge=0, le=1)
+    audit_min: int = Field(ge=0)
+    audit_window: int = Field(ge=1)
+
+
 class Params(_Strict):
     paths: PathsConfig
     stores: StoresConfig
@@ -308,6 +316,9 @@ class Params(_Strict):
     register_: RegisterConfig = Field(alias="register")
     score: ScoreConfig
     cluster: ClusterConfig
+    # params.yaml has it; older project files not: they get the same values
+    review: ReviewConfig = Field(default_factory=lambda: ReviewConfig(
+        audit_share=0.02, audit_min=5, audit_window=500))
 
 
 class ConfigError(ValueError):

@@ -29,8 +29,8 @@ LAYERS: list[set[str]] = [
     {"data"},         # manifest, validation, split, the demo generator
     {"training"},     # two phases, calibration, out-of-fold logits
     {"evaluation"},   # reads training's outputs, sets the decision policy, registers
-    {"scoring"},      # batches of URLs under the policy
     {"review"},       # what goes to a person, and the field audit of auto-accept
+    {"scoring"},      # batches of URLs under the policy (and the field audit's verdict)
     {"clustering"},   # the UNKNOWN photos of scoring
     {"serve", "project", "dashboard", "pipeline"},  # servers, `meterid init`, the app, dvc.yaml
     {"tasks"},        # Prefect tasks: thin wrappers of the step functions

@@ -30,6 +30,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from meterid.config import Params
+from meterid.core import POOR_QUALITY, UNKNOWN
+from meterid.review.audit import AuditVerdict, audit_verdict
 from meterid.review.queue import AUDIT
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,14 @@ class QueuedPhoto(Base):
     open_set_score: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str] = mapped_column(String(32))  # why queued; AUDIT is not shown
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    def in_words(self) -> str:
+        """What the product said, as a reviewer reads it (an audit looks like any other)."""
+        if self.label == UNKNOWN:
+            return "new type?"
+        if self.label == POOR_QUALITY:
+            return "unreadable?"
+        return f"{self.label}? candidates: {' | '.join(self.prediction_set or self.top_labels)}"
 
 
 class Verdict(Base):
@@ -153,6 +164,16 @@ class LabelStore:
                 mine.verdict, mine.labelled_at = verdict, datetime.now(UTC)
             session.commit()
 
+    def find(self, prefix: str) -> str:
+        """The queued photo whose sha256 starts with ``prefix`` (8 characters are plenty)."""
+        with Session(self.engine) as session:
+            found = sorted(set(session.scalars(select(QueuedPhoto.sha256).where(
+                QueuedPhoto.sha256.startswith(prefix.lower())).limit(2))))
+        if len(found) != 1:
+            raise ReviewError(f"no queued photo starts with {prefix!r}" if not found else
+                              f"{prefix!r} names several photos: give more of the sha256")
+        return found[0]
+
     def verdicts(self, sha256: str) -> dict[str, str]:
         with Session(self.engine) as session:
             rows = session.execute(select(Verdict.reviewer, Verdict.verdict)
@@ -196,6 +217,21 @@ class LabelStore:
                 seen.add(sha256)
                 wrong.append(agreed[sha256] != label)
         return wrong
+
+
+def open_store(params: Params) -> LabelStore:
+    """The project's label store: ``review.store``, else SQLite at ``paths.review_db``."""
+    if params.review.store:
+        return LabelStore(params.review.store)
+    params.paths.review_db.parent.mkdir(parents=True, exist_ok=True)
+    return LabelStore(f"sqlite:///{params.paths.review_db.resolve()}")
+
+
+def field_verdict(store: LabelStore, model_version: int | None, params: Params) -> AuditVerdict:
+    """Whether ``model_version`` may auto-accept on the next run, by its field audits at the
+    certified target (``evaluate.max_accept_error`` at ``evaluate.accept_confidence``)."""
+    return audit_verdict(store.audits(model_version), params.evaluate.max_accept_error,
+                         params.evaluate.accept_confidence, params.review.audit_window)
 
 
 def _missing(value: object) -> bool:

@@ -31,7 +31,7 @@ from meterid.inference.quality import gate_limits
 from meterid.registry import load_classifier
 from meterid.scoring.checkpoint import Checkpoint
 from meterid.scoring.sources import SOURCE
-from meterid.scoring.steps import ScoringRun, open_run, open_scorer
+from meterid.scoring.steps import ScoringRun, field_audit, open_run, open_scorer
 from meterid.scoring.store import UnknownStore
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,8 @@ def plan_run(params: Params, cfg: ScoreConfig, threshold: float | None, input_pa
     into shards. Loads the classifier once here for its UNKNOWN rule (part of the run's key)."""
     loaded = load_classifier(cfg.model)
     run = open_run(params, cfg, loaded.source, decision_policy(loaded, threshold), input_path,
-                   output, column, quality=gate_limits(loaded.quality_limits, cfg.quality))
+                   output, column, quality=gate_limits(loaded.quality_limits, cfg.quality),
+                   audit=field_audit(params, loaded.version))
     folder = Path(loaded.source)  # a model folder (the key keeps it as given)
     source = str(folder.resolve()) if folder.is_dir() else loaded.source
     job = ShardJob(params, cfg, source, threshold, run.run_id, Path(root).resolve(),

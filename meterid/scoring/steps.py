@@ -17,7 +17,7 @@ import mlflow
 import pandas as pd
 
 from meterid.config import MonitorConfig, Params, ScoreConfig
-from meterid.core import ScoredRow
+from meterid.core import OK, ScoredRow
 from meterid.decision.policy import DecisionPolicy
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
@@ -25,6 +25,9 @@ from meterid.inference.quality import QualityLimits, gate_limits
 from meterid.photos.images import file_sha256
 from meterid.progress import progress
 from meterid.registry import load_classifier
+from meterid.review.audit import AuditVerdict
+from meterid.review.queue import review_queue
+from meterid.review.store import field_verdict, open_store
 from meterid.scoring.checkpoint import Checkpoint, atomic_write_parquet, run_key
 from meterid.scoring.monitoring import SUMMARY_METRICS, drift_alerts, summarize
 from meterid.scoring.pipeline import BatchScorer
@@ -49,6 +52,15 @@ class ScoringOutcome:
 def with_overrides(cfg: ScoreConfig, **overrides: object) -> ScoreConfig:
     """The score section with the non-None overrides of a CLI call or flow run."""
     return cfg.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def field_audit(params: Params, model_version: int | None) -> AuditVerdict:
+    """Whether a run of ``model_version`` may auto-accept, by its field audits so far."""
+    verdict = field_verdict(open_store(params), model_version, params)
+    if not verdict.auto_accept:
+        log.warning("auto-accept stopped for model version %s: %s", model_version,
+                    verdict.reason)
+    return verdict
 
 
 def load_predictor(params: Params, model_uri: str, threshold: float | None) -> Predictor:
@@ -87,6 +99,7 @@ class ScoringRun:
     done: frozenset[int]  # rows already in checkpoint parts
     model_source: str
     quality: QualityLimits  # the gate's limits: the model's own, or the params' generic ones
+    audit: AuditVerdict  # whether this run auto-accepts, by the field audit
 
     def todo(self) -> Iterator[tuple[int, str]]:
         """(row, url) of the rows still to score, in input order."""
@@ -96,13 +109,15 @@ class ScoringRun:
 
 def open_run(params: Params, cfg: ScoreConfig, model_source: str, policy: DecisionPolicy,
              input_path: Path, output: Path | None = None, column: str | None = None, *,
-             quality: QualityLimits) -> ScoringRun:
+             quality: QualityLimits, audit: AuditVerdict) -> ScoringRun:
     """Read the list and find (or start) its run; ``model_source`` is pinned to a version,
-    ``quality`` is the gate's limits the model scores with (``quality.gate_limits``)."""
+    ``quality`` is the gate's limits the model scores with (``quality.gate_limits``),
+    ``audit`` the field audit's verdict (``field_audit``) the run applies at its end."""
     input_path = Path(input_path)
     sources = read_sources(input_path, column, reserved=frozenset(OUTPUT_COLUMNS))
     key = run_key(input=file_sha256(input_path), column=column, model=model_source,
-                  policy=policy.to_dict(), quality=quality.to_dict())
+                  policy=policy.to_dict(), quality=quality.to_dict(),
+                  auto_accept=audit.auto_accept)
     checkpoint = Checkpoint(params.paths.scoring_reports / ".work" / key)
     meta = checkpoint.run_meta({"input": str(input_path),
                                 "output": str(output or _default_output(params, input_path)),
@@ -112,12 +127,20 @@ def open_run(params: Params, cfg: ScoreConfig, model_source: str, policy: Decisi
         log.info("resuming run %s: %d of %d rows already scored", meta["run_id"], len(done),
                  len(sources))
     return ScoringRun(sources, checkpoint, meta["run_id"], Path(meta["output"]),
-                      frozenset(done), model_source, quality)
+                      frozenset(done), model_source, quality, audit)
 
 
-def finish_run(run: ScoringRun, cfg: ScoreConfig, rescored: int) -> ScoringOutcome:
-    """Every checkpoint part into the output file (one row per input row, in input order)."""
+def finish_run(run: ScoringRun, params: Params, cfg: ScoreConfig, rescored: int
+               ) -> ScoringOutcome:
+    """Every checkpoint part into the output file (one row per input row, in input order),
+    and the photos a person must see into the review queue. While the field audit stops
+    auto-accept, every photo the rule would have accepted goes to a person, as an audit."""
     table = _output_table(run.checkpoint.assemble(len(run.sources)), run.sources)
+    stopped = not run.audit.auto_accept
+    queue = review_queue(table, run.run_id, 1.0 if stopped else params.review.audit_share,
+                         params.review.audit_min)
+    if stopped:
+        table["auto_accepted"] = table["auto_accepted"].where(table["status"] != OK, False)
     out_path = atomic_write_parquet(table, run.output)
     if cfg.write_csv:  # a spreadsheet shows the candidate list as "a | b", not a Python list
         flat = table.assign(prediction_set=table["prediction_set"].map(
@@ -126,7 +149,10 @@ def finish_run(run: ScoringRun, cfg: ScoreConfig, rescored: int) -> ScoringOutco
     run.checkpoint.remove()
     log.info("wrote %d rows to %s; quality gate: %s", len(table), out_path,
              run.quality.describe())
-    summary = {**summarize(table), "quality_limits": run.quality.to_dict()}
+    queued = open_store(params).enqueue(run.run_id, queue)
+    summary = {**summarize(table), "quality_limits": run.quality.to_dict(),
+               "review_queued": queued, "auto_accept_stopped": stopped,
+               "auto_accept": run.audit.reason}
     return ScoringOutcome(out_path, run.run_id, summary, rescored, run.model_source)
 
 
@@ -148,13 +174,14 @@ def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_pat
                output: Path | None = None, column: str | None = None) -> ScoringOutcome:
     """Score every row of ``input_path``; a killed run started again resumes where it stopped."""
     run = open_run(params, cfg, predictor.bundle.source, predictor.policy, input_path, output,
-                   column, quality=gate_limits(predictor.bundle.quality_limits, cfg.quality))
+                   column, quality=gate_limits(predictor.bundle.quality_limits, cfg.quality),
+                   audit=field_audit(params, predictor.version))
     store = UnknownStore(params.paths.unknown_store) if cfg.store_unknown else None
     with open_scorer(predictor, cfg, params.validate_.max_pixels, store, run.run_id) as scorer:
         rescored = _score_into(run.checkpoint, scorer, run.todo(), run.run_id,
                                cfg.checkpoint_rows, total=len(run.sources),
                                done_before=len(run.done))
-    return finish_run(run, cfg, rescored)
+    return finish_run(run, params, cfg, rescored)
 
 
 def _score_into(checkpoint: Checkpoint, scorer: BatchScorer, todo: Iterator[tuple[int, str]],
@@ -199,7 +226,8 @@ def record_run(outcome: ScoringOutcome, cfg: MonitorConfig) -> list[str]:
                            **{f"quality_{k}": v for k, v in quality.to_dict().items()
                               if k.startswith(("min_", "max_"))}})
         mlflow.log_metrics({key: float(outcome.summary[key]) for key in SUMMARY_METRICS})
-        mlflow.set_tag("drift_alert", "; ".join(alerts) or "none")
+        mlflow.set_tags({"drift_alert": "; ".join(alerts) or "none",
+                         "auto_accept": outcome.summary["auto_accept"]})
         with tempfile.TemporaryDirectory() as tmp:
             summary_path = Path(tmp) / "summary.json"
             summary_path.write_text(json.dumps({**outcome.summary, "alerts": alerts}, indent=2))

@@ -77,7 +77,7 @@ def _worker_threads() -> int | None:
 @task(name="assemble-shards", cache_policy=NO_CACHE)
 def assemble_shards(planned: ShardedRun, results: list[ShardResult]) -> ScoringOutcome:
     rescored = sum(result.scored for result in results)
-    return _logged(finish_run(planned.run, planned.job.cfg, rescored))
+    return _logged(finish_run(planned.run, planned.job.params, planned.job.cfg, rescored))
 
 
 @task(name="record-and-check-drift", cache_policy=NO_CACHE)

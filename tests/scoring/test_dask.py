@@ -165,6 +165,7 @@ def test_either_path_resumes_the_others_parts(project: Path, hostile_server: str
     from meterid.inference.quality import gate_limits
     from meterid.scoring.steps import (
         _score_into,
+        field_audit,
         finish_run,
         load_predictor,
         open_run,
@@ -178,7 +179,8 @@ def test_either_path_resumes_the_others_parts(project: Path, hostile_server: str
     predictor = load_predictor(params, params.score.model, None)
     run = open_run(params, params.score, predictor.bundle.source, predictor.policy,
                    project / "list.txt",
-                   quality=gate_limits(predictor.bundle.quality_limits, params.score.quality))
+                   quality=gate_limits(predictor.bundle.quality_limits, params.score.quality),
+                   audit=field_audit(params, predictor.version))
     with open_scorer(predictor, params.score, params.validate_.max_pixels, None,
                      run.run_id) as scorer:  # the single-process run, "killed" after 4 rows
         _score_into(run.checkpoint, scorer, iter(list(run.todo())[:4]), run.run_id, 2, 7, 0)
@@ -192,7 +194,7 @@ def test_either_path_resumes_the_others_parts(project: Path, hostile_server: str
     engine = shard_predictor(planned.job, threads=2).engine  # a 2-thread worker's, pinned
     assert torch.get_num_threads() == 2 and engine.name == "onnxruntime"
     assert engine.session.get_session_options().intra_op_num_threads == 2
-    outcome = finish_run(planned.run, params.score, sum(r.scored for r in results))
+    outcome = finish_run(planned.run, params, params.score, sum(r.scored for r in results))
     assert outcome.summary["rows"] == 7 and not planned.run.checkpoint.work_dir.exists()
 
     planned = plan_run(params, params.score, None, project / "list.txt", None, None, project)

@@ -154,7 +154,8 @@ def test_a_scoring_run_records_the_limits_it_used(tiny_model, params, tmp_path: 
     derived = derive_limits(collection(50, glare=(0.55, 0.83)), params.score.quality)
     predictor = Predictor(tiny_model.with_card(quality_limits=derived))
     run_params = params.model_copy(update={"paths": params.paths.model_copy(update=dict(
-        scoring_reports=tmp_path / "scoring", unknown_store=tmp_path / "store"))})
+        scoring_reports=tmp_path / "scoring", unknown_store=tmp_path / "store",
+        review_db=tmp_path / "review.db"))})
     (tmp_path / "list.txt").write_text(str(white_background_photo(tmp_path / "a.jpg")) + "\n")
     outcome = score_list(run_params, params.score, predictor, tmp_path / "list.txt")
     assert QualityLimits.from_dict(outcome.summary["quality_limits"]) == derived
