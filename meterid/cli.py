@@ -507,15 +507,13 @@ def review_label(
     reviewer: Annotated[str, typer.Option(help="Your name, kept with the label.")],
 ) -> None:
     """Label a queued photo (labelling it again replaces your own earlier label)."""
-    from meterid.review.store import ReviewError, open_store
+    from meterid.review.store import ReviewError, known_classes, open_store
 
     params = _params(ctx)
     store = open_store(params)
-    classes = sorted(p.name for p in params.paths.raw_dir.iterdir() if p.is_dir()) \
-        if params.paths.raw_dir.is_dir() else []
     try:
         sha256 = store.find(photo)
-        store.label(sha256, reviewer, verdict, classes)
+        store.label(sha256, reviewer, verdict, known_classes(params))
     except ReviewError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
@@ -661,6 +659,7 @@ def dashboard(
     command = [sys.executable, "-m", "streamlit", "run", str(app_file),
                "--server.address", "127.0.0.1", "--server.port", str(port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "viewer",  # no developer menu ("Deploy") for reviewers
                "--", "--params", str(_params_file(ctx))]
     typer.echo(f"dashboard on http://127.0.0.1:{port} (Ctrl-C stops it)", err=True)
     # Become the Streamlit server (no wrapper process): a stop signal reaches it directly.

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -27,6 +28,13 @@ from meterid.registry import (
     load_classifier,
     model_uri,
     resolve_model_uri,
+)
+from meterid.review.store import (
+    VERDICTS,
+    LabelStore,
+    QueuedPhoto,
+    known_classes,
+    open_store,
 )
 from meterid.scoring.pipeline import BatchScorer
 from meterid.stores import configure_stores, project_root
@@ -89,7 +97,8 @@ def _show_prediction(row: ScoredRow) -> None:
 def identify_tab(params: Params, params_file: str) -> None:
     st.write("Top-3 with calibrated confidences; UNKNOWN by the model's evaluated open-set rule, "
              "auto-accepted when its certified bound allows, otherwise the candidates to review.")
-    model = st.text_input("Model (alias, URI or exported folder)", params.score.model)
+    model = st.text_input("Model (alias, URI or exported folder)", params.score.model,
+                          key="model")
     threshold = None
     if st.checkbox("Replace the model's UNKNOWN rule by a confidence threshold"):
         threshold = st.slider("UNKNOWN under this top-1 confidence", 0.0, 1.0,
@@ -118,6 +127,57 @@ def identify_tab(params: Params, params_file: str) -> None:
             rows = scorer.score_in_order(lines)
         for row in rows:
             _show_prediction(row)
+
+
+def review_tab(params: Params) -> None:
+    st.write("The photos the product could not settle. Say what each one is: your label goes "
+             "back into training and measures the model in the field.")
+    reviewer = st.text_input("Your name (kept with each label)", key="reviewer").strip()
+    if not reviewer:
+        st.info("Enter your name to start reviewing.")
+        return
+    try:
+        store = open_store(params)
+    except Exception as error:  # noqa: BLE001 - a store that cannot open is said, not raised
+        st.error(f"cannot open the label store: {error}")
+        return
+    pending, total = store.queue(reviewer=reviewer), len(store.queue())
+    if total:
+        st.progress((total - len(pending)) / total,
+                    text=f"{total - len(pending)} of {total} photos labelled by you")
+    if not pending:
+        st.success("Nothing waits for you." if total else
+                   "No photo waits for review: scoring runs fill this queue.")
+    else:
+        _review_photo(store, pending[0], reviewer, known_classes(params))
+    conflicts = store.conflicts()
+    if conflicts:
+        with st.expander(f"{len(conflicts)} photos where reviewers disagree"):
+            st.dataframe([{"photo": c.sha256[:12], **c.verdicts} for c in conflicts],
+                         hide_index=True)
+
+
+def _review_photo(store: LabelStore, photo: QueuedPhoto, reviewer: str,
+                  classes: list[str]) -> None:
+    left, right = st.columns([2, 3])
+    if Path(photo.url).is_file() or photo.url.startswith(("http://", "https://")):
+        left.image(photo.url, width=320)
+    left.caption(photo.url)
+    right.subheader(photo.in_words())
+    choices = [c for c in (photo.prediction_set or photo.top_labels) if c in classes]
+    picked = None
+    for column, choice in zip(right.columns(max(len(choices), 1)), choices, strict=False):
+        if column.button(choice, key=f"pick-{choice}", width="stretch"):
+            picked = choice
+    other = right.selectbox("Another class", classes, index=None, placeholder="a class")
+    if right.button("Label as this class", disabled=other is None):
+        picked = other
+    for column, verdict in zip(right.columns(len(VERDICTS)), VERDICTS, strict=True):
+        if column.button(verdict, key=f"verdict-{verdict}", width="stretch"):
+            picked = verdict
+    if picked is not None:
+        store.label(photo.sha256, reviewer, picked, classes)
+        st.rerun()
 
 
 def model_tab(params: Params) -> None:
@@ -182,7 +242,10 @@ def main() -> None:
     # tab without a store still shows what it can.
     configure_stores(params.stores, project_root(params_file), check=False)
     st.title("meterid")
-    identify, model, scoring, clusters = st.tabs(["Identify", "Model", "Scoring", "Clusters"])
+    review, identify, model, scoring, clusters = st.tabs(
+        ["Review", "Identify", "Model", "Scoring", "Clusters"])
+    with review:
+        review_tab(params)
     with identify:
         identify_tab(params, params_file)
     with model:

@@ -227,6 +227,12 @@ def open_store(params: Params) -> LabelStore:
     return LabelStore(f"sqlite:///{params.paths.review_db.resolve()}")
 
 
+def known_classes(params: Params) -> list[str]:
+    """The classes a reviewer can give: the dataset's class folders."""
+    raw = params.paths.raw_dir
+    return sorted(p.name for p in raw.iterdir() if p.is_dir()) if raw.is_dir() else []
+
+
 def field_verdict(store: LabelStore, model_version: int | None, params: Params) -> AuditVerdict:
     """Whether ``model_version`` may auto-accept on the next run, by its field audits at the
     certified target (``evaluate.max_accept_error`` at ``evaluate.accept_confidence``)."""

@@ -108,14 +108,15 @@ def test_app_identifies_photos_and_says_what_is_missing(project: Params, exporte
 
     app = AppTest.from_file(str(APP), default_timeout=120).run()
     assert not app.exception
-    assert [tab.label for tab in app.tabs] == ["Identify", "Model", "Scoring", "Clusters"]
+    assert [tab.label for tab in app.tabs] == ["Review", "Identify", "Model", "Scoring",
+                                               "Clusters"]
     infos = " ".join(info.value for info in app.info)
     for hint in ("meterid flow train", "meterid evaluate", "meterid score", "meterid cluster"):
         assert hint in infos
     # the default model (the registry's champion) does not exist in this empty store
     assert any("cannot load model" in error.value for error in app.error)
 
-    app.text_input[0].set_value(str(exported_model)).run()
+    app.text_input(key="model").set_value(str(exported_model)).run()
     photo = _photo(project_dir / "meter.png")
     app.text_area[0].set_value(f"{photo}\n{project_dir / 'missing.jpg'}").run()
     app.button[0].click().run()
@@ -179,3 +180,41 @@ def test_app_follows_a_promotion_without_a_restart(project: Params, tiny_model, 
     assert f"model v{versions[0]}" in identified_by(app)
     registry.promote(versions[1])  # e.g. in the MLflow UI, while the page is open
     assert f"model v{versions[1]}" in identified_by(app)
+
+
+def test_a_reviewer_labels_the_queue_in_the_app_and_sees_a_conflict(project: Params,
+                                                                    project_dir: Path):
+    """The Review tab on a real label store: one click on a candidate, one on "not a meter";
+    each label lands with the reviewer's name, and another reviewer's disagreement shows."""
+    from streamlit.testing.v1 import AppTest
+
+    from meterid.core import UNKNOWN
+    from meterid.review.queue import review_queue
+    from meterid.review.store import NOT_A_METER, open_store
+
+    for name in ("alpha", "beta"):
+        (project_dir / "data/raw" / name).mkdir(parents=True)
+    photos = [_photo(project_dir / f"field-{i}.png") for i in range(2)]
+    photos[1].write_bytes(photos[1].read_bytes() + b"x")  # another photo, another sha256
+    rows = [ScoredRow(0, str(photos[0]), OK, label="alpha", auto_accepted=False,
+                      prediction_set=["alpha", "beta"], sha256="a1" * 32, model_version=1),
+            ScoredRow(1, str(photos[1]), OK, label=UNKNOWN, auto_accepted=False,
+                      top1_label="beta", sha256="b2" * 32, model_version=1)]
+    store = open_store(project)
+    store.enqueue("night", review_queue(pd.DataFrame([r.to_dict() for r in rows]), "night",
+                                        0.0, 0))
+
+    app = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert any("Enter your name" in info.value for info in app.info)
+    app.text_input(key="reviewer").set_value("ana").run()
+    assert [h.value for h in app.subheader][0] == "alpha? candidates: alpha | beta"
+    app.button(key="pick-beta").click().run()
+    assert not app.exception and store.verdicts("a1" * 32) == {"ana": "beta"}
+    assert [h.value for h in app.subheader][0] == "new type?"
+    app.button(key=f"verdict-{NOT_A_METER}").click().run()
+    assert store.verdicts("b2" * 32) == {"ana": NOT_A_METER}
+    assert any("Nothing waits for you" in s.value for s in app.success)
+
+    store.label("a1" * 32, "ben", "alpha", ["alpha", "beta"])
+    app.run()
+    assert any("reviewers disagree" in e.label for e in app.expander)
