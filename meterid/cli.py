@@ -535,6 +535,24 @@ def review_conflicts(ctx: typer.Context) -> None:
     typer.echo(f"{len(conflicts)} conflicts", err=True)
 
 
+@review_app.command("export")
+def review_export(ctx: typer.Context) -> None:
+    """Add the reviewed field photos to their classes in the dataset (re-validated, `dvc add`):
+    the next training learns the field."""
+    from meterid.clustering.candidates import CandidateError, export_reviewed
+    from meterid.review.store import open_store
+
+    params = _params(ctx)
+    try:
+        added = export_reviewed(params, open_store(params))
+    except CandidateError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    for label, count in added.items():
+        typer.echo(f"{label}: {count} photos added")
+    typer.echo(f"{sum(added.values())} reviewed photos added to {params.paths.raw_dir}", err=True)
+
+
 @review_app.command("audit")
 def review_audit(
     ctx: typer.Context,

@@ -8,21 +8,27 @@ learns the class; reject: mark a cluster so later weeks flag it instead of askin
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 from meterid.clustering.state import ClusterState
 from meterid.config import Params
 from meterid.data.manifest import list_files
 from meterid.data.steps import validate_dataset
 from meterid.data.validation import ValidationReport
+from meterid.inference.fetch import Fetcher, FetchError
 from meterid.photos.images import file_sha256
+from meterid.review.store import LabelStore, known_classes
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +124,47 @@ def reject_cluster(params: Params, cluster_id: int, note: str) -> None:
     state = ClusterState.load(params.paths.cluster_state)
     state.mark(cluster_id, "rejected", note)
     state.save(params.paths.cluster_state)
+
+
+def export_reviewed(params: Params, store: LabelStore) -> dict[str, int]:
+    """Reviewed field photos into their classes: each photo its reviewers agree is a known
+    class (new types, non-meters, unreadable photos and conflicts stay out) is fetched again
+    from its URL and added as a cluster's photos are (copied, re-validated, ``dvc add``); a
+    photo already in its class is not added twice. Returns the photos added by class."""
+    classes = set(known_classes(params))
+    agreed = {sha: verdict for sha, verdict in store.agreed().items() if verdict in classes}
+    urls = {photo.sha256: photo.url for photo in store.queue() if photo.sha256 in agreed}
+    fetcher = Fetcher(params.score.fetch, pool_size=2)
+    with tempfile.TemporaryDirectory(prefix="meterid-reviewed-") as tmp:
+        staged = Path(tmp)
+        try:
+            for sha, url in urls.items():
+                _stage(fetcher, url, sha, staged / agreed[sha])
+        finally:
+            fetcher.close()
+        return {label.name: _add_new(params, label) for label in sorted(staged.iterdir())}
+
+
+def _stage(fetcher: Fetcher, url: str, sha: str, folder: Path) -> None:
+    """The scored photo's bytes as a .jpg or .png in ``folder`` (other formats as PNG)."""
+    try:
+        data = fetcher.fetch(url).data
+    except FetchError as error:
+        log.warning("%s: %s; not exported", url, error)
+        return
+    if hashlib.sha256(data).hexdigest() != sha:
+        log.warning("%s changed since it was scored and reviewed; not exported", url)
+        return
+    folder.mkdir(exist_ok=True)
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format == "JPEG":
+            (folder / f"{sha[:12]}.jpg").write_bytes(data)
+        else:
+            image.convert("RGB").save(folder / f"{sha[:12]}.png")
+
+
+def _add_new(params: Params, folder: Path) -> int:
+    if not _new_photos(folder, params.paths.raw_dir / folder.name):
+        return 0  # every reviewed photo of this class is in the dataset already
+    added, _ = add_candidates(params, folder, folder.name)
+    return added
