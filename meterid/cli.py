@@ -234,12 +234,16 @@ def models(
 def promote(
     ctx: typer.Context,
     version: Annotated[int, typer.Argument(help="Registered version to make champion.")],
+    by: Annotated[str | None, typer.Option(
+        help="Who decides, kept in the version's tags (default: $USER).")] = None,
 ) -> None:
     """Move the `champion` alias to VERSION and export it to models/champion."""
+    import os
+
     from meterid.evaluation.steps import export_champion
     from meterid.registry import promote as promote_version
 
-    promote_version(version)
+    promote_version(version, by=by or os.environ.get("USER", "unknown"))
     typer.echo(f"champion -> version {version}; exported to {export_champion(_params(ctx))}")
 
 

@@ -50,6 +50,7 @@ CHALLENGER = "challenger"
 METRIC_TAG_PREFIX = "metric."
 SPLIT_TAG = "test_split_id"
 PROMOTION_TAG = "promotion"
+PROMOTED_BY_TAG, PROMOTED_AT_TAG = "promoted_by", "promoted_at"  # a person's promotion
 # Written by export_model into the exported copy's metadata, so a folder knows its version.
 EXPORTED_VERSION_KEY = "registry_version"
 EXPORTED_SOURCE_KEY = "exported_from"
@@ -198,12 +199,28 @@ def apply_promotion_rule(version: int, metrics: dict, auto_promote: bool, margin
     return _aliases_by_version(client).get(version, [])
 
 
-def promote(version: int) -> None:
-    """Move ``champion`` to ``version`` (a manual decision, no rule applied)."""
+class AliasMovedError(RuntimeError):
+    """The champion changed since the person deciding looked at it."""
+
+
+def promote(version: int, by: str | None = None, expected_champion: int | None = None) -> None:
+    """Move ``champion`` to ``version`` (a manual decision, no rule applied); ``by`` and the
+    time are kept as the version's tags. With ``expected_champion``, refuse when the champion
+    is no longer that version (someone promoted meanwhile)."""
     client = MlflowClient()
     _get_version(client, version)
+    if expected_champion is not None:
+        current = _alias_version(client, CHAMPION)
+        now = None if current is None else int(current.version)
+        if now != expected_champion:
+            raise AliasMovedError(f"the champion is version {now}, not {expected_champion} as "
+                                  "when you chose: look again before promoting")
     client.set_registered_model_alias(MODEL_NAME, CHAMPION, str(version))
-    log.info("champion is now %s version %s", MODEL_NAME, version)
+    if by is not None:
+        client.set_model_version_tag(MODEL_NAME, str(version), PROMOTED_BY_TAG, by)
+        client.set_model_version_tag(MODEL_NAME, str(version), PROMOTED_AT_TAG,
+                                     datetime.now(UTC).isoformat(timespec="seconds"))
+    log.info("champion is now %s version %s%s", MODEL_NAME, version, f" ({by})" if by else "")
 
 
 def list_versions() -> list[dict]:
@@ -227,6 +244,8 @@ def list_versions() -> list[dict]:
             "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(),
             SPLIT_TAG: version.tags.get(SPLIT_TAG),
             PROMOTION_TAG: version.tags.get(PROMOTION_TAG),
+            PROMOTED_BY_TAG: version.tags.get(PROMOTED_BY_TAG),
+            PROMOTED_AT_TAG: version.tags.get(PROMOTED_AT_TAG),
         })
     return sorted(rows, key=lambda row: row["version"], reverse=True)
 

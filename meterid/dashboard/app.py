@@ -19,14 +19,18 @@ import streamlit as st
 from meterid.config import Params, load_params
 from meterid.core import OK, ScoredRow
 from meterid.dashboard import data
+from meterid.evaluation.steps import export_champion
 from meterid.inference.bundle import ModelBundle
 from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
 from meterid.inference.quality import gate_limits
 from meterid.registry import (
+    CHAMPION,
+    AliasMovedError,
     list_versions,
     load_classifier,
     model_uri,
+    promote,
     resolve_model_uri,
 )
 from meterid.review.store import (
@@ -184,7 +188,7 @@ def model_tab(params: Params) -> None:
     versions = list_versions()
     if versions:
         st.dataframe(versions, hide_index=True)
-        st.caption("Promote with `meterid promote VERSION` or in the MLflow UI.")
+        _promote(params, versions)
     else:
         st.info("No registered model yet: run `meterid flow train`.")
     view = data.evaluation(params)
@@ -205,6 +209,34 @@ def model_tab(params: Params) -> None:
         st.dataframe(view.per_class, hide_index=True)
     if view.class_balance:
         st.image(str(view.class_balance), caption="class balance and split")
+
+
+def _promote(params: Params, versions: list[dict]) -> None:
+    """Promote a version to champion: chosen, confirmed, recorded with who and when; refused
+    when the champion moved since the page was read."""
+    champion = next((v["version"] for v in versions if CHAMPION in v["aliases"]), None)
+    others = [v["version"] for v in versions if v["version"] != champion]
+    if not others:
+        return
+    with st.expander("Promote a version to champion"):
+        chosen = st.selectbox("Version", others, key="promote-version")
+        who = st.text_input("Your name (kept in the version's tags)", key="promote-by").strip()
+        if st.button(f"Promote version {chosen}", disabled=not who):
+            st.session_state["confirm-promote"] = (chosen, champion)
+        pending = st.session_state.get("confirm-promote")
+        if pending is None:
+            return
+        version, expected = pending
+        st.warning(f"Scoring will use version {version} from its next run, instead of "
+                   f"version {expected}. Sure?")
+        if st.button("Yes, promote", key="promote-confirm"):
+            del st.session_state["confirm-promote"]
+            try:
+                promote(version, by=who, expected_champion=expected)
+            except AliasMovedError as error:
+                st.error(str(error))
+                return
+            st.success(f"version {version} is champion; exported to {export_champion(params)}")
 
 
 def scoring_tab(params: Params, params_file: str) -> None:

@@ -218,3 +218,43 @@ def test_a_reviewer_labels_the_queue_in_the_app_and_sees_a_conflict(project: Par
     store.label("a1" * 32, "ben", "alpha", ["alpha", "beta"])
     app.run()
     assert any("reviewers disagree" in e.label for e in app.expander)
+
+
+def test_a_person_promotes_a_version_in_the_app_and_a_moved_champion_is_refused(
+        project: Params, tiny_model, project_dir: Path):
+    """The Model tab's promotion on a real MLflow registry: chosen, confirmed, recorded with who
+    and when, exported; a confirmation after someone else promoted meanwhile is refused."""
+    import mlflow
+    from streamlit.testing.v1 import AppTest
+
+    from meterid import registry
+
+    mlflow.set_experiment("dashboard")
+    versions = []
+    for _ in range(3):
+        with mlflow.start_run() as run:
+            info = registry.log_model(tiny_model)
+        versions.append(registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5}))
+    registry.promote(versions[0])
+
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    app.selectbox(key="promote-version").set_value(versions[1]).run()
+    app.text_input(key="promote-by").set_value("ana").run()
+    app.button[[b.label for b in app.button].index(f"Promote version {versions[1]}")].click()
+    app.run()
+    assert any("Sure?" in w.value for w in app.warning)
+    app.button(key="promote-confirm").click().run()
+    assert not app.exception, app.exception
+    rows = {row["version"]: row for row in registry.list_versions()}
+    assert "champion" in rows[versions[1]]["aliases"] and rows[versions[1]]["promoted_by"] == "ana"
+    assert rows[versions[1]]["promoted_at"] and (project_dir / "models/champion").is_dir()
+
+    app.run()
+    app.selectbox(key="promote-version").set_value(versions[2]).run()
+    app.button[[b.label for b in app.button].index(f"Promote version {versions[2]}")].click()
+    app.run()
+    registry.promote(versions[0])  # someone else, while the question was on screen
+    app.button(key="promote-confirm").click().run()
+    assert any("the champion is version" in e.value for e in app.error)
+    assert "champion" in {row["version"]: row for row in registry.list_versions()}[
+        versions[0]]["aliases"]
