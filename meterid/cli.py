@@ -433,11 +433,11 @@ def candidates_export(
         help="Clustering run folder (default: the latest).")] = None,
 ) -> None:
     """Copy a cluster's photos into a folder for a person to review and label."""
-    from meterid.clustering.candidates import CandidateError, export_cluster
+    from meterid.clustering.candidates import CandidateError, default_folder, export_cluster
     from meterid.clustering.steps import latest_run
 
     params = _params(ctx)
-    target = to or params.paths.candidates_dir / f"cluster_{cluster_id}"
+    target = to or default_folder(params, cluster_id)
     try:
         copied = export_cluster(params, run or latest_run(params), cluster_id, target)
     except (CandidateError, FileNotFoundError) as error:

@@ -41,6 +41,7 @@ from meterid.inference.bundle import (
 )
 from meterid.model.classifier import MeterClassifier
 from meterid.stores import describe_tracking_store
+from meterid.tracking import DATA_VERSION_TAG
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,10 @@ def list_versions() -> list[dict]:
             raise
         return []
     rows = []
+    data_versions: dict[str, str | None] = {}
     for version in client.search_model_versions(f"name = '{MODEL_NAME}'"):
+        if version.run_id not in data_versions:
+            data_versions[version.run_id] = _run_tag(client, version.run_id, DATA_VERSION_TAG)
         metrics = {key.removeprefix(METRIC_TAG_PREFIX): float(value)
                    for key, value in version.tags.items() if key.startswith(METRIC_TAG_PREFIX)}
         rows.append({
@@ -242,12 +246,32 @@ def list_versions() -> list[dict]:
             "aliases": aliases.get(int(version.version), []),
             "run_id": version.run_id,
             "created": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat(),
+            DATA_VERSION_TAG: data_versions[version.run_id],
             SPLIT_TAG: version.tags.get(SPLIT_TAG),
             PROMOTION_TAG: version.tags.get(PROMOTION_TAG),
             PROMOTED_BY_TAG: version.tags.get(PROMOTED_BY_TAG),
             PROMOTED_AT_TAG: version.tags.get(PROMOTED_AT_TAG),
         })
     return sorted(rows, key=lambda row: row["version"], reverse=True)
+
+
+def _run_tag(client: MlflowClient, run_id: str | None, tag: str) -> str | None:
+    """A tag of the run that logged a version (None when the run or the tag is gone)."""
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id).data.tags.get(tag)
+    except MlflowException:
+        return None
+
+
+def download_evaluation(version: int, to: Path) -> Path:
+    """The evaluation reports logged with ``version`` (its confusion matrix, per-class
+    metrics), downloaded into ``to``; returns their folder."""
+    client = MlflowClient()
+    run_id = _get_version(client, version).run_id
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation",
+                                                    dst_path=str(to)))
 
 
 # --- loading and exporting -----------------------------------------------------------------------

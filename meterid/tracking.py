@@ -25,6 +25,8 @@ _UNSAFE_KEY_CHARS = re.compile(r"[^\w\-. /]")
 _TRUNCATED = "..."
 
 
+DATA_VERSION_TAG = "data_version"  # the training run's DVC data version
+
 def _param_value(value: object) -> str:
     """A parameter as MLflow stores it: a string, cut to MLflow's length limit."""
     if isinstance(value, (list, tuple)):

@@ -32,10 +32,10 @@ LAYERS: list[set[str]] = [
     {"review"},       # what goes to a person, and the field audit of auto-accept
     {"scoring"},      # batches of URLs under the policy (and the field audit's verdict)
     {"clustering"},   # the UNKNOWN photos of scoring
-    {"serve", "project", "dashboard", "pipeline"},  # servers, `meterid init`, the app, dvc.yaml
+    {"serve", "project", "pipeline"},  # servers, `meterid init`, dvc.yaml
     {"tasks"},        # Prefect tasks: thin wrappers of the step functions
-    {"flows"},        # Prefect flows: the pipeline as it reads
-    {"cli"},
+    {"flows"},        # Prefect flows: the pipeline as it reads, and starting deployments
+    {"cli", "dashboard"},  # what people use: the command line and the dashboard
 ]
 # Only the orchestration layers import Prefect: the ML logic runs and tests without it.
 PREFECT_LAYERS = {"tasks", "flows"}

@@ -126,6 +126,33 @@ def reject_cluster(params: Params, cluster_id: int, note: str) -> None:
     state.save(params.paths.cluster_state)
 
 
+def default_folder(params: Params, cluster_id: int) -> Path:
+    """Where a cluster's photos are exported for review unless told otherwise."""
+    return params.paths.candidates_dir / f"cluster_{cluster_id}"
+
+
+def check_status(params: Params, cluster_id: int, seen: str) -> None:
+    """Refuse to act on a cluster whose review status changed since a person saw ``seen``
+    (someone else added or rejected it meanwhile), or that is settled already."""
+    known = ClusterState.load(params.paths.cluster_state).clusters.get(cluster_id)
+    now = known.status if known else None
+    if now != seen:
+        raise CandidateError(f"cluster {cluster_id} is {now or 'unknown'} now, not {seen} as "
+                             "when you chose: look again")
+    if now in ("added", "rejected"):
+        raise CandidateError(f"cluster {cluster_id} was {now} already ({known.note})")
+
+
+def add_cluster(params: Params, run_dir: Path, cluster_id: int, label: str
+                ) -> tuple[int, ValidationReport]:
+    """Add a cluster as (part of) class ``label`` in one step: its reviewed folder when a
+    person exported and pruned it, else all its photos exported now."""
+    folder = default_folder(params, cluster_id)
+    if not folder.is_dir():
+        export_cluster(params, run_dir, cluster_id, folder)
+    return add_candidates(params, folder, label, cluster_id)
+
+
 def export_reviewed(params: Params, store: LabelStore) -> dict[str, int]:
     """Reviewed field photos into their classes: each photo its reviewers agree is a known
     class (new types, non-meters, unreadable photos and conflicts stay out) is fetched again

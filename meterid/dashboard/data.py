@@ -4,6 +4,8 @@ yet, and the page says which command produces it."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 import tempfile
@@ -11,11 +13,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
+from mlflow.exceptions import MlflowException
+from PIL import Image
 
 from meterid.catalog import EvaluationReports
+from meterid.clustering.state import ClusterState
 from meterid.clustering.steps import latest_run
 from meterid.config import Params
-from meterid.core import OK, TOP_K, ScoredRow
+from meterid.core import OK, POOR_QUALITY, TOP_K, UNKNOWN, ScoredRow
+from meterid.data.split import read_splits, split_table
+from meterid.registry import download_evaluation
 from meterid.scoring.monitoring import summarize
 from meterid.scoring.pipeline import BatchScorer
 
@@ -58,29 +66,36 @@ def evaluation(params: Params) -> EvaluationView:
         _existing(files.confusion_matrix), _existing(balance), _existing(files.open_set_plot))
 
 
-SCORING_COLUMNS = ["status", "error", "label", "top1_conf"]  # what summarize needs
+SUMMARY_COLUMNS = ("status", "error", "label", "top1_conf", "auto_accepted", "sha256")
+COUNTS = ("ok", "errors", "unknown", "poor_quality", "auto_accepted", "reviewed")
 
 
-def scoring_history(params: Params, limit: int = 30) -> pd.DataFrame:
-    """One row per scoring output (newest first): rows, errors, UNKNOWN and POOR_QUALITY
-    shares, mean top-1 confidence, as the scoring run summarised them (``monitoring.summarize``).
-    Only four columns are read from each Parquet."""
+def scoring_history(params: Params, reviewed: frozenset[str] = frozenset(),
+                    limit: int = 30) -> pd.DataFrame:
+    """One row per scoring output (newest first): its counts (ok, errors, UNKNOWN,
+    POOR_QUALITY, auto-accepted, reviewed: a reviewer labelled the photo), the UNKNOWN and
+    POOR_QUALITY shares and the mean top-1 confidence, as the scoring run summarised them
+    (``monitoring.summarize``). Only the columns summarised are read from each Parquet."""
     files = sorted(params.paths.scoring_reports.glob("*.parquet"),
                    key=lambda path: path.stat().st_mtime, reverse=True)[:limit]
-    rows = [_scoring_summary(path) for path in files]
-    return pd.DataFrame(rows, columns=["output", "scored", "rows", "errors", "unknown_share",
+    rows = [_scoring_summary(path, reviewed) for path in files]
+    return pd.DataFrame(rows, columns=["output", "scored", "rows", *COUNTS, "unknown_share",
                                        "poor_quality_share", "mean_confidence"])
 
 
-def _scoring_summary(path: Path) -> dict:
-    summary = summarize(pd.read_parquet(path, columns=SCORING_COLUMNS))
+def _scoring_summary(path: Path, reviewed: frozenset[str]) -> dict:
+    present = set(pq.read_schema(path).names)
+    frame = pd.read_parquet(path, columns=[c for c in SUMMARY_COLUMNS if c in present])
+    summary = summarize(frame)
+    shas = frame["sha256"] if "sha256" in frame else pd.Series(dtype=object)
 
     def shown(value: object) -> object:  # NaN (nothing scored) as an empty cell
         return None if isinstance(value, float) and math.isnan(value) else value
 
     return {"output": path.name,
             "scored": pd.Timestamp(path.stat().st_mtime, unit="s").floor("s"),
-            "rows": summary["rows"], "errors": summary["errors"],
+            "rows": summary["rows"], **{key: summary[key] for key in COUNTS[:-1]},
+            "reviewed": int(shas.isin(reviewed).sum()),
             "unknown_share": shown(summary["unknown_share"]),
             "poor_quality_share": shown(summary["poor_quality_share"]),
             "mean_confidence": shown(summary["mean_top1_conf"])}
@@ -90,6 +105,72 @@ def label_counts(params: Params, output: str) -> pd.Series:
     """Predicted labels of one scoring output, most frequent first (errors as ERROR)."""
     frame = pd.read_parquet(params.paths.scoring_reports / output, columns=["status", "label"])
     return frame["label"].where(frame["status"] == OK, "ERROR").value_counts()
+
+
+# What the product decided, in a reviewer's words (the Nightly results filter).
+DECISIONS = ("auto-accepted", "needs a person", "new type?", "unreadable?", "error")
+
+
+def decision_in_words(status: str, label: str | None, auto_accepted: object) -> str:
+    if status != OK:
+        return "error"
+    if label == UNKNOWN:
+        return "new type?"
+    if label == POOR_QUALITY:
+        return "unreadable?"
+    return "auto-accepted" if auto_accepted is True else "needs a person"
+
+
+@dataclass(frozen=True)
+class ResultsFilter:
+    decisions: tuple[str, ...] = ()   # none: all
+    labels: tuple[str, ...] = ()      # none: all
+    text: str = ""                    # in the URL or the error
+    min_confidence: float = 0.0
+
+
+def scoring_results(params: Params, output: str, verdicts: dict[str, str],
+                    keep: ResultsFilter) -> pd.DataFrame:
+    """One scoring output's rows in words, filtered: the decision, the label and top-1
+    confidence, the candidates, what reviewers said (a verdict, or "conflict"), the error."""
+    frame = pd.read_parquet(params.paths.scoring_reports / output)
+    table = pd.DataFrame({
+        "url": frame["url"],
+        "decision": [decision_in_words(s, lab, acc) for s, lab, acc in
+                     zip(frame["status"], frame["label"], frame["auto_accepted"], strict=True)],
+        "label": frame["label"],
+        "confidence": frame["top1_conf"],
+        "candidates": frame["prediction_set"].map(
+            lambda labels: " | ".join(labels) if labels is not None else None),
+        "reviewers": frame["sha256"].map(verdicts),
+        "error": frame["error"]})
+    chosen = pd.Series(True, index=table.index)
+    if keep.decisions:
+        chosen &= table["decision"].isin(keep.decisions)
+    if keep.labels:
+        chosen &= table["label"].isin(keep.labels)
+    if keep.text:
+        needle = keep.text.lower()
+        chosen &= (table["url"].str.lower().str.contains(needle, regex=False)
+                   | table["error"].fillna("").str.lower().str.contains(needle, regex=False))
+    if keep.min_confidence > 0:
+        chosen &= table["confidence"].fillna(0.0) >= keep.min_confidence
+    return table[chosen].reset_index(drop=True)
+
+
+def thumbnail(url: str, size: int = 96) -> str | None:
+    """What the table shows for a photo: a local file as a small inline PNG (the browser
+    cannot read the server's files), a web photo by its URL, None when it cannot be read."""
+    if url.startswith(("http://", "https://")):
+        return url
+    try:
+        with Image.open(url) as image:
+            image.thumbnail((size, size))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="PNG")
+    except (OSError, ValueError):
+        return None
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 @dataclass
@@ -107,10 +188,76 @@ def latest_clusters(params: Params) -> ClusterView:
     except FileNotFoundError:
         return ClusterView()
     summary = folder / "summary.csv"
-    return ClusterView(folder, pd.read_csv(summary) if summary.is_file() else None,
+    return ClusterView(folder, _current_status(pd.read_csv(summary), params)
+                       if summary.is_file() else None,
                        _existing(folder / "clusters.png"),
                        {p.stem: p for p in sorted((folder / "sheets").glob("*.png"))})
 
 
+def _current_status(summary: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """The run's summary with each cluster's review status as it is now (added or rejected
+    since the run), not as it was when the run wrote it."""
+    if "status" not in summary:
+        return summary
+    state = ClusterState.load(params.paths.cluster_state).clusters
+    now = summary["cluster_id"].map(lambda c: state[c].status if c in state else None)
+    return summary.assign(status=now.fillna(summary["status"]))
+
+
 def _existing(path: Path) -> Path | None:
     return path if path.is_file() else None
+
+
+@dataclass
+class DatasetView:
+    split_table: pd.DataFrame | None = None   # photos per class and split
+    class_balance: Path | None = None
+    validation: dict | None = None            # the last `meterid validate` (summary.json)
+    data_docs: Path | None = None
+
+
+def dataset(params: Params) -> DatasetView:
+    """The dataset as the last validate and split left it."""
+    paths = params.paths
+    summary = paths.validation_reports / "summary.json"
+    validation = json.loads(summary.read_text()) if summary.is_file() else None
+    docs = Path(validation["data_docs"]) if validation and validation.get("data_docs") else None
+    return DatasetView(
+        split_table(read_splits(paths.splits)) if paths.splits.is_file() else None,
+        _existing(paths.split_reports / "class_balance.png"), validation,
+        docs if docs is not None and docs.is_file() else None)
+
+
+def failed_rules(validation: dict) -> pd.DataFrame:
+    """Every offending file of the failed rules, errors first: rule, severity, file, why."""
+    rows = [{"rule": rule["name"], "severity": rule["severity"], "file": item["path"],
+             "why": item["why"]}
+            for rule in validation["rules"] if not rule["success"]
+            for item in rule["offending"]]
+    frame = pd.DataFrame(rows, columns=["rule", "severity", "file", "why"])
+    return frame.sort_values("severity", key=lambda s: s != "error", kind="stable")
+
+
+@dataclass(frozen=True)
+class VersionReports:
+    """The evaluation reports logged with a registered version."""
+
+    confusion_matrix: bytes | None = None  # PNG
+    open_set: bytes | None = None          # PNG
+    per_class: pd.DataFrame | None = None
+
+
+def version_reports(version: int) -> VersionReports:
+    """``version``'s reports, read from the registry (empty when logged without them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            files = EvaluationReports(download_evaluation(version, Path(tmp)))
+        except MlflowException:
+            return VersionReports()
+
+        def png(path: Path) -> bytes | None:
+            return path.read_bytes() if path.is_file() else None
+
+        return VersionReports(png(files.confusion_matrix), png(files.open_set_plot),
+                              pd.read_csv(files.per_class) if files.per_class.is_file()
+                              else None)

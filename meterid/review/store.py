@@ -198,6 +198,28 @@ class LabelStore:
         return [Conflict(sha, said) for sha, said in sorted(rows.items())
                 if len(set(said.values())) > 1]
 
+    def reviewed(self, model_version: int | None) -> list[tuple[str, str, str]]:
+        """The queued photos of ``model_version`` that reviewers agree on, once each: (the
+        product's label, its top-1 class, the reviewers' verdict)."""
+        agreed = self.agreed()
+        with Session(self.engine) as session:
+            photos = session.scalars(select(QueuedPhoto).where(
+                QueuedPhoto.model_version.is_(None) if model_version is None
+                else QueuedPhoto.model_version == model_version).order_by(QueuedPhoto.id))
+            seen: dict[str, tuple[str, str, str]] = {}
+            for photo in photos:
+                if photo.sha256 in agreed and photo.sha256 not in seen:
+                    top1 = photo.top_labels[0] if photo.top_labels else ""
+                    seen[photo.sha256] = (photo.label or "", top1, agreed[photo.sha256])
+        return list(seen.values())
+
+    def runs(self) -> list[str]:
+        """The scoring runs that queued photos, newest first."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(QueuedPhoto.run_id, QueuedPhoto.id)
+                                   .order_by(QueuedPhoto.id.desc())).all()
+        return list(dict.fromkeys(run for run, _ in rows))
+
     def audits(self, model_version: int | None) -> list[bool]:
         """The audited auto-accepted photos of ``model_version`` that reviewers agree on,
         oldest label first: True where the product's label was wrong."""

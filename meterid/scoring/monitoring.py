@@ -17,6 +17,8 @@ from meterid.core import OK, POOR_QUALITY, UNKNOWN
 SUMMARY_METRICS = ("rows", "ok", "errors", "unknown", "poor_quality", "auto_accepted",
                    "error_share", "unknown_share", "poor_quality_share", "auto_accept_share",
                    "mean_top1_conf")
+# What reviewers said of the model version so far (logged when known; accuracy needs a review).
+FIELD_METRICS = ("field_reviewed", "field_accuracy", "field_audited", "field_audit_bound")
 
 
 def _reason(error: str) -> str:

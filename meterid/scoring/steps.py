@@ -26,10 +26,11 @@ from meterid.photos.images import file_sha256
 from meterid.progress import progress
 from meterid.registry import load_classifier
 from meterid.review.audit import AuditVerdict
+from meterid.review.field import field_report
 from meterid.review.queue import review_queue
-from meterid.review.store import field_verdict, open_store
+from meterid.review.store import LabelStore, field_verdict, known_classes, open_store
 from meterid.scoring.checkpoint import Checkpoint, atomic_write_parquet, run_key
-from meterid.scoring.monitoring import SUMMARY_METRICS, drift_alerts, summarize
+from meterid.scoring.monitoring import FIELD_METRICS, SUMMARY_METRICS, drift_alerts, summarize
 from meterid.scoring.pipeline import BatchScorer
 from meterid.scoring.sources import ROW, SOURCE, read_sources
 from meterid.scoring.store import UnknownStore
@@ -149,11 +150,26 @@ def finish_run(run: ScoringRun, params: Params, cfg: ScoreConfig, rescored: int
     run.checkpoint.remove()
     log.info("wrote %d rows to %s; quality gate: %s", len(table), out_path,
              run.quality.describe())
-    queued = open_store(params).enqueue(run.run_id, queue)
+    store = open_store(params)
+    queued = store.enqueue(run.run_id, queue)
     summary = {**summarize(table), "quality_limits": run.quality.to_dict(),
                "review_queued": queued, "auto_accept_stopped": stopped,
-               "auto_accept": run.audit.reason}
+               "auto_accept": run.audit.reason,
+               **_field_figures(store, run.audit, _model_version(table), params)}
     return ScoringOutcome(out_path, run.run_id, summary, rescored, run.model_source)
+
+
+def _model_version(table: pd.DataFrame) -> int | None:
+    versions = table["model_version"].dropna()
+    return None if versions.empty else int(versions.iloc[0])
+
+
+def _field_figures(store: LabelStore, audit: AuditVerdict, version: int | None,
+                   params: Params) -> dict[str, float | None]:
+    """What reviewers have said of this model version so far (MLflow keeps it per run)."""
+    field = field_report(store, version, known_classes(params))
+    return {"field_reviewed": field.reviewed, "field_accuracy": field.accuracy,
+            "field_audited": audit.audited, "field_audit_bound": audit.bound}
 
 
 @contextmanager
@@ -226,6 +242,8 @@ def record_run(outcome: ScoringOutcome, cfg: MonitorConfig) -> list[str]:
                            **{f"quality_{k}": v for k, v in quality.to_dict().items()
                               if k.startswith(("min_", "max_"))}})
         mlflow.log_metrics({key: float(outcome.summary[key]) for key in SUMMARY_METRICS})
+        mlflow.log_metrics({key: float(value) for key in FIELD_METRICS
+                            if (value := outcome.summary.get(key)) is not None})
         mlflow.set_tags({"drift_alert": "; ".join(alerts) or "none",
                          "auto_accept": outcome.summary["auto_accept"]})
         with tempfile.TemporaryDirectory() as tmp:

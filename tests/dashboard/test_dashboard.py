@@ -25,26 +25,33 @@ def project(project_dir: Path) -> Params:
     return load_params(project_dir / "params.yaml")
 
 
-def _scoring_output(path: Path, labels: list[str | None], conf: list[float | None]) -> None:
+def _scoring_output(path: Path, labels: list[str | None], conf: list[float | None],
+                    accepted: list[bool | None] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"status": ["ok" if label else "error" for label in labels], "label": labels,
                   "error": [None if label else "fetch failed: HTTP 404" for label in labels],
                   "is_unknown": [label == "UNKNOWN" for label in labels],
-                  "top1_conf": conf, "url": [f"u{i}" for i in range(len(labels))]}
+                  "auto_accepted": accepted or [None] * len(labels),
+                  "top1_conf": conf, "url": [f"u{i}" for i in range(len(labels))],
+                  "sha256": [f"{path.stem}{i}" for i in range(len(labels))]}
                  ).to_parquet(path)
 
 
 def test_scoring_history_summarises_every_output(project: Params):
     folder = project.paths.scoring_reports
     _scoring_output(folder / "monday.parquet", ["a", "UNKNOWN", "POOR_QUALITY", None],
-                    [0.9, 0.3, 0.8, None])
+                    [0.9, 0.3, 0.8, None], [True, False, False, None])
     _scoring_output(folder / "tuesday.parquet", ["a", "a"], [1.0, 0.8])
-    history = data.scoring_history(project).set_index("output")
+    history = data.scoring_history(project, frozenset({"monday1", "monday2"})
+                                   ).set_index("output")
     monday = history.loc["monday.parquet"]
     assert (monday["rows"], monday["errors"]) == (4, 1)
+    assert (monday["ok"], monday["unknown"], monday["poor_quality"]) == (3, 1, 1)
+    assert (monday["auto_accepted"], monday["reviewed"]) == (1, 2)
     assert monday["unknown_share"] == pytest.approx(1 / 3)
     assert monday["poor_quality_share"] == pytest.approx(1 / 3)
     assert history.loc["tuesday.parquet", "mean_confidence"] == pytest.approx(0.9)
+    assert history.loc["tuesday.parquet", "reviewed"] == 0
     assert data.label_counts(project, "monday.parquet").to_dict() == {
         "a": 1, "UNKNOWN": 1, "POOR_QUALITY": 1, "ERROR": 1}
 
@@ -102,20 +109,34 @@ def test_an_upload_is_scored_like_a_listed_photo(tiny_model, params: Params, tmp
     assert broken.status == "error" and broken.url == "broken.jpg"
 
 
-def test_app_identifies_photos_and_says_what_is_missing(project: Params, exported_model: Path,
-                                                        project_dir: Path):
+PAGES = ("results", "identify", "clusters", "model", "dataset", "retrain")
+
+
+def test_every_page_opens_and_says_what_is_missing(project: Params):
+    """An empty project: each page opens without a traceback and names the command that
+    produces what it would show."""
     from streamlit.testing.v1 import AppTest
 
     app = AppTest.from_file(str(APP), default_timeout=120).run()
-    assert not app.exception
-    assert [tab.label for tab in app.tabs] == ["Review", "Identify", "Model", "Scoring",
-                                               "Clusters"]
-    infos = " ".join(info.value for info in app.info)
-    for hint in ("meterid flow train", "meterid evaluate", "meterid score", "meterid cluster"):
-        assert hint in infos
+    assert not app.exception and [h.value for h in app.header] == ["Review"]
+    said = []
+    for page in PAGES:
+        app.switch_page(f"pages/{page}.py").run()
+        assert not app.exception, (page, app.exception)
+        said += [message.value for message in (*app.info, *app.error)]
+    for hint in ("meterid score", "meterid cluster", "meterid flow train", "meterid validate",
+                 "meterid split", "PREFECT_API_URL"):
+        assert any(hint in message for message in said), hint
     # the default model (the registry's champion) does not exist in this empty store
-    assert any("cannot load model" in error.value for error in app.error)
+    assert any("cannot load model" in message for message in said)
 
+
+def test_identify_scores_listed_photos_and_names_a_missing_one(
+        project: Params, exported_model: Path, project_dir: Path):
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    app.switch_page("pages/identify.py").run()
     app.text_input(key="model").set_value(str(exported_model)).run()
     photo = _photo(project_dir / "meter.png")
     app.text_area[0].set_value(f"{photo}\n{project_dir / 'missing.jpg'}").run()
@@ -171,6 +192,7 @@ def test_app_follows_a_promotion_without_a_restart(project: Params, tiny_model, 
     photo = _photo(project_dir / "meter.png")
 
     def identified_by(app: AppTest) -> str:
+        app.switch_page("pages/identify.py").run()
         app.text_area[0].set_value(str(photo)).run()
         app.button[0].click().run()
         assert not app.exception
@@ -238,6 +260,7 @@ def test_a_person_promotes_a_version_in_the_app_and_a_moved_champion_is_refused(
     registry.promote(versions[0])
 
     app = AppTest.from_file(str(APP), default_timeout=120).run()
+    app.switch_page("pages/model.py").run()
     app.selectbox(key="promote-version").set_value(versions[1]).run()
     app.text_input(key="promote-by").set_value("ana").run()
     app.button[[b.label for b in app.button].index(f"Promote version {versions[1]}")].click()
