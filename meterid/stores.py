@@ -59,6 +59,9 @@ class Stores:
 _current: Stores | None = None
 
 
+# The label store's SQLAlchemy URL, over params.yaml's review.store (`meterid serve --postgres`).
+REVIEW_STORE_ENV = "METERID_REVIEW_STORE"
+
 def project_root(params_file: Path | str) -> Path:
     return Path(params_file).resolve().parent
 

@@ -12,6 +12,7 @@ meterid is refused with its version.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from meterid.config import Params
 from meterid.core import POOR_QUALITY, UNKNOWN
 from meterid.review.audit import AuditVerdict, audit_verdict
 from meterid.review.queue import AUDIT
+from meterid.stores import REVIEW_STORE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -242,9 +244,11 @@ class LabelStore:
 
 
 def open_store(params: Params) -> LabelStore:
-    """The project's label store: ``review.store``, else SQLite at ``paths.review_db``."""
-    if params.review.store:
-        return LabelStore(params.review.store)
+    """The project's label store: $METERID_REVIEW_STORE (``meterid serve --postgres`` sets it
+    for its worker), else ``review.store``, else SQLite at ``paths.review_db``."""
+    url = os.environ.get(REVIEW_STORE_ENV) or params.review.store
+    if url:
+        return LabelStore(url)
     params.paths.review_db.parent.mkdir(parents=True, exist_ok=True)
     return LabelStore(f"sqlite:///{params.paths.review_db.resolve()}")
 

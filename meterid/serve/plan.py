@@ -23,10 +23,11 @@ from pathlib import Path
 import yaml
 
 from meterid.config import Params
-from meterid.stores import TELEMETRY_OFF, absolute_tracking_uri
+from meterid.stores import REVIEW_STORE_ENV, TELEMETRY_OFF, absolute_tracking_uri
 
 PREFECT_DB_SUFFIX = "_prefect"
 MLFLOW_DB_SUFFIX = "_mlflow"
+REVIEW_DB_SUFFIX = "_review"
 # Variables of the caller's environment that would point a server or the worker elsewhere.
 _INHERITED_POINTERS = ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL",
                        "MLFLOW_TRACKING_URI", "PREFECT_HOME", "PREFECT_PROFILES_PATH")
@@ -81,8 +82,9 @@ def _base_env(home: Path) -> dict[str, str]:
 
 
 def postgres_urls(url: str) -> dict[str, str]:
-    """The two databases on one PostgreSQL server: ``<db>_prefect`` (asyncpg, Prefect's driver)
-    and ``<db>_mlflow`` (psycopg2, MLflow's); two, because both keep an ``alembic_version``."""
+    """The databases on one PostgreSQL server: ``<db>_prefect`` (asyncpg, Prefect's driver),
+    ``<db>_mlflow`` (psycopg2, MLflow's) and ``<db>_review`` (the label store); one each,
+    because Prefect and MLflow both keep an ``alembic_version``."""
     from sqlalchemy.engine import make_url
 
     try:
@@ -98,7 +100,8 @@ def postgres_urls(url: str) -> dict[str, str]:
                           database=f"{parsed.database}{suffix}").render_as_string(
                               hide_password=False)
     return {"prefect": render("asyncpg", PREFECT_DB_SUFFIX),
-            "mlflow": render("psycopg2", MLFLOW_DB_SUFFIX)}
+            "mlflow": render("psycopg2", MLFLOW_DB_SUFFIX),
+            "review": render("psycopg2", REVIEW_DB_SUFFIX)}
 
 
 
@@ -139,6 +142,8 @@ def plan_stack(params: Params, root: Path, postgres_url: str | None = None) -> S
     api_url = f"http://{cfg.host}:{cfg.prefect_port}/api"
     tracking_url = f"http://{cfg.host}:{cfg.mlflow_port}"
     client_env = {"PREFECT_API_URL": api_url, "MLFLOW_TRACKING_URI": tracking_url}
+    if "review" in databases:  # scoring runs and the dashboard share the reviewers' labels
+        client_env[REVIEW_STORE_ENV] = databases["review"]
     prefect = Service(
         "Prefect server",
         [_bin("prefect"), "server", "start", "--host", cfg.host, "--port", str(cfg.prefect_port),

@@ -191,5 +191,8 @@ def test_serve_on_postgres_keeps_prefect_and_mlflow_state_there(
         with server.connect("meterid_mlflow") as mlflow_db, mlflow_db.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM model_versions")
             assert cursor.fetchone()[0] == 2
+        with server.connect("meterid_review") as review_db, review_db.cursor() as cursor:
+            cursor.execute("SELECT count(DISTINCT run_id) FROM review_queue")
+            assert cursor.fetchone()[0] == 2  # each night's queue, filled by the worker
     assert not (project / ".serve" / "prefect.db").exists()
     assert not (project / "mlflow" / "mlflow.db").exists()

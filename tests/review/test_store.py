@@ -1,9 +1,11 @@
-"""The label store on SQLite (PostgreSQL: tests/test_postgres.py): a run's queue lands once,
+"""The label store on SQLite and on PostgreSQL: a run's queue lands once,
 verdicts are checked, a reviewer replaces only their own, disagreement is a conflict, and the
 audited photos of a model version give the field audit its wrong/right flags."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +13,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from meterid.core import OK, UNKNOWN, ScoredRow
+from meterid.review.field import field_report
 from meterid.review.queue import review_queue
 from meterid.review.store import NEW_TYPE, LabelStore, ReviewError
+from tests.postgres import PostgresServer, throwaway_postgres
 
 CLASSES = ["a", "b"]
 
@@ -27,12 +31,26 @@ def _scored(run_version: int = 3) -> pd.DataFrame:
     return pd.DataFrame([row.to_dict() for row in rows])
 
 
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'review.db'}"
+@pytest.fixture(scope="module")
+def postgres_server() -> Iterator[PostgresServer]:
+    with throwaway_postgres() as server:
+        yield server
 
 
-def test_a_run_queue_lands_once_and_keeps_what_the_product_said(tmp_path: Path):
-    store = LabelStore(store_url(tmp_path))
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test on SQLite (the default store) and on PostgreSQL (the stack's), a fresh
+    database each."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'review.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"review_{uuid.uuid4().hex[:10]}"
+    server.create_database(name)
+    return server.url(name, driver="psycopg2")
+
+
+def test_a_run_queue_lands_once_and_keeps_what_the_product_said(store_url: str):
+    store = LabelStore(store_url)
     queue = review_queue(_scored(), "run-1", share=0.1, floor=3)
     assert store.enqueue("run-1", queue) == 4 and store.enqueue("run-1", queue) == 0
     queued = store.queue("run-1")
@@ -40,11 +58,11 @@ def test_a_run_queue_lands_once_and_keeps_what_the_product_said(tmp_path: Path):
     unknown = next(q for q in queued if q.label == UNKNOWN)
     assert unknown.prediction_set == ["b", "a"] and unknown.open_set_score == -0.4
     assert unknown.top_labels == ["b"] and unknown.model_version == 3
-    assert LabelStore(store_url(tmp_path)).queue("run-1")[0].url == queued[0].url  # reopened
+    assert LabelStore(store_url).queue("run-1")[0].url == queued[0].url  # reopened
 
 
-def test_verdicts_are_checked_and_a_reviewer_replaces_only_their_own(tmp_path: Path):
-    store = LabelStore(store_url(tmp_path))
+def test_verdicts_are_checked_and_a_reviewer_replaces_only_their_own(store_url: str):
+    store = LabelStore(store_url)
     store.enqueue("run-1", review_queue(_scored(), "run-1", 0.1, 3))
     photo = "f" * 64
     with pytest.raises(ReviewError, match="neither a class of the model"):
@@ -65,8 +83,8 @@ def test_verdicts_are_checked_and_a_reviewer_replaces_only_their_own(tmp_path: P
     assert store.conflicts() == [] and store.agreed()[photo] == NEW_TYPE
 
 
-def test_audits_flag_where_the_product_was_wrong(tmp_path: Path):
-    store = LabelStore(store_url(tmp_path))
+def test_audits_flag_where_the_product_was_wrong(store_url: str):
+    store = LabelStore(store_url)
     queue = review_queue(_scored(), "run-1", share=0.5, floor=0)
     store.enqueue("run-1", queue)
     audited = list(queue.loc[queue["reason"] == "audit", "sha256"])
@@ -78,9 +96,31 @@ def test_audits_flag_where_the_product_was_wrong(tmp_path: Path):
     assert store.audits(4) == []
 
 
-def test_a_store_from_a_newer_meterid_is_refused(tmp_path: Path):
-    LabelStore(store_url(tmp_path))
-    with create_engine(store_url(tmp_path)).begin() as connection:
+def test_a_store_from_a_newer_meterid_is_refused(store_url: str):
+    LabelStore(store_url)
+    with create_engine(store_url).begin() as connection:
         connection.execute(text("INSERT INTO review_schema (version) VALUES (2)"))
     with pytest.raises(ReviewError, match="schema version 2; this meterid knows 1"):
-        LabelStore(store_url(tmp_path))
+        LabelStore(store_url)
+
+
+def test_reviewed_photos_give_the_field_accuracy_per_class(store_url: str):
+    """Photos reviewers agree are a class count once (though queued by two runs); new types
+    and conflicts have no class to count; the confusion is of what the product said."""
+    store = LabelStore(store_url)
+    for run in ("run-1", "run-2"):  # the same photos scored again the next night
+        store.enqueue(run, review_queue(_scored(), run, share=1.0, floor=0))
+    for i, truth in enumerate(["a", "a", "b", "b"]):  # the product's top-1 was "a"
+        store.label(f"{i:064x}", "ana", truth, CLASSES)
+    store.label("f" * 64, "ana", "b", CLASSES)  # UNKNOWN, but its top-1 "b" was right
+    store.label(f"{4:064x}", "ana", NEW_TYPE, CLASSES)
+    store.label(f"{5:064x}", "ana", "a", CLASSES)
+    store.label(f"{5:064x}", "ben", "b", CLASSES)
+    assert store.runs() == ["run-2", "run-1"]
+    field = field_report(store, 3, CLASSES)
+    assert (field.reviewed, field.correct, field.accuracy) == (5, 3, 0.6)
+    per_class = field.per_class.set_index("class")
+    assert per_class["reviewed"].to_dict() == {"a": 2, "b": 3}
+    assert per_class.loc["b", "recall"] == pytest.approx(1 / 3)
+    assert field.confusion.loc["b", "a"] == 2 and field.confusion.loc["b", UNKNOWN] == 1
+    assert field_report(store, 4, CLASSES).accuracy is None

@@ -41,6 +41,9 @@ def test_postgres_puts_each_server_in_a_database_of_its_own(params: Params, proj
     mlflow = plan.mlflow.command
     assert mlflow[mlflow.index("--backend-store-uri") + 1] == \
         "postgresql+psycopg2://u:p%40ss@127.0.0.1:5433/meterid_mlflow"
+    assert plan.worker.env["METERID_REVIEW_STORE"] == \
+        "postgresql+psycopg2://u:p%40ss@127.0.0.1:5433/meterid_review"  # the label store
+    assert "METERID_REVIEW_STORE" not in plan_stack(params, project).worker.env  # SQLite
 
 
 @pytest.mark.parametrize("url", ["mysql://u:p@h/db", "postgresql://u:p@h", "not a url"])
