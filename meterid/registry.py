@@ -234,7 +234,7 @@ def list_versions() -> list[dict]:
             raise
         return []
     rows = []
-    data_versions: dict[str, str | None] = {}
+    data_versions: dict[str | None, str | None] = {}
     for version in client.search_model_versions(f"name = '{MODEL_NAME}'"):
         if version.run_id not in data_versions:
             data_versions[version.run_id] = _run_tag(client, version.run_id, DATA_VERSION_TAG)

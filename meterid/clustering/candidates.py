@@ -139,7 +139,7 @@ def check_status(params: Params, cluster_id: int, seen: str) -> None:
     if now != seen:
         raise CandidateError(f"cluster {cluster_id} is {now or 'unknown'} now, not {seen} as "
                              "when you chose: look again")
-    if now in ("added", "rejected"):
+    if known is not None and now in ("added", "rejected"):
         raise CandidateError(f"cluster {cluster_id} was {now} already ({known.note})")
 
 

@@ -5,6 +5,7 @@ Retrain page."""
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 
 TRAINING = "training/on-demand"  # prefect.yaml's on-demand deployment of the training flow
@@ -35,7 +36,7 @@ def flow_run_state(flow_run_id: str) -> FlowRunState:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
-        return _state(client.read_flow_run(flow_run_id))
+        return _state(client.read_flow_run(uuid.UUID(flow_run_id)))
 
 
 def _state(flow_run: object) -> FlowRunState:

@@ -19,7 +19,7 @@ def page(params: Params) -> None:
         _validation(view.validation)
         if view.data_docs is not None:
             st.markdown(f"Great Expectations Data Docs: [{view.data_docs}]"
-                        f"({view.data_docs.as_uri()}) (open the file on this machine)")
+                        f"({view.data_docs.resolve().as_uri()}) (open the file on this machine)")
     if view.split_table is None:
         st.info("No split yet: run `meterid split`.")
         return

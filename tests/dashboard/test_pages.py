@@ -1,0 +1,219 @@
+"""The dashboard's pages on real outputs, driven by Streamlit's AppTest: the nightly results
+(counts, filters, thumbnails, CSV), the data page after a real validation, the clusters page's
+actions on the real dataset (add copies, re-validates and `dvc add`s; a reject sticks; a moved
+status is refused) and the model page's field figures from the label store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from meterid.clustering.state import ClusterState
+from meterid.config import Params, load_params
+from meterid.core import ERROR, OK, UNKNOWN, ScoredRow
+from meterid.dashboard import data
+from meterid.review.queue import review_queue
+from meterid.review.store import NEW_TYPE, open_store
+from tests.conftest import REPO_ROOT
+
+APP = REPO_ROOT / "meterid" / "dashboard" / "app.py"
+
+
+@pytest.fixture
+def project(project_dir: Path) -> Params:
+    shutil.copy(REPO_ROOT / "params.yaml", project_dir / "params.yaml")
+    return load_params(project_dir / "params.yaml")
+
+
+def _app(page: str):
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(APP), default_timeout=120).run()
+    app.switch_page(f"pages/{page}.py").run()
+    assert not app.exception, app.exception
+    return app
+
+
+def _photo(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(40, 220, (60, 40, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _night(project: Params, folder: Path) -> pd.DataFrame:
+    """A scoring output: an auto-accepted photo, one to review, a new type, an error."""
+    photos = [_photo(folder / f"field-{i}.png", i) for i in range(3)]
+    rows = [ScoredRow(0, str(photos[0]), OK, label="alpha", top1_label="alpha", top1_conf=0.97,
+                      auto_accepted=True, prediction_set=["alpha"], sha256="a" * 64,
+                      model_version=1),
+            ScoredRow(1, str(photos[1]), OK, label="beta", top1_label="beta", top1_conf=0.55,
+                      auto_accepted=False, prediction_set=["beta", "alpha"], sha256="b" * 64,
+                      model_version=1),
+            ScoredRow(2, str(photos[2]), OK, label=UNKNOWN, top1_label="alpha", top1_conf=0.31,
+                      auto_accepted=False, prediction_set=["alpha", "beta"], sha256="c" * 64,
+                      model_version=1),
+            ScoredRow(3, "http://127.0.0.1:9/gone.jpg", ERROR, error="HTTP 404 Not Found")]
+    table = pd.DataFrame([row.to_dict() for row in rows])
+    project.paths.scoring_reports.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(project.paths.scoring_reports / "night-1.parquet")
+    return table
+
+
+def test_results_are_filtered_in_words_with_thumbnails(project: Params, project_dir: Path):
+    _night(project, project_dir)
+    verdicts = {"b" * 64: "alpha", "c" * 64: "conflict"}
+    everything = data.scoring_results(project, "night-1.parquet", verdicts, data.ResultsFilter())
+    assert everything["decision"].tolist() == ["auto-accepted", "needs a person", "new type?",
+                                               "error"]
+    assert everything["reviewers"].tolist()[1:3] == ["alpha", "conflict"]
+    assert everything["candidates"][1] == "beta | alpha"
+    unsure = data.scoring_results(project, "night-1.parquet", verdicts, data.ResultsFilter(
+        decisions=("needs a person", "new type?"), min_confidence=0.5))
+    assert unsure["url"].tolist() == [str(project_dir / "field-1.png")]
+    assert data.scoring_results(project, "night-1.parquet", verdicts, data.ResultsFilter(
+        text="404"))["decision"].tolist() == ["error"]
+    assert data.thumbnail(str(project_dir / "field-0.png")).startswith("data:image/png;base64,")
+    assert data.thumbnail("http://127.0.0.1:9/x.jpg") == "http://127.0.0.1:9/x.jpg"
+    assert data.thumbnail(str(project_dir / "missing.png")) is None
+
+
+def test_the_results_page_counts_each_run_and_downloads_the_filtered_rows(
+        project: Params, project_dir: Path):
+    table = _night(project, project_dir)
+    store = open_store(project)
+    store.enqueue("night-1", review_queue(table, "night-1", 0.0, 0))
+    for name in ("alpha", "beta"):
+        (project.paths.raw_dir / name).mkdir(parents=True)
+    store.label("c" * 64, "ana", NEW_TYPE, ["alpha", "beta"])
+
+    app = _app("results")
+    [runs] = [frame.value for frame in app.dataframe if "reviewed" in frame.value]
+    assert runs[["ok", "errors", "unknown", "auto_accepted", "reviewed"]].iloc[0].tolist() == [
+        3, 1, 1, 1, 1]
+    app.multiselect(key="results-decision").set_value(["new type?"]).run()
+    [rows] = [frame.value for frame in app.dataframe if "decision" in frame.value]
+    assert rows["decision"].tolist() == ["new type?"] and rows["reviewers"][0] == NEW_TYPE
+    assert rows["photo"][0].startswith("data:image/png")
+    download = app.get("download_button")[0]
+    assert "Download these rows" in download.proto.label
+
+
+def _validated_project(project: Params, small_demo: Path) -> None:
+    from meterid.data.steps import validate_dataset
+
+    shutil.copytree(small_demo / "raw", project.paths.raw_dir)
+    broken = next(project.paths.raw_dir.iterdir()) / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    validate_dataset(project.paths.raw_dir, project.paths.manifest,
+                     project.paths.validation_reports, project.validate_)
+
+
+def test_the_data_page_names_the_offending_files(project: Params, small_demo: Path):
+    from meterid.data.split import write_splits
+
+    _validated_project(project, small_demo)
+    write_splits(pd.DataFrame({"path": ["a/1.jpg", "a/2.jpg", "b/1.jpg"],
+                               "label": ["a", "a", "b"], "split": ["train", "test", "train"]}),
+                 project.paths.splits)
+    app = _app("dataset")
+    assert any("Validation failed" in error.value for error in app.error)
+    offending = next(f.value for f in app.dataframe if "file" in f.value)
+    assert any(path.endswith("broken.jpg") for path in offending["file"])
+    split = next(f.value for f in app.dataframe if "train" in f.value)
+    assert split.loc["total", "total"] == 3
+
+
+def _clustering_run(project: Params, small_demo: Path) -> Path:
+    """A weekly run's outputs: two clusters of held-out brands' photos, both candidates."""
+    unknown = sorted(small_demo.joinpath("unknown").rglob("*.jpg"))
+    brands = sorted({p.parent.name for p in unknown})[:2]
+    run = project.paths.cluster_reports / "2026-11-30"
+    (run / "sheets").mkdir(parents=True)
+    members = [(cluster, path) for cluster, brand in enumerate(brands)
+               for path in unknown if path.parent.name == brand]
+    pd.DataFrame({"cluster_id": [c for c, _ in members], "path": [str(p) for _, p in members],
+                  "probability": 1.0, "top1_label": "x"}).to_parquet(run / "clusters.parquet")
+    state = ClusterState()
+    rows = []
+    for cluster in range(2):
+        state.record(cluster, "test-model", np.zeros(4), 4, "2026-11-30")
+        sheet = run / "sheets" / f"cluster_{cluster:03d}.png"
+        Image.new("RGB", (64, 32), "white").save(sheet)
+        rows.append({"cluster_id": cluster, "size": 4, "status": "candidate",
+                     "close_to": "x (4)", "sheet": str(sheet)})
+    state.save(project.paths.cluster_state)
+    pd.DataFrame(rows).to_csv(run / "summary.csv", index=False)
+    return run
+
+
+@pytest.mark.slow
+def test_clusters_are_added_and_rejected_from_their_cards(project: Params, small_demo: Path,
+                                                         project_dir: Path):
+    shutil.copytree(small_demo / "raw", project.paths.raw_dir)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "--quiet"], check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    _clustering_run(project, small_demo)
+
+    app = _app("clusters")
+    app.button(key="reject-1").click().run()
+    app.button(key="cluster-confirm").click().run()
+    assert any("cluster 1 rejected" in s.value for s in app.success)
+    app.run()  # the next visit: the card stays, marked, without actions
+    assert any("rejected" in h.value for h in app.subheader if "Cluster 1" in h.value)
+    assert "reject-1" not in {b.key for b in app.button}
+
+    app.text_input(key="label-0").set_value("newbrand").run()
+    app.button(key="add-0").click().run()
+    assert any("as class 'newbrand'" in w.value for w in app.warning)
+    app.button(key="cluster-confirm").click().run()
+    assert not app.exception, app.exception
+    assert any("added 4 photos as newbrand" in s.value for s in app.success)
+    assert len(list((project.paths.raw_dir / "newbrand").glob("*.jpg"))) == 4
+    assert (project_dir / "data" / "raw.dvc").is_file()  # the new data version
+    state = ClusterState.load(project.paths.cluster_state).clusters
+    assert (state[0].status, state[1].status) == ("added", "rejected")
+
+
+def test_a_cluster_whose_status_moved_is_refused(project: Params, small_demo: Path):
+    from meterid.clustering.candidates import reject_cluster
+
+    _clustering_run(project, small_demo)
+    app = _app("clusters")
+    app.button(key="export-0").click().run()
+    reject_cluster(project, 0, "someone else, meanwhile")
+    app.button(key="cluster-confirm").click().run()
+    assert any("cluster 0 is rejected now, not candidate" in e.value for e in app.error)
+    assert not project.paths.candidates_dir.exists()
+
+
+def test_the_model_page_shows_the_field_figures_of_a_version(project: Params, tiny_model,
+                                                             project_dir: Path):
+    import mlflow
+
+    from meterid import registry
+
+    mlflow.set_experiment("dashboard")
+    with mlflow.start_run() as run:
+        info = registry.log_model(tiny_model)
+    version = registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5})
+    table = _night(project, project_dir).assign(model_version=version)
+    store = open_store(project)
+    store.enqueue("night-1", review_queue(table, "night-1", 1.0, 0))
+    for name in ("alpha", "beta"):
+        (project.paths.raw_dir / name).mkdir(parents=True)
+    store.label("b" * 64, "ana", "beta", ["alpha", "beta"])   # top-1 right
+    store.label("c" * 64, "ana", "beta", ["alpha", "beta"])   # top-1 "alpha": wrong
+
+    app = _app("model")
+    versions = next(f.value for f in app.dataframe if "field_accuracy" in f.value)
+    assert versions["field_accuracy"][0] == 0.5 and versions["field_reviewed"][0] == 2
+    assert any(m.value == "50.0%" for m in app.metric)
+    assert any("Auto-accept on" in s.value for s in app.success)  # no audit judged it yet
