@@ -6,8 +6,8 @@ With ``meterid serve`` running (and a nightly run completed), three pages are ca
 - the latest COMPLETED flow run of the ``batch_scoring/nightly`` deployment;
 - the MLflow UI's page of the registered model ``meterid`` (its versions and aliases).
 
-With ``--dashboard`` (``meterid dashboard`` running), two more: a photo identified on the
-Identify tab (``--photo``, uploaded as a user would) and the Model tab.
+With ``--dashboard`` (``meterid dashboard`` running), each of its pages, with a photo
+identified on Identify (``--photo``, uploaded as a user would).
 
 What to show is looked up first through the Prefect and MLflow REST APIs; each page is then
 waited for until what the API said is on it (both UIs are single-page apps: a screenshot taken at
@@ -25,13 +25,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -52,10 +54,11 @@ API_TIMEOUT_S = 30.0
 MODEL_NAME = "meterid"
 NIGHTLY = ("batch_scoring", "nightly")
 FILES = {"deployments": "prefect-deployments.png", "nightly_run": "prefect-nightly-run.png",
-         "model": "mlflow-model.png", "identify": "dashboard-identify.png",
-         "model_tab": "dashboard-model.png"}
-# What the dashboard shows once a photo is scored: a decision in words, then the top-3.
-IDENTIFIED = ("auto-accepted", "to review")
+         "model": "mlflow-model.png"}
+DASHBOARD_PAGES = {page: f"dashboard-{page}.png" for page in (
+    "review", "results", "identify", "clusters", "data", "retrain", "model")}
+# What the dashboard shows once a photo is scored: the model that scored it, under the label.
+IDENTIFIED = ("· model v", "· exported model")
 CHROMIUM_FLAGS = (
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
     # Nothing but the pages asked for: no update checks, sync, field trials or QUIC probes.
@@ -295,26 +298,145 @@ def take_screenshots(prefect_ui: str, mlflow_ui: str, out_dir: Path,
     return shots
 
 
-def take_dashboard_screenshots(dashboard: str, photo: Path, out_dir: Path) -> list[Path]:
-    """The dashboard's Identify tab after uploading ``photo`` (as a user drops a file), and
-    its Model tab; returns the two PNG paths."""
-    from selenium.webdriver.common.by import By
+@dataclass
+class DashboardTour:
+    """What a tour of the dashboard did and saw."""
 
+    shots: list[Path] = field(default_factory=list)
+    labelled: int = 0                # photos labelled on the Review page
+    identified: str | None = None    # the label the Identify page gave the uploaded photo
+    promoted: int | None = None      # the version promoted on the Model page
+
+
+def tour_dashboard(dashboard: str, photo: Path, out_dir: Path, reviewer: str = "",
+                   labels: int = 0, promote: bool = False) -> DashboardTour:
+    """Every page of a running ``meterid dashboard`` in a browser, as a person uses it, with a
+    screenshot of each (``DASHBOARD_PAGES``' names): with ``reviewer``, label up to ``labels``
+    photos of the review queue (each the first candidate the page offers); upload ``photo`` on
+    Identify and read its label; with ``promote``, promote the version the Model page offers."""
     dashboard = _local(dashboard, "dashboard")
     if not Path(photo).is_file():
         raise ScreenshotError(f"--photo {photo}: no such file")
-    shots: list[Path] = []
+    tour = DashboardTour()
     with _browser() as driver:
-        _open(driver, "dashboard", dashboard, ["meterid", "Identify", "Model", "Photo"])
-        driver.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(
-            str(Path(photo).resolve()))
-        _wait_any(driver, "dashboard Identify tab", IDENTIFIED)
-        driver.execute_script("window.scrollTo(0, 0)")
-        shots.append(_save(driver, out_dir / FILES["identify"]))
-        driver.find_element(By.XPATH, "//button[@role='tab'][normalize-space(.)='Model']").click()
-        _wait_any(driver, "dashboard Model tab", ("macro_recall",))
-        shots.append(_save(driver, out_dir / FILES["model_tab"]))
-    return shots
+        _open(driver, "dashboard Review", f"{dashboard}/review", ["Review", "Your name"])
+        if reviewer:
+            _type(driver, "Your name (kept with each label)", reviewer)
+            _wait_any(driver, "dashboard Review", ("photos labelled by you", "Nothing waits",
+                                                   "No photo waits"))
+            tour.shots.append(_save(driver, out_dir / DASHBOARD_PAGES["review"]))
+            tour.labelled = _label(driver, labels)
+        else:
+            tour.shots.append(_save(driver, out_dir / DASHBOARD_PAGES["review"]))
+        _open(driver, "dashboard Nightly results", f"{dashboard}/results", ["Nightly results"])
+        tour.shots.append(_save(driver, out_dir / DASHBOARD_PAGES["results"]))
+        tour.identified = _identify(driver, dashboard, photo)
+        tour.shots.append(_save(driver, out_dir / DASHBOARD_PAGES["identify"]))
+        for page, title in (("clusters", "Clusters"), ("data", "Data"), ("retrain", "Retrain")):
+            _open(driver, f"dashboard {title}", f"{dashboard}/{page}", [title])
+            tour.shots.append(_save(driver, out_dir / DASHBOARD_PAGES[page]))
+        _open(driver, "dashboard Model", f"{dashboard}/model", ["Model", "Auto-accept"])
+        if promote:
+            tour.promoted = _promote(driver, reviewer or "meterid")
+        tour.shots.append(_save(driver, out_dir / DASHBOARD_PAGES["model"]))
+    return tour
+
+
+def _element(driver: Any, xpath: str, what: str) -> Any:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.5).until(
+            expected_conditions.element_to_be_clickable(("xpath", xpath)))
+    except TimeoutException as error:
+        shown = " ".join(_visible_text(driver).split())[:400]
+        raise ScreenshotError(f"dashboard: no {what} after {PAGE_TIMEOUT_S:.0f} s. The page "
+                              f"showed: {shown!r}") from error
+
+
+def _type(driver: Any, label: str, text: str) -> None:
+    """Type into a Streamlit text input and press Enter (Streamlit reads it then)."""
+    from selenium.webdriver.common.keys import Keys
+
+    field_ = _element(driver, f"//input[@aria-label={_quoted(label)}]", f"input {label!r}")
+    field_.clear()
+    field_.send_keys(text, Keys.ENTER)
+
+
+def _click(driver: Any, label: str) -> None:
+    _element(driver, f"//button[normalize-space(.)={_quoted(label)}]", f"button {label!r}"
+             ).click()
+
+
+def _quoted(text: str) -> str:
+    return f"'{text}'" if "'" not in text else f'"{text}"'
+
+
+def _label(driver: Any, count: int) -> int:
+    """Label up to ``count`` queued photos, each as the first candidate offered (a verdict
+    when none is); returns how many were labelled."""
+    from selenium.webdriver.common.by import By
+
+    done = 0
+    while done < count and "photos labelled by you" in _visible_text(driver):
+        if "Nothing waits for you" in _visible_text(driver):
+            break
+        progress = re.search(r"(\d+) of (\d+) photos labelled", _visible_text(driver))
+        before = progress.group(0) if progress else ""
+        buttons = (driver.find_elements(By.CSS_SELECTOR, "div[class*='st-key-pick-'] button")
+                   or driver.find_elements(By.CSS_SELECTOR,
+                                           "div[class*='st-key-verdict-'] button"))
+        if not buttons:
+            raise ScreenshotError("dashboard Review: a queued photo without label buttons")
+        buttons[0].click()
+        _wait_until(driver, "dashboard Review", lambda text, seen=before: seen not in text)
+        done += 1
+    return done
+
+
+def _identify(driver: Any, dashboard: str, photo: Path) -> str:
+    """Upload ``photo`` on Identify as a user drops a file; the label the page shows."""
+    from selenium.webdriver.common.by import By
+
+    _open(driver, "dashboard Identify", f"{dashboard}/identify", ["Identify", "Photo"])
+    driver.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(
+        str(Path(photo).resolve()))
+    _wait_any(driver, "dashboard Identify", IDENTIFIED)
+    driver.execute_script("window.scrollTo(0, 0)")
+    headings = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "h3") if h.text.strip()]
+    if not headings:
+        raise ScreenshotError("dashboard Identify: the photo was scored but no label shown")
+    return headings[0].strip()
+
+
+def _promote(driver: Any, who: str) -> int:
+    """Promote the version the Model page offers first; returns it."""
+    _element(driver, "//summary[contains(normalize-space(.), 'Promote a version to champion')]",
+             "the promotion expander").click()
+    _type(driver, "Your name (kept in the version's tags)", who)
+    button = _element(driver, "//button[starts-with(normalize-space(.), 'Promote version ')]",
+                      "button 'Promote version N'")
+    version = int(button.text.split()[-1])
+    button.click()
+    _wait_any(driver, "dashboard Model", ("Sure?",))
+    _click(driver, "Yes, promote")
+    _wait_any(driver, "dashboard Model", (f"version {version} is champion",))
+    return version
+
+
+def _wait_until(driver: Any, page: str, shown: Callable[[str], bool]) -> None:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.5).until(
+            lambda d: shown(_visible_text(d)))
+    except TimeoutException as error:
+        raise ScreenshotError(f"{page}: the page did not change after "
+                              f"{PAGE_TIMEOUT_S:.0f} s") from error
+    time.sleep(SETTLE_S)
 
 
 def _wait_any(driver: Any, page: str, texts: Sequence[str]) -> None:
@@ -347,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default=MODEL_NAME,
                         help="registered model to show (default %(default)s)")
     parser.add_argument("--dashboard", help="a running `meterid dashboard` (e.g. "
-                        "http://127.0.0.1:8501): also its Identify and Model tabs")
+                        "http://127.0.0.1:8501): also each of its pages")
     parser.add_argument("--photo", type=Path, help="the photo to identify on the dashboard")
     args = parser.parse_args(argv)
     if args.dashboard and args.photo is None:
@@ -357,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_chromium()
         paths = take_screenshots(args.prefect_ui, args.mlflow_ui, args.out, args.model)
         if args.dashboard:
-            paths += take_dashboard_screenshots(args.dashboard, args.photo, args.out)
+            paths += tour_dashboard(args.dashboard, args.photo, args.out).shots
     except ScreenshotError as error:
         sys.stderr.write(f"error: {error}\n")
         return 1

@@ -11,18 +11,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from meterid.clustering.state import ClusterState
 from meterid.config import Params, load_params
-from meterid.core import ERROR, OK, UNKNOWN, ScoredRow
 from meterid.dashboard import data
 from meterid.review.queue import review_queue
 from meterid.review.store import NEW_TYPE, open_store
 from tests.conftest import REPO_ROOT
+from tests.dashboard.outputs import clustering_run, night
 
 APP = REPO_ROOT / "meterid" / "dashboard" / "app.py"
 
@@ -42,33 +40,8 @@ def _app(page: str):
     return app
 
 
-def _photo(path: Path, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(40, 220, (60, 40, 3), dtype=np.uint8)).save(path)
-    return path
-
-
-def _night(project: Params, folder: Path) -> pd.DataFrame:
-    """A scoring output: an auto-accepted photo, one to review, a new type, an error."""
-    photos = [_photo(folder / f"field-{i}.png", i) for i in range(3)]
-    rows = [ScoredRow(0, str(photos[0]), OK, label="alpha", top1_label="alpha", top1_conf=0.97,
-                      auto_accepted=True, prediction_set=["alpha"], sha256="a" * 64,
-                      model_version=1),
-            ScoredRow(1, str(photos[1]), OK, label="beta", top1_label="beta", top1_conf=0.55,
-                      auto_accepted=False, prediction_set=["beta", "alpha"], sha256="b" * 64,
-                      model_version=1),
-            ScoredRow(2, str(photos[2]), OK, label=UNKNOWN, top1_label="alpha", top1_conf=0.31,
-                      auto_accepted=False, prediction_set=["alpha", "beta"], sha256="c" * 64,
-                      model_version=1),
-            ScoredRow(3, "http://127.0.0.1:9/gone.jpg", ERROR, error="HTTP 404 Not Found")]
-    table = pd.DataFrame([row.to_dict() for row in rows])
-    project.paths.scoring_reports.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(project.paths.scoring_reports / "night-1.parquet")
-    return table
-
-
 def test_results_are_filtered_in_words_with_thumbnails(project: Params, project_dir: Path):
-    _night(project, project_dir)
+    night(project, project_dir)
     verdicts = {"b" * 64: "alpha", "c" * 64: "conflict"}
     everything = data.scoring_results(project, "night-1.parquet", verdicts, data.ResultsFilter())
     assert everything["decision"].tolist() == ["auto-accepted", "needs a person", "new type?",
@@ -87,7 +60,7 @@ def test_results_are_filtered_in_words_with_thumbnails(project: Params, project_
 
 def test_the_results_page_counts_each_run_and_downloads_the_filtered_rows(
         project: Params, project_dir: Path):
-    table = _night(project, project_dir)
+    table = night(project, project_dir)
     store = open_store(project)
     store.enqueue("night-1", review_queue(table, "night-1", 0.0, 0))
     for name in ("alpha", "beta"):
@@ -131,36 +104,13 @@ def test_the_data_page_names_the_offending_files(project: Params, small_demo: Pa
     assert split.loc["total", "total"] == 3
 
 
-def _clustering_run(project: Params, small_demo: Path) -> Path:
-    """A weekly run's outputs: two clusters of held-out brands' photos, both candidates."""
-    unknown = sorted(small_demo.joinpath("unknown").rglob("*.jpg"))
-    brands = sorted({p.parent.name for p in unknown})[:2]
-    run = project.paths.cluster_reports / "2026-11-30"
-    (run / "sheets").mkdir(parents=True)
-    members = [(cluster, path) for cluster, brand in enumerate(brands)
-               for path in unknown if path.parent.name == brand]
-    pd.DataFrame({"cluster_id": [c for c, _ in members], "path": [str(p) for _, p in members],
-                  "probability": 1.0, "top1_label": "x"}).to_parquet(run / "clusters.parquet")
-    state = ClusterState()
-    rows = []
-    for cluster in range(2):
-        state.record(cluster, "test-model", np.zeros(4), 4, "2026-11-30")
-        sheet = run / "sheets" / f"cluster_{cluster:03d}.png"
-        Image.new("RGB", (64, 32), "white").save(sheet)
-        rows.append({"cluster_id": cluster, "size": 4, "status": "candidate",
-                     "close_to": "x (4)", "sheet": str(sheet)})
-    state.save(project.paths.cluster_state)
-    pd.DataFrame(rows).to_csv(run / "summary.csv", index=False)
-    return run
-
-
 @pytest.mark.slow
 def test_clusters_are_added_and_rejected_from_their_cards(project: Params, small_demo: Path,
                                                          project_dir: Path):
     shutil.copytree(small_demo / "raw", project.paths.raw_dir)
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "--quiet"], check=True,
                    env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    _clustering_run(project, small_demo)
+    clustering_run(project, small_demo)
 
     app = _app("clusters")
     app.button(key="reject-1").click().run()
@@ -185,7 +135,7 @@ def test_clusters_are_added_and_rejected_from_their_cards(project: Params, small
 def test_a_cluster_whose_status_moved_is_refused(project: Params, small_demo: Path):
     from meterid.clustering.candidates import reject_cluster
 
-    _clustering_run(project, small_demo)
+    clustering_run(project, small_demo)
     app = _app("clusters")
     app.button(key="export-0").click().run()
     reject_cluster(project, 0, "someone else, meanwhile")
@@ -204,7 +154,7 @@ def test_the_model_page_shows_the_field_figures_of_a_version(project: Params, ti
     with mlflow.start_run() as run:
         info = registry.log_model(tiny_model)
     version = registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5})
-    table = _night(project, project_dir).assign(model_version=version)
+    table = night(project, project_dir).assign(model_version=version)
     store = open_store(project)
     store.enqueue("night-1", review_queue(table, "night-1", 1.0, 0))
     for name in ("alpha", "beta"):
