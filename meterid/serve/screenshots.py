@@ -23,6 +23,7 @@ are accepted, and Chromium's background networking is off, so nothing leaves the
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import re
@@ -391,9 +392,13 @@ def _label(driver: Any, count: int) -> int:
         if not buttons:
             raise ScreenshotError("dashboard Review: a queued photo without label buttons")
         buttons[0].click()
-        _wait_until(driver, "dashboard Review", lambda text, seen=before: seen not in text)
+        _wait_until(driver, "dashboard Review", functools.partial(_changed, before))
         done += 1
     return done
+
+
+def _changed(before: str, text: str) -> bool:
+    return before not in text
 
 
 def _identify(driver: Any, dashboard: str, photo: Path) -> str:
