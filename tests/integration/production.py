@@ -93,6 +93,15 @@ class PrefectApi:
         return {f"{flows[d['flow_id']]}/{d['name']}": d
                 for d in self._post("/deployments/filter", {})}
 
+    def pause_pool(self, pool: str) -> None:
+        """As the UI's pause toggle: the worker takes no new run from it."""
+        _PREFECT.patch(f"{self.url}/work_pools/{pool}", json={"is_paused": True},
+                       timeout=30).raise_for_status()
+
+    def flow_runs(self, deployment: dict) -> list[dict]:
+        return list(self._post("/flow_runs/filter", {  # type: ignore[arg-type]
+            "deployments": {"id": {"any_": [deployment["id"]]}}}))
+
     def crons(self, deployment: dict) -> list[tuple[str, bool]]:
         return [(s["schedule"]["cron"], s["active"]) for s in deployment["schedules"]]
 

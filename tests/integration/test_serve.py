@@ -19,6 +19,7 @@ import pytest
 from meterid.config import Params, ServeConfig, load_params
 from meterid.scoring.demo import serve_folder
 from meterid.serve.stack import is_alive
+from tests.conftest import REPO_ROOT
 from tests.integration.production import (
     PrefectApi,
     make_project,
@@ -150,6 +151,7 @@ def _exercise(project: Path, params: Params, tiny_model, monkeypatch: pytest.Mon
                                "night-2")
             assert set(second.loc[second["status"] == "ok", "model_version"]) == {2}
         _check_cli_follows(project, mlflow_url)
+        _check_retrain_page(api, deployments["training/on-demand"], project, monkeypatch)
         if screenshots is not None:  # the README's pictures, taken by a real browser
             from meterid.serve.screenshots import ensure_chromium, take_screenshots
 
@@ -163,6 +165,23 @@ def _exercise(project: Path, params: Params, tiny_model, monkeypatch: pytest.Mon
         assert stack.stop() == []
     finally:
         stack.kill()
+
+
+def _check_retrain_page(api: PrefectApi, training: dict, project: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's Retrain button starts the on-demand deployment on the server (its pool
+    paused first: the run is created, not trained, in this test)."""
+    from streamlit.testing.v1 import AppTest
+
+    api.pause_pool("meterid-local")
+    monkeypatch.chdir(project)  # the page reads the project's params.yaml
+    monkeypatch.setenv("PREFECT_API_URL", api.url)
+    app = AppTest.from_file(str(REPO_ROOT / "meterid/dashboard/pages/retrain.py"),
+                            default_timeout=60).run()
+    app.button(key="retrain-start").click().run()
+    assert not app.exception and not app.error, (app.exception, app.error)
+    [run] = api.flow_runs(training)
+    assert any(f"flow run {run['name']}: Scheduled" in info.value for info in app.info)
 
 
 def test_serve_on_sqlite_runs_the_nightly_deployment_and_keeps_schedules_across_a_restart(
