@@ -37,6 +37,7 @@ class PathsConfig(_Strict):
     onnx_cache: Path
     candidates_dir: Path = Path("data/candidates")  # params.yaml has it; older project files not
     review_db: Path = Path("data/review.db")  # the same
+    review_photos: Path = Path("data/review_photos")  # the same
 
 
 class StoresConfig(_Strict):

@@ -28,6 +28,7 @@ from meterid.data.steps import validate_dataset
 from meterid.data.validation import ValidationReport
 from meterid.inference.fetch import Fetcher, FetchError
 from meterid.photos.images import file_sha256
+from meterid.review.photos import ReviewPhotos
 from meterid.review.store import LabelStore, known_classes
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,9 @@ def add_cluster(params: Params, run_dir: Path, cluster_id: int, label: str
 
 def export_reviewed(params: Params, store: LabelStore) -> dict[str, int]:
     """Reviewed field photos into their classes: each photo its reviewers agree is a known
-    class (new types, non-meters, unreadable photos and conflicts stay out) is fetched again
-    from its URL and added as a cluster's photos are (copied, re-validated, ``dvc add``); a
+    class (new types, non-meters, unreadable photos and conflicts stay out) is taken from the
+    copy scoring kept for review, or fetched again from its URL, and added as a cluster's
+    photos are (copied, re-validated, ``dvc add``); a
     photo already in its class is not added twice. Returns the photos added by class."""
     classes = set(known_classes(params))
     agreed = {sha: verdict for sha, verdict in store.agreed().items() if verdict in classes}
@@ -165,17 +167,20 @@ def export_reviewed(params: Params, store: LabelStore) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="meterid-reviewed-") as tmp:
         staged = Path(tmp)
         try:
+            kept = ReviewPhotos(params.paths.review_photos)
             for sha, url in urls.items():
-                _stage(fetcher, url, sha, staged / agreed[sha])
+                _stage(fetcher, kept, url, sha, staged / agreed[sha])
         finally:
             fetcher.close()
         return {label.name: _add_new(params, label) for label in sorted(staged.iterdir())}
 
 
-def _stage(fetcher: Fetcher, url: str, sha: str, folder: Path) -> None:
-    """The scored photo's bytes as a .jpg or .png in ``folder`` (other formats as PNG)."""
+def _stage(fetcher: Fetcher, kept: ReviewPhotos, url: str, sha: str, folder: Path) -> None:
+    """The scored photo's bytes (the copy kept for review, else fetched again) as a .jpg or
+    .png in ``folder`` (other formats as PNG)."""
+    copy = kept.find(sha)
     try:
-        data = fetcher.fetch(url).data
+        data = copy.read_bytes() if copy is not None else fetcher.fetch(url).data
     except FetchError as error:
         log.warning("%s: %s; not exported", url, error)
         return

@@ -24,6 +24,7 @@ from meterid.config import Params
 from meterid.core import OK, POOR_QUALITY, TOP_K, UNKNOWN, ScoredRow
 from meterid.data.split import read_splits, split_table
 from meterid.registry import download_evaluation
+from meterid.review.photos import ReviewPhotos
 from meterid.scoring.monitoring import summarize
 from meterid.scoring.pipeline import BatchScorer
 
@@ -143,7 +144,8 @@ def scoring_results(params: Params, output: str, verdicts: dict[str, str],
         "candidates": frame["prediction_set"].map(
             lambda labels: " | ".join(labels) if labels is not None else None),
         "reviewers": frame["sha256"].map(verdicts),
-        "error": frame["error"]})
+        "error": frame["error"],
+        "sha256": frame["sha256"]})
     chosen = pd.Series(True, index=table.index)
     if keep.decisions:
         chosen &= table["decision"].isin(keep.decisions)
@@ -158,10 +160,22 @@ def scoring_results(params: Params, output: str, verdicts: dict[str, str],
     return table[chosen].reset_index(drop=True)
 
 
-def thumbnail(url: str, size: int = 96) -> str | None:
+def photo_source(params: Params, url: str, sha256: str | None) -> str | None:
+    """Where the page reads a scored photo from: its local path, the copy scoring kept for
+    review, else its URL (the browser fetches it; None when nothing is left to show)."""
+    if Path(url).is_file():
+        return url
+    kept = (ReviewPhotos(params.paths.review_photos).find(sha256)
+            if isinstance(sha256, str) and sha256 else None)  # an error row has none
+    if kept is not None:
+        return str(kept)
+    return url if url.startswith(("http://", "https://")) else None
+
+
+def thumbnail(url: str | None, size: int = 96) -> str | None:
     """What the table shows for a photo: a local file as a small inline PNG (the browser
     cannot read the server's files), a web photo by its URL, None when it cannot be read."""
-    if url.startswith(("http://", "https://")):
+    if url is None or url.startswith(("http://", "https://")):
         return url
     try:
         with Image.open(url) as image:

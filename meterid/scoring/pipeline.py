@@ -59,13 +59,15 @@ def error_columns(reason: str) -> dict[str, object]:
 
 
 class BatchScorer:
-    """Scores (row, source) pairs; ``on_unknown(bytes, row)`` receives each UNKNOWN photo.
+    """Scores (row, source) pairs; ``on_unknown(bytes, row)`` receives each UNKNOWN photo,
+    ``on_scored(bytes, row)`` every photo scored.
     The quality gate uses the limits the model carries (derived from its training photos), or
     ``quality``, the params' generic ones, for a model trained before them."""
 
     def __init__(self, predictor: Predictor, fetcher: Fetcher, quality: QualityConfig,
                  max_pixels: int, batch_size: int, concurrency: int,
-                 on_unknown: Callable[[bytes, ScoredRow], object] | None = None):
+                 on_unknown: Callable[[bytes, ScoredRow], object] | None = None,
+                 on_scored: Callable[[bytes, ScoredRow], object] | None = None):
         self.predictor = predictor
         self.fetcher = fetcher
         self.quality = gate_limits(predictor.bundle.quality_limits, quality)
@@ -74,6 +76,7 @@ class BatchScorer:
         self.concurrency = concurrency
         self.window = max(2 * batch_size, 2 * concurrency)
         self.on_unknown = on_unknown
+        self.on_scored = on_scored
         self._in_flight: dict[str, Future] = {}
         self._finished: OrderedDict[str, dict] = OrderedDict()  # source -> row columns
         self._by_sha: OrderedDict[str, dict] = OrderedDict()  # image sha256 -> scored columns
@@ -183,6 +186,8 @@ class BatchScorer:
         out = ScoredRow.of({**columns, "row": row, "url": source})
         if self.on_unknown is not None and out.kept_as_unknown and prepared.data:
             self.on_unknown(prepared.data, out)
+        if self.on_scored is not None and out.status == OK and prepared.data:
+            self.on_scored(prepared.data, out)
         return out
 
 

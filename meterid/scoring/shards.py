@@ -29,6 +29,7 @@ from meterid.config import Params, ScoreConfig
 from meterid.inference.predictor import Predictor, decision_policy
 from meterid.inference.quality import gate_limits
 from meterid.registry import load_classifier
+from meterid.review.photos import ReviewPhotos
 from meterid.scoring.checkpoint import Checkpoint
 from meterid.scoring.sources import SOURCE
 from meterid.scoring.steps import ScoringRun, field_audit, open_run, open_scorer
@@ -99,6 +100,8 @@ class ShardJob:
     work_dir: Path  # the run's checkpoint folder
     onnx_cache: Path
     unknown_store: Path | None  # None: UNKNOWN photos not kept
+    review_photos: Path  # the photos a person will see
+    auto_accept: bool  # False while the field audit stops it: every photo goes to a person
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ def plan_run(params: Params, cfg: ScoreConfig, threshold: float | None, input_pa
     source = str(folder.resolve()) if folder.is_dir() else loaded.source
     job = ShardJob(params, cfg, source, threshold, run.run_id, Path(root).resolve(),
                    run.checkpoint.work_dir.resolve(), params.paths.onnx_cache.resolve(),
-                   params.paths.unknown_store.resolve() if cfg.store_unknown else None)
+                   params.paths.unknown_store.resolve() if cfg.store_unknown else None,
+                   params.paths.review_photos.resolve(), run.audit.auto_accept)
     urls = run.sources[SOURCE].tolist()
     return ShardedRun(run, job, plan_shards(urls, run.done, cfg.shard_rows))
 
@@ -176,7 +180,7 @@ def score_shard(job: ShardJob, shard: Shard, threads: int | None = None) -> Shar
     predictor = shard_predictor(job, threads)
     store = UnknownStore(job.unknown_store) if job.unknown_store else None
     with open_scorer(predictor, job.cfg, job.params.validate_.max_pixels, store,
-                     job.run_id) as scorer:
+                     job.run_id, ReviewPhotos(job.review_photos), job.auto_accept) as scorer:
         rows = [replace(row, run_id=job.run_id).to_dict() for row in scorer.score(shard.todo)]
     Checkpoint(job.work_dir).write(rows, shard.part_name)
     log.info("rows %d-%d: %d scored into %s", shard.start, shard.stop - 1, len(rows), part.name)

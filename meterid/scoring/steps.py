@@ -27,6 +27,7 @@ from meterid.progress import progress
 from meterid.registry import load_classifier
 from meterid.review.audit import AuditVerdict
 from meterid.review.field import field_report
+from meterid.review.photos import ReviewPhotos
 from meterid.review.queue import review_queue
 from meterid.review.store import LabelStore, field_verdict, known_classes, open_store
 from meterid.scoring.checkpoint import Checkpoint, atomic_write_parquet, run_key
@@ -174,14 +175,23 @@ def _field_figures(store: LabelStore, audit: AuditVerdict, version: int | None,
 
 @contextmanager
 def open_scorer(predictor: Predictor, cfg: ScoreConfig, max_pixels: int,
-                store: UnknownStore | None, run_id: str) -> Iterator[BatchScorer]:
-    """A scorer with its own downloads pool (closed after), keeping UNKNOWN photos in ``store``."""
+                store: UnknownStore | None, run_id: str, review_photos: ReviewPhotos | None,
+                auto_accept: bool = True) -> Iterator[BatchScorer]:
+    """A scorer with its own downloads pool (closed after), keeping UNKNOWN photos in ``store``
+    and the photos a person will see in ``review_photos``: those not auto-accepted, or every
+    photo while the field audit stops ``auto_accept``."""
     fetcher = Fetcher(cfg.fetch, pool_size=cfg.concurrency)
+
+    def keep_for_review(data: bytes, row: ScoredRow) -> None:
+        if review_photos is not None and (not auto_accept or not row.auto_accepted):
+            review_photos.add(data, row)
+
     try:
         yield BatchScorer(
             predictor, fetcher, cfg.quality, max_pixels, cfg.batch_size, cfg.concurrency,
             on_unknown=(lambda data, row: store.add(data, replace(row, run_id=run_id)))
-            if store else None)
+            if store else None,
+            on_scored=keep_for_review)
     finally:
         fetcher.close()
 
@@ -193,7 +203,8 @@ def score_list(params: Params, cfg: ScoreConfig, predictor: Predictor, input_pat
                    column, quality=gate_limits(predictor.bundle.quality_limits, cfg.quality),
                    audit=field_audit(params, predictor.version))
     store = UnknownStore(params.paths.unknown_store) if cfg.store_unknown else None
-    with open_scorer(predictor, cfg, params.validate_.max_pixels, store, run.run_id) as scorer:
+    with open_scorer(predictor, cfg, params.validate_.max_pixels, store, run.run_id,
+                     ReviewPhotos(params.paths.review_photos), run.audit.auto_accept) as scorer:
         rescored = _score_into(run.checkpoint, scorer, run.todo(), run.run_id,
                                cfg.checkpoint_rows, total=len(run.sources),
                                done_before=len(run.done))

@@ -15,6 +15,7 @@ from meterid.decision.openset import OpenSetRule
 from meterid.decision.policy import DecisionPolicy
 from meterid.inference.predictor import Predictor
 from meterid.review.audit import audits_to_certify
+from meterid.review.photos import ReviewPhotos
 from meterid.review.queue import AUDIT
 from meterid.review.store import field_verdict, open_store
 from meterid.scoring.steps import score_list
@@ -69,6 +70,9 @@ def test_wrong_auto_accepts_stop_auto_accept_until_correct_audits_certify_it(
     assert "auto-accept stops" in second.summary["auto_accept"]
     queued = store.queue(second.run_id)
     assert len(queued) == PHOTOS and {q.reason for q in queued} == {AUDIT}  # all to a person
+    kept = ReviewPhotos(project.paths.review_photos)  # what a reviewer will see, kept
+    assert all(kept.find(q.sha256) for q in queued)
+    assert not any(kept.find(q.sha256) for q in audited)  # auto-accepted: fetched if audited
     for photo in queued:  # the model was right on all of them
         store.label(photo.sha256, "ana", photo.label, tiny_model.classes)
     assert field_verdict(store, 1, project).auto_accept

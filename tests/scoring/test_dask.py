@@ -182,7 +182,7 @@ def test_either_path_resumes_the_others_parts(project: Path, hostile_server: str
                    quality=gate_limits(predictor.bundle.quality_limits, params.score.quality),
                    audit=field_audit(params, predictor.version))
     with open_scorer(predictor, params.score, params.validate_.max_pixels, None,
-                     run.run_id) as scorer:  # the single-process run, "killed" after 4 rows
+                     run.run_id, None) as scorer:  # the single-process run, "killed" after 4 rows
         _score_into(run.checkpoint, scorer, iter(list(run.todo())[:4]), run.run_id, 2, 7, 0)
 
     planned = plan_run(params, params.score, None, project / "list.txt", None, None, project)

@@ -47,7 +47,8 @@ def _rows(params: Params, output: str, verdicts: dict[str, str]) -> None:
     rows = data.scoring_results(params, output, verdicts, keep)
     st.caption(f"{len(rows)} photos")
     if len(rows) <= MAX_THUMBNAILS:
-        rows.insert(0, "photo", rows["url"].map(data.thumbnail))
+        rows.insert(0, "photo", [data.thumbnail(data.photo_source(params, url, sha))
+                                 for url, sha in zip(rows["url"], rows["sha256"], strict=True)])
     else:
         st.caption(f"narrow the filter to {MAX_THUMBNAILS} photos or fewer to see thumbnails")
     st.dataframe(rows, hide_index=True, column_config={

@@ -3,11 +3,10 @@ the label store, measures the model in the field and flows back into training.""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from meterid.config import Params
+from meterid.dashboard import data
 from meterid.dashboard.common import project
 from meterid.review.store import VERDICTS, LabelStore, QueuedPhoto, known_classes, open_store
 
@@ -40,7 +39,7 @@ def page(params: Params) -> None:
         st.success("Nothing waits for you." if total else
                    "No photo waits for review: scoring runs fill this queue.")
     else:
-        _review_photo(store, pending[0], reviewer, known_classes(params))
+        _review_photo(params, store, pending[0], reviewer, known_classes(params))
     conflicts = store.conflicts()
     if conflicts:
         with st.expander(f"{len(conflicts)} photos where reviewers disagree"):
@@ -48,11 +47,14 @@ def page(params: Params) -> None:
                          hide_index=True)
 
 
-def _review_photo(store: LabelStore, photo: QueuedPhoto, reviewer: str,
+def _review_photo(params: Params, store: LabelStore, photo: QueuedPhoto, reviewer: str,
                   classes: list[str]) -> None:
     left, right = st.columns([2, 3])
-    if Path(photo.url).is_file() or photo.url.startswith(("http://", "https://")):
-        left.image(photo.url, width=320)
+    source = data.photo_source(params, photo.url, photo.sha256)
+    if source is None:
+        left.warning("The photo is no longer at its URL and no copy was kept.")
+    else:
+        left.image(source, width=320)
     left.caption(photo.url)
     right.subheader(photo.in_words())
     choices = [c for c in (photo.prediction_set or photo.top_labels) if c in classes]
