@@ -21,6 +21,10 @@ class EvaluationReports:
         return self.folder / "metrics.json"
 
     @property
+    def field_per_class(self) -> Path:   # recall per class on the reviewed field photos
+        return self.folder / "field_per_class.csv"
+
+    @property
     def per_class(self) -> Path:         # precision, recall, support, CV recall per class
         return self.folder / "per_class.csv"
 

@@ -157,8 +157,11 @@ def _metric_tag(version: ModelVersion, metric: str) -> float | None:
 
 def _promotion_decision(version: ModelVersion, value: float, champion: ModelVersion | None,
                         auto_promote: bool, margin: float, metric: str,
-                        split_id: str | None) -> tuple[bool, str]:
-    """Whether ``version`` takes ``champion``, and why (kept as a version tag)."""
+                        split_id: str | None, field: tuple[float, float] | None = None
+                        ) -> tuple[bool, str]:
+    """Whether ``version`` takes ``champion``, and why (kept as a version tag). ``field``:
+    both models' accuracy on the same reviewed field photos; a version worse there stays
+    challenger, however it does on the test split."""
     if champion is None:
         return True, "no champion yet"
     if champion.version == version.version:
@@ -173,16 +176,24 @@ def _promotion_decision(version: ModelVersion, value: float, champion: ModelVers
     if best is None:
         return False, f"champion version {champion.version} has no {metric} tag to compare"
     # A small tolerance, so "better by exactly the margin" survives float rounding.
-    if value - best >= margin - 1e-9:
-        return True, f"{metric} {value:.4f} >= champion {best:.4f} + margin {margin}"
-    return False, f"{metric} {value:.4f} < champion {best:.4f} + margin {margin}"
+    if value - best < margin - 1e-9:
+        return False, f"{metric} {value:.4f} < champion {best:.4f} + margin {margin}"
+    better = f"{metric} {value:.4f} >= champion {best:.4f} + margin {margin}"
+    if field is not None and field[0] < field[1]:
+        return False, (f"{better}, but field accuracy {field[0]:.4f} < champion's "
+                       f"{field[1]:.4f} on the same reviewed photos")
+    return True, better + (f"; field accuracy {field[0]:.4f} >= champion's {field[1]:.4f}"
+                           if field is not None else "")
 
 
 def apply_promotion_rule(version: int, metrics: dict, auto_promote: bool, margin: float,
-                         metric: str = "accuracy", test_split_id: str | None = None) -> list[str]:
+                         metric: str = "accuracy", test_split_id: str | None = None,
+                         field: tuple[float, float] | None = None) -> list[str]:
     """Make ``version`` the challenger, and the champion when there is none or, with
     ``auto_promote``, when it beats the champion by ``margin`` on the same test split (scores on
-    different test images are not comparable). Returns the version's aliases afterwards."""
+    different test images are not comparable) and, given ``field`` (its and the champion's
+    accuracy on the same reviewed field photos), is not worse in the field. Returns the
+    version's aliases afterwards."""
     client = MlflowClient()
     candidate = _get_version(client, version)
     value = metrics.get(metric, _metric_tag(candidate, metric))
@@ -192,7 +203,7 @@ def apply_promotion_rule(version: int, metrics: dict, auto_promote: bool, margin
     client.set_registered_model_alias(MODEL_NAME, CHALLENGER, str(version))
     promoted, reason = _promotion_decision(
         candidate, float(value), _alias_version(client, CHAMPION), auto_promote, margin, metric,
-        test_split_id if test_split_id is not None else candidate.tags.get(SPLIT_TAG))
+        test_split_id if test_split_id is not None else candidate.tags.get(SPLIT_TAG), field)
     log.info("version %s %s champion: %s", version, "becomes" if promoted else "is not", reason)
     client.set_model_version_tag(MODEL_NAME, str(version), PROMOTION_TAG, reason)
     if promoted:

@@ -28,8 +28,8 @@ LAYERS: list[set[str]] = [
     {"registry"},     # the MLflow model registry
     {"data"},         # manifest, validation, split, the demo generator
     {"training"},     # two phases, calibration, out-of-fold logits
+    {"review"},       # the label store, what goes to a person, the field audit of auto-accept
     {"evaluation"},   # reads training's outputs, sets the decision policy, registers
-    {"review"},       # what goes to a person, and the field audit of auto-accept
     {"scoring"},      # batches of URLs under the policy (and the field audit's verdict)
     {"clustering"},   # the UNKNOWN photos of scoring
     {"serve", "project", "pipeline"},  # servers, `meterid init`, dvc.yaml

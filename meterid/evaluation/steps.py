@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,9 @@ from meterid.config import Params
 from meterid.data.split import read_splits
 from meterid.decision.policy import DecisionPolicy
 from meterid.evaluation.evaluate import evaluate, json_safe, write_reports
+from meterid.evaluation.field import FieldScore, field_photos, score_field
 from meterid.evaluation.inputs import evaluation_data, evaluation_inputs
-from meterid.inference.bundle import read_bundle
+from meterid.inference.bundle import ModelBundle, read_bundle
 from meterid.inference.int8 import Int8Graph
 from meterid.inference.predictor import reference_of
 from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
@@ -31,6 +33,7 @@ from meterid.inference.quantize import make_int8_graph
 from meterid.model.classifier import MeterClassifier
 from meterid.model.presets import eval_preset
 from meterid.photos.images import load_rgb
+from meterid.review.store import open_store
 from meterid.training.cross_fit import OutOfFoldLogits
 from meterid.training.outputs import FrozenEmbeddings
 from meterid.training.steps import TRAINING_EXPERIMENT, test_split_id
@@ -105,8 +108,14 @@ def evaluate_candidate(params: Params) -> dict:
     if int8 is not None:
         evaluation.metrics.update({f"int8_{k}": float(v) for k, v in int8.check.to_dict().items()
                                    if k in INT8_METRICS})
+    field = _field_test(params, candidate.with_policy(evaluation.policy, int8))
+    if field is not None:
+        evaluation.metrics.update(field.metrics)
     reports = write_reports(evaluation, model.classes, params.paths.evaluation_reports,
                             params.paths.raw_dir)
+    if field is not None:
+        reports["field"] = EvaluationReports(params.paths.evaluation_reports).field_per_class
+        field.candidate.per_class.to_csv(reports["field"], index=False)
     if int8 is not None:
         reports["int8"] = EvaluationReports(params.paths.evaluation_reports).int8
         reports["int8"].write_text(json.dumps(int8.check.to_dict(), indent=2) + "\n")
@@ -134,12 +143,54 @@ def evaluate_candidate(params: Params) -> dict:
     cfg = params.register_
     aliases = registry.apply_promotion_rule(version, evaluation.metrics, cfg.auto_promote,
                                             cfg.promote_margin, cfg.promote_metric,
-                                            test_split_id(splits))
+                                            test_split_id(splits),
+                                            field.both if field is not None else None)
     export_champion(params)  # the champion may be this version or an earlier one
     return {"version": version, "aliases": aliases, "metrics": evaluation.metrics,
             "decision": evaluation.policy.to_dict(),
             "open_set_rule": evaluation.open_set_choice.rule.label,
             "reports": {k: str(v) for k, v in reports.items()}}
+
+
+@dataclass(frozen=True)
+class FieldTest:
+    candidate: FieldScore
+    champion: FieldScore | None  # on the same photos; None without a loadable champion
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        figures = {"field_accuracy": self.candidate.accuracy,
+                   "field_photos": float(self.candidate.photos)}
+        if self.champion is not None:
+            figures["champion_field_accuracy"] = self.champion.accuracy
+        return figures
+
+    @property
+    def both(self) -> tuple[float, float] | None:
+        return (None if self.champion is None
+                else (self.candidate.accuracy, self.champion.accuracy))
+
+
+def _field_test(params: Params, candidate: ModelBundle) -> FieldTest | None:
+    """The candidate, and the champion, on the field test set (None when reviewers have
+    labelled no photo of a known class that training never saw)."""
+    manifest = pd.read_csv(params.paths.manifest, usecols=["sha256"])
+    with field_photos(params, open_store(params), candidate.classes,
+                      set(manifest["sha256"])) as photos:
+        if not photos:
+            return None
+        max_pixels = params.validate_.max_pixels
+        mine = score_field(candidate, photos, max_pixels)
+        try:
+            champion = registry.load_classifier(f"models:/{registry.MODEL_NAME}@"
+                                                f"{registry.CHAMPION}")
+        except Exception as error:  # noqa: BLE001 - no champion yet: nothing to compare
+            log.info("field test set: no champion to compare (%s)", error)
+            return FieldTest(mine, None)
+        theirs = score_field(champion, photos, max_pixels)
+    log.info("field test set: %d reviewed photos, candidate %.4f, champion %.4f",
+             mine.photos, mine.accuracy, theirs.accuracy)
+    return FieldTest(mine, theirs)
 
 
 def export_champion(params: Params) -> Path:

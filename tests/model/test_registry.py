@@ -239,6 +239,19 @@ def test_a_different_test_split_blocks_auto_promotion(
                                 test_split_id="split-1") == [CHALLENGER, CHAMPION]
 
 
+def test_a_version_worse_in_the_field_stays_challenger(
+        experiment: str, bundle_a: ModelBundle) -> None:
+    v1 = log_and_register(bundle_a, experiment, accuracy=0.8)
+    apply_promotion_rule(v1, {"accuracy": 0.8}, auto_promote=True, margin=0.0)
+    v2 = register_again(v1, accuracy=0.9)  # better on the test split, worse on field photos
+    assert apply_promotion_rule(v2, {"accuracy": 0.9}, auto_promote=True, margin=0.0,
+                                field=(0.70, 0.75)) == [CHALLENGER]
+    assert "field accuracy 0.7000 < champion's 0.7500" in list_versions()[0]["promotion"]
+    assert apply_promotion_rule(v2, {"accuracy": 0.9}, auto_promote=True, margin=0.0,
+                                field=(0.75, 0.75)) == [CHALLENGER, CHAMPION]
+    assert "field accuracy 0.7500 >= champion's 0.7500" in list_versions()[0]["promotion"]
+
+
 def test_promote_moves_the_champion_and_names_a_missing_version(
         experiment: str, bundle_a: ModelBundle) -> None:
     v1 = log_and_register(bundle_a, experiment, accuracy=0.8)
