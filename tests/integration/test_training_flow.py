@@ -80,5 +80,38 @@ def test_training_flow_registers_an_evaluated_champion(project: Path, prefect_ha
     engine = Predictor(exported, engine="onnxruntime-int8", onnx_cache=project / "onnx").engine
     assert engine.name == ("onnxruntime-int8" if int8["passed"] else "onnxruntime")
 
+    _review_two_field_photos(project)
     second = training(params_file="params.yaml")  # no auto-promotion: stays challenger
     assert second["version"] == 2 and second["aliases"] == ["challenger"]
+    # the reviewed field photos, measured on both: the new version and the champion
+    assert second["metrics"]["field_photos"] == 2
+    assert 0 <= second["metrics"]["champion_field_accuracy"] <= 1
+    assert (project / "reports/evaluation/field_per_class.csv").is_file()
+
+
+def _review_two_field_photos(project: Path) -> None:
+    """Two field photos of a known class (new crops of a training photo: bytes training
+    never saw) scored, queued and labelled by a reviewer."""
+    from PIL import Image
+
+    from meterid.config import load_params
+    from meterid.core import OK, ScoredRow
+    from meterid.photos.images import file_sha256
+    from meterid.review.queue import review_queue
+    from meterid.review.store import known_classes, open_store
+
+    params = load_params(project / "params.yaml")
+    label = known_classes(params)[0]
+    source = sorted((params.paths.raw_dir / label).glob("*.jpg"))[0]
+    rows = []
+    for i in range(2):
+        field = project / f"field-{i}.jpg"
+        with Image.open(source) as image:
+            image.crop((i + 2, 2, image.width - 2, image.height - 2)).save(field)
+        rows.append(ScoredRow(i, str(field), OK, label=label, auto_accepted=False,
+                              sha256=file_sha256(field), model_version=1))
+    store = open_store(params)
+    store.enqueue("night", review_queue(pd.DataFrame([r.to_dict() for r in rows]), "night",
+                                        0.0, 0))
+    for row in rows:
+        store.label(row.sha256, "ana", label, known_classes(params))
