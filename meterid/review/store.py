@@ -5,8 +5,8 @@ production stack (``review.store``).
 A reviewer's verdict is a known class, or one of ``VERDICTS`` ("new type", "not a meter",
 "unreadable"). A reviewer who labels a photo again replaces their own verdict; two reviewers
 who disagree are both kept and the photo is a conflict until one of them changes their mind:
-nothing is overwritten silently. The schema is created on first use; a store written by a newer
-meterid is refused with its version.
+nothing is overwritten silently. The schema is Alembic's (``migrations/``): created on first
+use, upgraded in place by a later meterid; a store a newer meterid migrated is refused.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import (
     JSON,
     DateTime,
+    Engine,
     Float,
     Integer,
     String,
@@ -39,18 +41,14 @@ from meterid.stores import REVIEW_STORE_ENV
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "review_alembic_version"  # not Alembic's default: the database may be shared
 NEW_TYPE, NOT_A_METER, UNREADABLE = "new type", "not a meter", "unreadable"
 VERDICTS = (NEW_TYPE, NOT_A_METER, UNREADABLE)  # besides a known class
 
 
 class Base(DeclarativeBase):
     pass
-
-
-class SchemaVersion(Base):
-    __tablename__ = "review_schema"
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class QueuedPhoto(Base):
@@ -107,16 +105,7 @@ class LabelStore:
 
     def __init__(self, url: str):
         self.engine = create_engine(url)
-        Base.metadata.create_all(self.engine)
-        with Session(self.engine) as session:
-            versions = session.scalars(select(SchemaVersion.version)).all()
-            if not versions:
-                session.add(SchemaVersion(version=SCHEMA_VERSION))
-                session.commit()
-            elif max(versions) > SCHEMA_VERSION:
-                raise ReviewError(f"the label store {self.engine.url!r} has schema version "
-                                  f"{max(versions)}; this meterid knows {SCHEMA_VERSION}: "
-                                  "upgrade meterid")
+        _migrate(self.engine)
 
     def enqueue(self, run_id: str, queue: pd.DataFrame) -> int:
         """Add a run's queue (``review_queue``'s rows); photos already queued for this run are
@@ -241,6 +230,27 @@ class LabelStore:
                 seen.add(sha256)
                 wrong.append(agreed[sha256] != label)
         return wrong
+
+
+def _migrate(engine: Engine) -> None:
+    """Bring the store to this meterid's schema with Alembic (``migrations/``): created on
+    first use, upgraded in place later; a store a newer meterid migrated is refused."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    with engine.begin() as connection:
+        current = MigrationContext.configure(
+            connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+        if current is not None and current not in known:
+            raise ReviewError(f"the label store {engine.url!r} has schema revision {current!r}, "
+                              "which this meterid does not know: upgrade meterid")
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
 
 
 def open_store(params: Params) -> LabelStore:

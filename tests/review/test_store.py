@@ -97,10 +97,14 @@ def test_audits_flag_where_the_product_was_wrong(store_url: str):
 
 
 def test_a_store_from_a_newer_meterid_is_refused(store_url: str):
-    LabelStore(store_url)
+    store = LabelStore(store_url)
+    store.enqueue("run-1", review_queue(_scored(), "run-1", 0.1, 3))
+    assert len(LabelStore(store_url).queue("run-1")) == 4  # reopened: migrated once, kept
     with create_engine(store_url).begin() as connection:
-        connection.execute(text("INSERT INTO review_schema (version) VALUES (2)"))
-    with pytest.raises(ReviewError, match="schema version 2; this meterid knows 1"):
+        assert connection.execute(text("SELECT version_num FROM review_alembic_version")
+                                  ).scalar() == "0001_label_store"
+        connection.execute(text("UPDATE review_alembic_version SET version_num = '0002_x'"))
+    with pytest.raises(ReviewError, match="schema revision '0002_x', which this meterid"):
         LabelStore(store_url)
 
 
@@ -124,3 +128,16 @@ def test_reviewed_photos_give_the_field_accuracy_per_class(store_url: str):
     assert per_class.loc["b", "recall"] == pytest.approx(1 / 3)
     assert field.confusion.loc["b", "a"] == 2 and field.confusion.loc["b", UNKNOWN] == 1
     assert field_report(store, 4, CLASSES).accuracy is None
+
+
+def test_the_migrations_build_the_schema_the_code_reads(store_url: str):
+    """Alembic's revisions and the ORM tables agree: nothing left for autogenerate to add."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from meterid.review.store import VERSION_TABLE, Base
+
+    LabelStore(store_url)
+    with create_engine(store_url).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        assert compare_metadata(context, Base.metadata) == []
