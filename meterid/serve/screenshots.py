@@ -476,13 +476,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dashboard", help="a running `meterid dashboard` (e.g. "
                         "http://127.0.0.1:8501): also each of its pages")
     parser.add_argument("--photo", type=Path, help="the photo to identify on the dashboard")
+    parser.add_argument("--dashboard-only", action="store_true",
+                        help="only the dashboard's pages (no `meterid serve` needed)")
     args = parser.parse_args(argv)
     if args.dashboard and args.photo is None:
         parser.error("--dashboard needs --photo (the photo to identify)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         ensure_chromium()
-        paths = take_screenshots(args.prefect_ui, args.mlflow_ui, args.out, args.model)
+        paths = ([] if args.dashboard_only
+                 else take_screenshots(args.prefect_ui, args.mlflow_ui, args.out, args.model))
         if args.dashboard:
             paths += tour_dashboard(args.dashboard, args.photo, args.out).shots
     except ScreenshotError as error:
