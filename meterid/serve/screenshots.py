@@ -476,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dashboard", help="a running `meterid dashboard` (e.g. "
                         "http://127.0.0.1:8501): also each of its pages")
     parser.add_argument("--photo", type=Path, help="the photo to identify on the dashboard")
+    parser.add_argument("--reviewer", default="",
+                        help="a name typed on Review, so it shows the first queued photo")
     parser.add_argument("--dashboard-only", action="store_true",
                         help="only the dashboard's pages (no `meterid serve` needed)")
     args = parser.parse_args(argv)
@@ -487,7 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = ([] if args.dashboard_only
                  else take_screenshots(args.prefect_ui, args.mlflow_ui, args.out, args.model))
         if args.dashboard:
-            paths += tour_dashboard(args.dashboard, args.photo, args.out).shots
+            paths += tour_dashboard(args.dashboard, args.photo, args.out,
+                                    reviewer=args.reviewer).shots
     except ScreenshotError as error:
         sys.stderr.write(f"error: {error}\n")
         return 1
