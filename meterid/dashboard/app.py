@@ -1,7 +1,8 @@
 """The meterid dashboard: where reviewers work. Run it with `meterid dashboard` (Streamlit on
-127.0.0.1). Each page is a script in ``pages/`` (runnable and testable on its own) that reads
-the project's outputs through ``meterid.dashboard.data`` and acts through the library calls the
-CLI uses; this file only lays the pages out.
+127.0.0.1). Each page is a script in ``views/`` (runnable and testable on its own; not named
+``pages/``, which Streamlit would list by itself) that reads the project's outputs through
+``meterid.dashboard.data`` and acts through the library calls the CLI uses; this file only
+lays the pages out.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-PAGES = Path(__file__).parent / "pages"
+PAGES = Path(__file__).parent / "views"
 # (script, title, URL path); the first opens by default.
 LAYOUT = (("review.py", "Review", "review"),
           ("results.py", "Nightly results", "results"),

@@ -359,11 +359,22 @@ def _element(driver: Any, xpath: str, what: str) -> Any:
 
 def _type(driver: Any, label: str, text: str) -> None:
     """Type into a Streamlit text input and press Enter (Streamlit reads it then)."""
+    from selenium.common.exceptions import (
+        ElementNotInteractableException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.common.keys import Keys
 
-    field_ = _element(driver, f"//input[@aria-label={_quoted(label)}]", f"input {label!r}")
-    field_.clear()
-    field_.send_keys(text, Keys.ENTER)
+    for attempt in range(5):  # a rerun may replace the input while it is typed into
+        field_ = _element(driver, f"//input[@aria-label={_quoted(label)}]", f"input {label!r}")
+        try:
+            field_.clear()
+            field_.send_keys(text, Keys.ENTER)
+            return
+        except (ElementNotInteractableException, StaleElementReferenceException):
+            if attempt == 4:
+                raise
+            time.sleep(1.0)
 
 
 def _click(driver: Any, label: str) -> None:

@@ -121,7 +121,7 @@ def test_every_page_opens_and_says_what_is_missing(project: Params):
     assert not app.exception and [h.value for h in app.header] == ["Review"]
     said = []
     for page in PAGES:
-        app.switch_page(f"pages/{page}.py").run()
+        app.switch_page(f"views/{page}.py").run()
         assert not app.exception, (page, app.exception)
         said += [message.value for message in (*app.info, *app.error)]
     for hint in ("meterid score", "meterid cluster", "meterid flow train", "meterid validate",
@@ -136,7 +136,7 @@ def test_identify_scores_listed_photos_and_names_a_missing_one(
     from streamlit.testing.v1 import AppTest
 
     app = AppTest.from_file(str(APP), default_timeout=120).run()
-    app.switch_page("pages/identify.py").run()
+    app.switch_page("views/identify.py").run()
     app.text_input(key="model").set_value(str(exported_model)).run()
     photo = _photo(project_dir / "meter.png")
     app.text_area[0].set_value(f"{photo}\n{project_dir / 'missing.jpg'}").run()
@@ -192,7 +192,7 @@ def test_app_follows_a_promotion_without_a_restart(project: Params, tiny_model, 
     photo = _photo(project_dir / "meter.png")
 
     def identified_by(app: AppTest) -> str:
-        app.switch_page("pages/identify.py").run()
+        app.switch_page("views/identify.py").run()
         app.text_area[0].set_value(str(photo)).run()
         app.button[0].click().run()
         assert not app.exception
@@ -260,7 +260,7 @@ def test_a_person_promotes_a_version_in_the_app_and_a_moved_champion_is_refused(
     registry.promote(versions[0])
 
     app = AppTest.from_file(str(APP), default_timeout=120).run()
-    app.switch_page("pages/model.py").run()
+    app.switch_page("views/model.py").run()
     app.selectbox(key="promote-version").set_value(versions[1]).run()
     app.text_input(key="promote-by").set_value("ana").run()
     app.button[[b.label for b in app.button].index(f"Promote version {versions[1]}")].click()

@@ -176,7 +176,7 @@ def _check_retrain_page(api: PrefectApi, training: dict, project: Path,
     api.pause_pool("meterid-local")
     monkeypatch.chdir(project)  # the page reads the project's params.yaml
     monkeypatch.setenv("PREFECT_API_URL", api.url)
-    app = AppTest.from_file(str(REPO_ROOT / "meterid/dashboard/pages/retrain.py"),
+    app = AppTest.from_file(str(REPO_ROOT / "meterid/dashboard/views/retrain.py"),
                             default_timeout=60).run()
     app.button(key="retrain-start").click().run()
     assert not app.exception and not app.error, (app.exception, app.error)
