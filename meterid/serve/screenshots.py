@@ -320,7 +320,7 @@ def tour_dashboard(dashboard: str, photo: Path, out_dir: Path, reviewer: str = "
         raise ScreenshotError(f"--photo {photo}: no such file")
     tour = DashboardTour()
     with _browser() as driver:
-        _open(driver, "dashboard Review", f"{dashboard}/review", ["Review", "Your name"])
+        _open(driver, "dashboard Review", f"{dashboard}/", ["Review", "Your name"])  # the default
         if reviewer:
             _type(driver, "Your name (kept with each label)", reviewer)
             _wait_any(driver, "dashboard Review", ("photos labelled by you", "Nothing waits",
