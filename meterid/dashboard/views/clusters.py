@@ -21,8 +21,8 @@ from meterid.dashboard import data
 from meterid.dashboard.common import project
 
 CONFIRM, OUTCOME = "confirm-cluster", "cluster-outcome"
-MARKS = {"added": "✅ added", "rejected": "🚫 rejected", "exported": "📂 exported",
-         "candidate": "🆕 new type candidate"}
+MARKS = {"added": "added as a class", "rejected": "rejected", "exported": "exported for pruning",
+         "candidate": "new type candidate"}
 
 
 def page(params: Params) -> None:
@@ -51,7 +51,7 @@ def _card(row: object, sheet: Path | None) -> None:
         left, right = st.columns([3, 2])
         if sheet is not None:
             left.image(str(sheet))
-        right.subheader(f"Cluster {cluster_id}: {MARKS.get(status, status)}")
+        right.subheader(f"Cluster {cluster_id} · {MARKS.get(status, status)}")
         right.write(f"{row.size} photos; closest known classes: "  # type: ignore[attr-defined]
                     f"{row.close_to}")  # type: ignore[attr-defined]
         if status in ("added", "rejected"):
