@@ -29,7 +29,10 @@ def page(app: Project) -> None:
     st.write("Each scoring run: how many photos were auto-accepted, sent to a person, "
              "flagged as a new type (UNKNOWN) or unreadable (POOR_QUALITY), or failed, and how "
              "many reviewers have labelled.")
-    st.bar_chart(history.sort_values("scored"), x="scored", y=list(data.COUNTS), stack=False)
+    # One group of bars per run, oldest first (the label sorts as the time does).
+    runs = history.assign(run=history["scored"].dt.strftime("%m-%d %H:%M ") + history["output"])
+    st.bar_chart(runs, x="run", y=list(data.COUNTS), stack=False, x_label="scoring run",
+                 y_label="photos")
     with st.expander("Runs, in numbers"):
         st.dataframe(history, hide_index=True)
     output = st.selectbox("Run", history["output"], key="results-run")
