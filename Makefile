@@ -28,6 +28,7 @@ demo: install
 	@echo "reports/scoring/demo.parquet (UNKNOWN photos kept in data/unknown_store);"
 	@echo "reports/clusters/<date>/: clusters.png, sheets/, summary.csv (candidates: meterid candidates --help)"
 	@echo "MLflow: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --host 127.0.0.1"
+	@echo "Review what the model was unsure of: make dashboard (opens on Review, http://127.0.0.1:8501)"
 
 ## test: the whole suite (unit and integration tests of the real tools on generated data)
 test: install
