@@ -8,7 +8,6 @@ learns the class; reject: mark a cluster so later weeks flag it instead of askin
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import re
@@ -26,9 +25,9 @@ from meterid.config import Params
 from meterid.data.manifest import list_files
 from meterid.data.steps import validate_dataset
 from meterid.data.validation import ValidationReport
-from meterid.inference.fetch import Fetcher, FetchError
+from meterid.inference.fetch import Fetcher
 from meterid.photos.images import file_sha256
-from meterid.review.photos import ReviewPhotos
+from meterid.review.photos import ReviewPhotos, scored_bytes
 from meterid.review.store import LabelStore, known_classes
 
 log = logging.getLogger(__name__)
@@ -176,16 +175,9 @@ def export_reviewed(params: Params, store: LabelStore) -> dict[str, int]:
 
 
 def _stage(fetcher: Fetcher, kept: ReviewPhotos, url: str, sha: str, folder: Path) -> None:
-    """The scored photo's bytes (the copy kept for review, else fetched again) as a .jpg or
-    .png in ``folder`` (other formats as PNG)."""
-    copy = kept.find(sha)
-    try:
-        data = copy.read_bytes() if copy is not None else fetcher.fetch(url).data
-    except FetchError as error:
-        log.warning("%s: %s; not exported", url, error)
-        return
-    if hashlib.sha256(data).hexdigest() != sha:
-        log.warning("%s changed since it was scored and reviewed; not exported", url)
+    """The scored photo's bytes as a .jpg or .png in ``folder`` (other formats as PNG)."""
+    data = scored_bytes(kept, fetcher, sha, url)
+    if data is None:
         return
     folder.mkdir(exist_ok=True)
     with Image.open(io.BytesIO(data)) as image:

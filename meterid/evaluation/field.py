@@ -9,7 +9,6 @@ for an audit): a harder set than the field at large, the same for both models.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -22,10 +21,10 @@ import torch
 
 from meterid.config import Params
 from meterid.inference.bundle import ModelBundle
-from meterid.inference.fetch import Fetcher, FetchError
+from meterid.inference.fetch import Fetcher
 from meterid.inference.predictor import Predictor
 from meterid.photos.images import ImageError, load_rgb
-from meterid.review.photos import ReviewPhotos
+from meterid.review.photos import ReviewPhotos, scored_bytes
 from meterid.review.store import LabelStore
 
 log = logging.getLogger(__name__)
@@ -80,13 +79,8 @@ def _bytes_of(sha: str, url: str, kept: ReviewPhotos, fetcher: Fetcher, folder: 
     copy = kept.find(sha)
     if copy is not None:
         return copy
-    try:
-        data = fetcher.fetch(url).data
-    except FetchError as error:
-        log.warning("field test set: %s: %s; left out", url, error)
-        return None
-    if hashlib.sha256(data).hexdigest() != sha:
-        log.warning("field test set: %s changed since it was reviewed; left out", url)
+    data = scored_bytes(kept, fetcher, sha, url)
+    if data is None:
         return None
     path = folder / sha
     path.write_bytes(data)

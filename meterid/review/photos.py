@@ -5,10 +5,15 @@ their audit sample is drawn after the run, so an audit photo is fetched from its
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 
 from meterid.core import ScoredRow
 from meterid.files import write_bytes_atomic
+from meterid.inference.fetch import Fetcher, FetchError
+
+log = logging.getLogger(__name__)
 
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif",
               "BMP": "bmp"}
@@ -30,3 +35,20 @@ class ReviewPhotos:
     def find(self, sha256: str) -> Path | None:
         return next(iter(sorted((self.root / sha256[:2]).glob(f"{sha256}.*"))), None)
 
+
+
+def scored_bytes(kept: ReviewPhotos, fetcher: Fetcher, sha256: str, url: str) -> bytes | None:
+    """The bytes a scoring run scored: the copy kept for review, else fetched again from
+    ``url`` and checked against ``sha256``; None (logged, with why) when neither can be had."""
+    copy = kept.find(sha256)
+    if copy is not None:
+        return copy.read_bytes()
+    try:
+        data = fetcher.fetch(url).data
+    except FetchError as error:
+        log.warning("%s: %s; no copy kept, left out", url, error)
+        return None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        log.warning("%s changed since it was scored; left out", url)
+        return None
+    return data
