@@ -693,8 +693,9 @@ def serve(
     ctx: typer.Context,
     postgres: Annotated[str | None, typer.Option(
         "--postgres", help="postgresql://user:password@host:port/DB: the Prefect server's state "
-        "in DB_prefect and MLflow's backend store in DB_mlflow (created when missing) instead of "
-        "SQLite (default: params serve.postgres_url).")] = None,
+        "in DB_prefect, MLflow's backend store in DB_mlflow and the reviewers' labels in "
+        "DB_review (created when missing) instead of SQLite (default: params "
+        "serve.postgres_url).")] = None,
     prefect_port: Annotated[int | None, typer.Option(
         min=1, max=65535, help="Prefect server and UI port (default: params serve.prefect_port)."
     )] = None,
