@@ -328,19 +328,21 @@ def written_password(url: str) -> str:
 
 
 def database_urls() -> dict[str, tuple[str, str]]:
-    """Prefect's and MLflow's database URLs: (as written, interpolated)."""
+    """Prefect's, MLflow's and the label store's database URLs: (as written, interpolated)."""
     written, model = raw()["services"], services()
-    key = "PREFECT_API_DATABASE_CONNECTION_URL"
+    key, review = "PREFECT_API_DATABASE_CONNECTION_URL", "METERID_REVIEW_STORE"
     return {
         "prefect": (written["prefect-server"]["environment"][key],
                     environment(model["prefect-server"])[key]),
         "mlflow": (option_value([str(a) for a in written["mlflow"]["command"]],
                                 "--backend-store-uri"),
                    option_value(argv(model["mlflow"]), "--backend-store-uri")),
+        "review": (raw()["x-clients"][review], environment(model["prefect-worker"])[review]),
     }
 
 
-@pytest.mark.parametrize("tool, driver", [("prefect", "asyncpg"), ("mlflow", "psycopg2")])
+@pytest.mark.parametrize("tool, driver", [("prefect", "asyncpg"), ("mlflow", "psycopg2"),
+                                          ("review", "psycopg2")])
 def test_database_urls_use_installed_drivers(tool: str, driver: str):
     from sqlalchemy.engine import make_url
 
@@ -351,7 +353,7 @@ def test_database_urls_use_installed_drivers(tool: str, driver: str):
     assert (url.host, url.port) == ("postgres", POSTGRES_PORT)
 
 
-@pytest.mark.parametrize("tool", ["prefect", "mlflow"])
+@pytest.mark.parametrize("tool", ["prefect", "mlflow", "review"])
 def test_database_role_and_password_come_from_the_init_script(tool: str):
     """The URL's role and database are created by the init script, with the password the
     postgres service hands it from the same .env variable."""
@@ -526,7 +528,7 @@ def test_every_variable_is_documented_in_env_example():
 def test_no_secret_is_committed():
     required = {name for name, op in compose_variables().items() if op == ":?"}
     secrets = {"POSTGRES_PASSWORD", "PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD",
-               "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"}
+               "REVIEW_DB_PASSWORD", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"}
     assert required == secrets
     assert all(env_example(optional=True)[name] == "" for name in secrets)
     for path in (COMPOSE, COMPOSE_S3):
