@@ -163,7 +163,7 @@ def test_the_model_page_shows_the_field_figures_of_a_version(project: Params, ti
     store.label("c" * 64, "ana", "beta", ["alpha", "beta"])   # top-1 "alpha": wrong
 
     app = _app("model")
-    versions = next(f.value for f in app.dataframe if "field_accuracy" in f.value)
-    assert versions["field_accuracy"][0] == 0.5 and versions["field_reviewed"][0] == 2
+    versions = next(f.value for f in app.dataframe if "reviewed_accuracy" in f.value)
+    assert versions["reviewed_accuracy"][0] == 0.5 and versions["reviewed"][0] == 2
     assert any(m.value == "50.0%" for m in app.metric)
     assert any("Auto-accept on" in s.value for s in app.success)  # no audit judged it yet

@@ -20,8 +20,10 @@ from meterid.registry import (
 from meterid.review.field import field_report
 from meterid.review.store import LabelStore, field_verdict, known_classes, open_store
 
+# field_accuracy: `meterid evaluate`'s, on the field test set of the day it was evaluated;
+# reviewed_accuracy: what it said at scoring time of the photos reviewers have labelled since.
 SIDE_BY_SIDE = ("version", "aliases", "accuracy", "macro_recall", "ece", "field_accuracy",
-                "field_reviewed", "data_version", "created", "promoted_by")
+                "reviewed_accuracy", "reviewed", "data_version", "created", "promoted_by")
 
 
 def page(params: Params) -> None:
@@ -32,9 +34,10 @@ def page(params: Params) -> None:
         return
     store, classes = open_store(params), known_classes(params)
     table = _side_by_side(versions, store, classes)
-    st.write("Each registered version: its test figures, and its field accuracy on the photos "
-             "reviewers labelled (the unsure ones and a random audit of the auto-accepted: "
-             "harder than the field at large).")
+    st.write("Each registered version: its test figures; its accuracy on the field test set "
+             "when it was evaluated (field_accuracy); and how right it was on the photos "
+             "reviewers have labelled since (reviewed_accuracy: the unsure ones and a random "
+             "audit of the auto-accepted, harder than the field at large).")
     st.dataframe(table, hide_index=True, column_order=SIDE_BY_SIDE)
     _promote(params, versions)
     chosen = st.selectbox("Version", [row["version"] for row in versions], key="model-version")
@@ -50,8 +53,8 @@ def _side_by_side(versions: list[dict], store: LabelStore, classes: list[str]) -
     rows = []
     for row in versions:
         field = field_report(store, row["version"], classes)
-        rows.append({**row, "aliases": ", ".join(row["aliases"]),
-                     "field_accuracy": field.accuracy, "field_reviewed": field.reviewed})
+        rows.append({"field_accuracy": None, **row, "aliases": ", ".join(row["aliases"]),
+                     "reviewed_accuracy": field.accuracy, "reviewed": field.reviewed})
     return pd.DataFrame(rows)
 
 
