@@ -96,6 +96,13 @@ def record_in_dvc(root: Path, targets: Sequence[str]) -> list[str]:
         log.warning("%s is not a DVC project (no .dvc/): %s not versioned; `dvc init` there "
                     "to version what the flows make", root.resolve(), ", ".join(targets))
         return []
+    stages = [target for target in targets if not target.endswith(".dvc")]
+    if stages and not (root / "dvc.yaml").is_file():
+        log.warning("%s has no dvc.yaml (`python -m meterid.pipeline > dvc.yaml` writes it): "
+                    "stages %s not recorded in dvc.lock", root.resolve(), ", ".join(stages))
+        targets = [target for target in targets if target.endswith(".dvc")]
+        if not targets:
+            return []
     from dvc.repo import Repo
 
     # DVC resolves targets and stage folders from the working directory (the flows' already)

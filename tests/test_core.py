@@ -18,7 +18,7 @@ from meterid.core import (
 
 
 def test_every_column_list_derives_from_the_scored_row():
-    from meterid.dashboard.data import SCORING_COLUMNS
+    from meterid.dashboard.data import SUMMARY_COLUMNS
     from meterid.inference.predictor import Prediction
     from meterid.scoring.sources import ROW, SOURCE
     from meterid.scoring.steps import OUTPUT_COLUMNS
@@ -31,7 +31,7 @@ def test_every_column_list_derives_from_the_scored_row():
     prediction = Prediction("a", False, ("a", "b"), (0.9, 0.1))
     assert set(prediction.columns()) < set(columns)  # the predictor fills the row's columns
     assert set(PREDICT_KEYS) - {"input"} < set(columns)
-    assert set(SCORING_COLUMNS) < set(columns)
+    assert set(SUMMARY_COLUMNS) < set(columns)
 
 
 def test_a_row_is_built_only_from_its_schema():

@@ -65,12 +65,15 @@ def test_what_a_flow_ran_is_recorded_in_dvc_lock(tmp_path: Path, caplog,
         here.chdir(tmp_path)
         with Repo(str(tmp_path)) as repo:
             repo.add("data/raw")  # as `meterid init` tracks a user's photos
+    photos = tracking_file(tmp_path, Path("data/raw"))
+    # a DVC project without the pipeline: the photos are recorded, the stage is named as not
+    assert record_in_dvc(tmp_path, [photos, "split"]) == [photos]
+    assert "has no dvc.yaml" in caplog.text and "stages split not recorded" in caplog.text
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"split": {
         "cmd": "meterid split", "deps": ["data/raw"], "outs": ["data/splits.csv"]}}}))
     (tmp_path / "data/splits.csv").write_text("path,label,split\n")
     (tmp_path / "data/raw/a/2.jpg").write_bytes(b"two")  # a photo added since `dvc add`
 
-    photos = tracking_file(tmp_path, Path("data/raw"))
     assert photos == "data/raw.dvc" and tracking_file(tmp_path, Path("data")) is None
     assert record_in_dvc(tmp_path, [photos, "split"]) == [photos, "split"]
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["split"]

@@ -179,7 +179,7 @@ def _check_retrain_page(api: PrefectApi, training: dict, project: Path,
     app = AppTest.from_file(str(REPO_ROOT / "meterid/dashboard/views/retrain.py"),
                             default_timeout=60).run()
     app.button(key="retrain-start").click().run()
-    assert not app.exception and not app.error, (app.exception, app.error)
+    assert not app.exception and not app.error, (app.exception, [e.value for e in app.error])
     [run] = api.flow_runs(training)
     assert any(f"flow run {run['name']}: Scheduled" in info.value for info in app.info)
 
