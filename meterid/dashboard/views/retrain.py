@@ -26,13 +26,13 @@ def page() -> None:
     st.caption(f"Prefect server: {server}; deployment {TRAINING}")
     if st.button("Start training", key="retrain-start", type="primary"):
         try:
-            st.session_state[RUN] = start_deployment(TRAINING).id
+            st.session_state[RUN] = start_deployment(server, TRAINING).id
         except Exception as error:  # noqa: BLE001 - the server's refusal is shown as it is
-            st.error(f"cannot start {TRAINING} on {server}: {error}")
+            st.error(f"cannot start {TRAINING} on {server}: {type(error).__name__}: {error}")
             return
     run_id = st.session_state.get(RUN)
     if run_id is not None:
-        run = flow_run_state(run_id)
+        run = flow_run_state(server, run_id)
         (st.success if run.state == "Completed" else st.error if run.final else st.info)(
             f"flow run {run.name}: {run.state}")
         if not run.final:
