@@ -20,6 +20,7 @@ from meterid.review.queue import review_queue
 from meterid.review.store import open_store
 from tests.conftest import REPO_ROOT
 from tests.dashboard.outputs import clustering_run, night, photo
+from tests.integration.production import register_versions
 
 pytestmark = pytest.mark.slow
 
@@ -56,18 +57,11 @@ def dashboard(project: Params, project_dir: Path) -> Iterator[str]:
 
 def test_a_reviewer_works_through_every_page_in_chromium(
         project: Params, project_dir: Path, tiny_model, small_demo: Path, dashboard: str):
-    import mlflow
 
     from meterid import registry
     from meterid.serve.screenshots import ensure_chromium, tour_dashboard
 
-    mlflow.set_experiment("dashboard")
-    versions = []
-    for _ in range(2):
-        with mlflow.start_run() as run:
-            info = registry.log_model(tiny_model)
-        versions.append(registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5}))
-    registry.promote(versions[0])
+    versions = register_versions(tiny_model, 2)
     for name in ("alpha", "beta"):
         (project.paths.raw_dir / name).mkdir(parents=True)
     table = night(project, project_dir).assign(model_version=versions[0])

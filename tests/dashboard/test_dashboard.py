@@ -15,6 +15,7 @@ from meterid.config import Params, load_params
 from meterid.core import ERROR, OK, ScoredRow
 from meterid.dashboard import data
 from tests.conftest import REPO_ROOT
+from tests.integration.production import register_versions
 
 APP = REPO_ROOT / "meterid" / "dashboard" / "app.py"
 
@@ -177,18 +178,11 @@ def test_meterid_dashboard_serves_on_localhost(project_dir: Path):
 
 
 def test_app_follows_a_promotion_without_a_restart(project: Params, tiny_model, project_dir: Path):
-    import mlflow
     from streamlit.testing.v1 import AppTest
 
     from meterid import registry
 
-    mlflow.set_experiment("dashboard")
-    versions = []
-    for _ in range(2):
-        with mlflow.start_run() as run:
-            info = registry.log_model(tiny_model)
-        versions.append(registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5}))
-    registry.promote(versions[0])
+    versions = register_versions(tiny_model, 2)
     photo = _photo(project_dir / "meter.png")
 
     def identified_by(app: AppTest) -> str:
@@ -246,18 +240,11 @@ def test_a_person_promotes_a_version_in_the_app_and_a_moved_champion_is_refused(
         project: Params, tiny_model, project_dir: Path):
     """The Model tab's promotion on a real MLflow registry: chosen, confirmed, recorded with who
     and when, exported; a confirmation after someone else promoted meanwhile is refused."""
-    import mlflow
     from streamlit.testing.v1 import AppTest
 
     from meterid import registry
 
-    mlflow.set_experiment("dashboard")
-    versions = []
-    for _ in range(3):
-        with mlflow.start_run() as run:
-            info = registry.log_model(tiny_model)
-        versions.append(registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5}))
-    registry.promote(versions[0])
+    versions = register_versions(tiny_model, 3)
 
     app = AppTest.from_file(str(APP), default_timeout=120).run()
     app.switch_page("views/model.py").run()

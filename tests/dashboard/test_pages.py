@@ -21,6 +21,7 @@ from meterid.review.queue import review_queue
 from meterid.review.store import NEW_TYPE, open_store
 from tests.conftest import REPO_ROOT
 from tests.dashboard.outputs import clustering_run, night
+from tests.integration.production import register_versions
 
 APP = REPO_ROOT / "meterid" / "dashboard" / "app.py"
 
@@ -146,14 +147,7 @@ def test_a_cluster_whose_status_moved_is_refused(project: Params, small_demo: Pa
 
 def test_the_model_page_shows_the_field_figures_of_a_version(project: Params, tiny_model,
                                                              project_dir: Path):
-    import mlflow
-
-    from meterid import registry
-
-    mlflow.set_experiment("dashboard")
-    with mlflow.start_run() as run:
-        info = registry.log_model(tiny_model)
-    version = registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5})
+    [version] = register_versions(tiny_model, 1)
     table = night(project, project_dir).assign(model_version=version)
     store = open_store(project)
     store.enqueue("night-1", review_queue(table, "night-1", 1.0, 0))

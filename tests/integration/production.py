@@ -15,6 +15,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from meterid.config import Params
+from meterid.inference.bundle import ModelBundle
 from tests.conftest import REPO_ROOT, write_params
 from tests.postgres import free_port
 
@@ -61,19 +62,21 @@ def write_night_list(project: Path, base_url: str, name: str) -> Path:
     return path
 
 
-def register_two_versions(tiny_model) -> None:  # noqa: ANN001 (a LoadedModel fixture)
-    """Versions 1 (champion) and 2 of meterid in the current MLFLOW_TRACKING_URI."""
+def register_versions(tiny_model: ModelBundle, count: int = 2) -> list[int]:
+    """``count`` versions of meterid in the current MLFLOW_TRACKING_URI, the first champion."""
     import mlflow
 
     from meterid import registry
     from meterid.tracking import use_experiment
 
     use_experiment("tiny-models")  # artifacts under the store's root, not ./mlruns
-    for _ in range(2):
+    versions = []
+    for _ in range(count):
         with mlflow.start_run() as run:
             info = registry.log_model(tiny_model)
-        registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5})
-    registry.promote(1)
+        versions.append(registry.register(info.model_uri, run.info.run_id, {"accuracy": 0.5}))
+    registry.promote(versions[0])
+    return versions
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from tests.conftest import REPO_ROOT
 from tests.integration.production import (
     PrefectApi,
     make_project,
-    register_two_versions,
+    register_versions,
     wait_healthy,
     write_night_list,
 )
@@ -50,7 +50,7 @@ def test_the_readme_recipe_runs_the_nightly_deployment_on_its_worker(
     project = make_project(tmp_path, params)
     store = f"sqlite:///{project}/mlflow/mlflow.db"  # what params.yaml's relative URI means
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    register_two_versions(tiny_model)  # as `make demo` leaves the project: a champion
+    register_versions(tiny_model)  # as `make demo` leaves the project: a champion
 
     port, bin_dir = free_port(), Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",

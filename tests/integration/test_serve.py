@@ -23,7 +23,7 @@ from tests.conftest import REPO_ROOT
 from tests.integration.production import (
     PrefectApi,
     make_project,
-    register_two_versions,
+    register_versions,
     write_night_list,
 )
 from tests.postgres import throwaway_postgres
@@ -131,7 +131,7 @@ def _exercise(project: Path, params: Params, tiny_model, monkeypatch: pytest.Mon
         assert f"MLflow UI:  {mlflow_url}" in stack.text()
         deployments = _check_deployments(api)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_url)
-        register_two_versions(tiny_model)  # through the server: registry and artifacts
+        register_versions(tiny_model)  # through the server: registry and artifacts
 
         with serve_folder(project / "photos") as base:
             first, artifacts = _night(api, stack, project, deployments["batch_scoring/nightly"],
