@@ -147,7 +147,8 @@ def test_a_cluster_whose_status_moved_is_refused(project: Params, small_demo: Pa
 
 def test_the_model_page_shows_the_field_figures_of_a_version(project: Params, tiny_model,
                                                              project_dir: Path):
-    [version] = register_versions(tiny_model, 1)
+    # evaluate's field-test-set figure, which the live reviewed figure must not overwrite
+    [version] = register_versions(tiny_model, 1, {"accuracy": 0.5, "field_accuracy": 0.9})
     table = night(project, project_dir).assign(model_version=version)
     store = open_store(project)
     store.enqueue("night-1", review_queue(table, "night-1", 1.0, 0))
@@ -159,5 +160,6 @@ def test_the_model_page_shows_the_field_figures_of_a_version(project: Params, ti
     app = _app("model")
     versions = next(f.value for f in app.dataframe if "reviewed_accuracy" in f.value)
     assert versions["reviewed_accuracy"][0] == 0.5 and versions["reviewed"][0] == 2
+    assert versions["field_accuracy"][0] == 0.9
     assert any(m.value == "50.0%" for m in app.metric)
     assert any("Auto-accept on" in s.value for s in app.success)  # no audit judged it yet
