@@ -45,12 +45,14 @@ import torch
 
 from meterid.config import Params, TrainConfig, load_params
 from meterid.data.split import read_splits
-from meterid.evaluation.evaluate import evaluate
+from meterid.decision.openset import EMBEDDING_SCORES, SCORES, OpenSetRule, Reference
+from meterid.evaluation.evaluate import EvaluationData, evaluate
 from meterid.evaluation.inputs import (
     EvaluationInputs,
     evaluation_data,
     evaluation_inputs,
 )
+from meterid.evaluation.operating_point import KNN_KS
 from meterid.model.classifier import MeterClassifier
 from meterid.training.outputs import finished_model
 from meterid.training.trainer import (
@@ -93,6 +95,7 @@ VARIANTS: dict[str, dict] = {
     "smooth": {"label_smoothing": 0.1},
     "two_stages": {"unfreeze": "last_two_stages"},  # its own cache pass
 }
+OPEN_SET_PREFIX = "open_set:"
 SHOWN = (("accuracy", "top-1"), ("macro_recall", "macro recall"), ("ece", "ECE"),
          ("ece_uncalibrated", "ECE at T=1"), ("temperature", "T"),
          ("unknown_flagged_share", "unseen flagged"), ("known_flagged_share", "known flagged"),
@@ -236,11 +239,13 @@ def _fit_and_evaluate(template: MeterClassifier, cache: dict[str, CachedSplit],
     model = model.cpu()  # as `meterid evaluate` reads it back from the checkpoint
     train_s = time.perf_counter() - start + cache_s * len(data["train_views"].targets) / max(
         1, len(cache["train_views"].targets))
-    evaluation = evaluate(model, evaluation_data(model, inputs, result.out_of_fold), frozen,
-                          project.evaluate, cfg.seed)
+    data = evaluation_data(model, inputs, result.out_of_fold)
+    evaluation = evaluate(model, data, frozen, project.evaluate, cfg.seed)
     return {**{key: float(evaluation.metrics.get(key, np.nan)) for key, _ in SHOWN},
             "unseen_flagged_at_5pct_known": unseen_flagged_at(evaluation.open_set_scores, 0.05),
-            "train_s": train_s, **_phase2_epochs(result.history)}
+            "train_s": train_s, **_phase2_epochs(result.history),
+            **open_set_capabilities(data, Reference(model.reference_embeddings.numpy(),
+                                                    model.reference_labels.numpy()))}
 
 
 def _phase2_epochs(history: list[dict]) -> dict[str, float]:
@@ -262,6 +267,40 @@ def unseen_flagged_at(scores: dict[str, np.ndarray], known_flagged: float) -> fl
         return float("nan")
     threshold = np.quantile(known, known_flagged)
     return float((np.concatenate(unseen) < threshold).mean())
+
+
+def open_set_capabilities(data: EvaluationData, reference: Reference) -> dict[str, float]:
+    """Every open-set score's share of held-out photos flagged at the threshold that flags 5% of
+    the known test photos (``unseen_flagged_at``), as ``open_set:<score>`` columns: the
+    candidates of the product's rule and those measured for it (``openset.SCORES``)."""
+    if data.held_out is None or not len(data.test):
+        return {}
+    out = {}
+    for score in SCORES:
+        for k in KNN_KS if score == "knn" else (0,):
+            if score in EMBEDDING_SCORES and not len(reference):
+                continue
+            rule = OpenSetRule(score, 0.0, k)
+            out[f"{OPEN_SET_PREFIX}{rule.label}"] = unseen_flagged_at(
+                {"known test photos": rule.scores(data.test, reference),
+                 "held-out brands": rule.scores(data.held_out.outputs, reference)}, 0.05)
+    return out
+
+
+def open_set_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and range over runs of each score's unseen share at 5% of known photos flagged, per
+    collection kind and variant, best first."""
+    columns = [c for c in runs.columns if c.startswith(OPEN_SET_PREFIX)]
+    if not columns:
+        return pd.DataFrame()
+    long = runs.melt(["collection", "variant"], columns, "score", "flagged").dropna()
+    long["score"] = long["score"].str.removeprefix(OPEN_SET_PREFIX)
+    table = long.groupby(["collection", "variant", "score"], sort=False)["flagged"].agg(
+        ["mean", "min", "max", "count"]).reset_index()
+    table = table.sort_values(["collection", "variant", "mean"], ascending=[True, True, False])
+    for key in ("mean", "min", "max"):
+        table[key] = table[key].map("{:.1%}".format)
+    return table.rename(columns={"mean": "unseen at 5% known", "count": "runs"})
 
 
 def _run_line(row: dict) -> str:
@@ -318,4 +357,6 @@ def run() -> pd.DataFrame:
     runs = pd.DataFrame(rows)
     if len(runs):
         print(summary_table(runs).to_string(index=False))
+        print("\nunseen photos flagged at 5% of known test photos flagged, by open-set score:")
+        print(open_set_table(runs).to_string(index=False))
     return runs

@@ -21,6 +21,7 @@ from meterid.decision.openset import (
     ModelOutputs,
     Reference,
     knn_score,
+    open_set_score,
     threshold_for_known_acceptance,
 )
 from meterid.evaluation.operating_point import (
@@ -177,6 +178,26 @@ def test_a_challenger_must_clear_both_bars_and_the_best_that_does_is_chosen():
     assert name == "energy" and "replaces the prior" in how
     kept, why = auto_choice(table[table["candidate"] != "energy"], prior)
     assert kept == prior and why.startswith(f"the prior {prior} kept (msp")  # the closest named
+
+
+def test_relative_mahalanobis_flags_a_photo_between_two_classes_first():
+    """A new variant of a known brand lies between known classes. Plain Mahalanobis finds it as
+    far from its nearest class as a photo displaced the same way away from every class; the
+    relative score (less the distance to all training photos) flags the one between them."""
+    rng = np.random.default_rng(0)
+    shared = np.r_[10.0, np.zeros(15)]  # a component every photo has
+    means = [shared + np.r_[0.0, side, np.zeros(14)] for side in (1.0, -1.0)]
+    train = np.concatenate([m + 0.1 * rng.standard_normal((200, 16)) for m in means])
+    reference = Reference(train.astype(np.float32), np.repeat([0, 1], 200))
+    between = (means[0] + means[1]) / 2
+    queries = np.stack([means[0], between, 2 * means[0] - between]).astype(np.float32)
+    at_class, mid, away = reference.mahalanobis_score(queries)
+    assert at_class > mid and mid == pytest.approx(away, rel=0.01)
+    at_class, mid, away = reference.relative_mahalanobis_score(queries)
+    assert at_class > mid and away > mid + 50
+    logits = np.array([[2.0, 0.5], [0.1, 0.3]])
+    assert open_set_score("max_logit", ModelOutputs(logits, logits, logits), Reference(
+        np.empty((0, 2)), np.empty(0))).tolist() == [2.0, 0.3]  # needs no reference
 
 
 def test_knn_score_leave_one_out_and_reference_needed():

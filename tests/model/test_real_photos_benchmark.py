@@ -68,6 +68,13 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
                     "known_flagged_share", "auto_accept_share"):
             assert 0 <= row[key] <= 1, key
         assert 1 <= row["prediction_set_mean_size"] <= 3 and row["train_s"] > 0
+        capabilities = {k: v for k, v in row.items() if k.startswith("open_set:")}
+        assert {"open_set:knn(k=5)", "open_set:max_logit",
+                "open_set:relative_mahalanobis"} <= set(capabilities)
+        assert all(0 <= v <= 1 for v in capabilities.values())
+        assert capabilities["open_set:knn(k=5)"] == row["unseen_flagged_at_5pct_known"]
     table = real_photos.summary_table(pd.DataFrame(rows))
     assert list(table["variant"]) == ["defaults", "four_views"]
     assert table["top-1"].str.contains("±").all() and np.all(table["runs"] == 1)
+    scores = real_photos.open_set_table(pd.DataFrame(rows))
+    assert len(scores) == 2 * len(capabilities) and (scores["runs"] == 1).all()
