@@ -25,7 +25,8 @@ Environment: ``REAL_PHOTOS_VARIANTS`` (names of ``VARIANTS``), ``REAL_PHOTOS_COL
 (e.g. ``upstream:0,upstream:1,cut:0``: kind and seed), ``REAL_PHOTOS_TRAIN`` (JSON overrides of
 the train section for every run, e.g. ``{"device": "cuda", "workers": 14}``),
 ``REAL_PHOTOS_PER_CLASS`` (cap photos a class, for a quick look), ``REAL_PHOTOS_DEADLINE_S``
-(start no run after this many seconds), ``REAL_PHOTOS_OUT`` (a CSV of every run).
+(start no run after this many seconds), ``REAL_PHOTOS_OUT`` (a CSV of every run),
+``REAL_PHOTOS_OUTPUTS`` (a folder: each run's model outputs, ``save_outputs``).
 """
 
 from __future__ import annotations
@@ -215,14 +216,20 @@ def run_group(collection: Collection, names: list[str], params: Params, deadline
             print(f"  deadline: {name} not run", flush=True)
             continue
         row = {"collection": collection.kind, "seed": collection.seed, "variant": name,
-               **_fit_and_evaluate(template, cache, collection, cfg, inputs, project, cache_s)}
+               **_fit_and_evaluate(template, cache, collection, cfg, inputs, project, cache_s,
+                                   _outputs_path(collection, name))}
         print("  " + _run_line(row), flush=True)
         yield row
 
 
+def _outputs_path(collection: Collection, variant: str) -> Path | None:
+    folder = os.environ.get("REAL_PHOTOS_OUTPUTS")
+    return Path(folder) / f"{collection.kind}{collection.seed}_{variant}.npz" if folder else None
+
+
 def _fit_and_evaluate(template: MeterClassifier, cache: dict[str, CachedSplit],
                       collection: Collection, cfg: TrainConfig, inputs: EvaluationInputs,
-                      project: Params, cache_s: float) -> dict:
+                      project: Params, cache_s: float, outputs_path: Path | None) -> dict:
     """One variant: a fresh copy of the model (the same initial head), its views of the cache,
     the phases, then evaluation as ``meterid evaluate`` does it."""
     start = time.perf_counter()
@@ -241,11 +248,13 @@ def _fit_and_evaluate(template: MeterClassifier, cache: dict[str, CachedSplit],
         1, len(cache["train_views"].targets))
     data = evaluation_data(model, inputs, result.out_of_fold)
     evaluation = evaluate(model, data, frozen, project.evaluate, cfg.seed)
+    reference = Reference(model.reference_embeddings.numpy(), model.reference_labels.numpy())
+    if outputs_path:
+        save_outputs(outputs_path, data, reference)
     return {**{key: float(evaluation.metrics.get(key, np.nan)) for key, _ in SHOWN},
             "unseen_flagged_at_5pct_known": unseen_flagged_at(evaluation.open_set_scores, 0.05),
             "train_s": train_s, **_phase2_epochs(result.history),
-            **open_set_capabilities(data, Reference(model.reference_embeddings.numpy(),
-                                                    model.reference_labels.numpy()))}
+            **open_set_capabilities(data, reference)}
 
 
 def _phase2_epochs(history: list[dict]) -> dict[str, float]:
@@ -267,6 +276,23 @@ def unseen_flagged_at(scores: dict[str, np.ndarray], known_flagged: float) -> fl
         return float("nan")
     threshold = np.quantile(known, known_flagged)
     return float((np.concatenate(unseen) < threshold).mean())
+
+
+def save_outputs(path: Path, data: EvaluationData, reference: Reference) -> None:
+    """The model's outputs on the known test, validation and held-out photos, and its
+    reference embeddings: open-set scores can be tried on them without training again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sets = {"test": data.test, "val": data.val}
+    if data.held_out is not None:
+        sets["held_out"] = data.held_out.outputs
+    arrays = {f"{name}_{part}": getattr(outputs, part) for name, outputs in sets.items()
+              for part in ("logits", "probabilities", "embeddings")}
+    np.savez_compressed(path, **arrays, test_targets=data.test_targets,
+                        val_targets=data.val_targets,
+                        held_out_brands=(data.held_out.brands if data.held_out is not None
+                                         else np.array([], dtype=str)),
+                        reference_embeddings=reference.embeddings,
+                        reference_labels=reference.labels, temperature=data.test.temperature)
 
 
 def open_set_capabilities(data: EvaluationData, reference: Reference) -> dict[str, float]:

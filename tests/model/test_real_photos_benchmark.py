@@ -56,6 +56,7 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     collection = real_photos.Collection("upstream", 0, GROCERY / "raw", unseen,
                                         upstream[upstream["label"].isin(labels)])
     monkeypatch.setenv("REAL_PHOTOS_TRAIN", json.dumps(TINY))
+    monkeypatch.setenv("REAL_PHOTOS_OUTPUTS", str(tmp_path / "outputs"))
     quick = params.model_copy(update={"evaluate": params.evaluate.model_copy(
         update={"non_meter_scenes": 4})})
 
@@ -76,5 +77,8 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     table = real_photos.summary_table(pd.DataFrame(rows))
     assert list(table["variant"]) == ["defaults", "four_views"]
     assert table["top-1"].str.contains("±").all() and np.all(table["runs"] == 1)
+    saved = np.load(tmp_path / "outputs" / "upstream0_defaults.npz")
+    assert len(saved["held_out_embeddings"]) == len(saved["held_out_brands"]) == 6
+    assert len(saved["test_logits"]) == len(saved["test_targets"]) > 0
     scores = real_photos.open_set_table(pd.DataFrame(rows))
     assert len(scores) == 2 * len(capabilities) and (scores["runs"] == 1).all()
