@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import real_photos
+from benchmarks import open_set_scores, real_photos
 from meterid.config import Params
 
 GROCERY = real_photos.collection_dir()
@@ -80,5 +80,10 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     saved = np.load(tmp_path / "outputs" / "upstream0_defaults.npz")
     assert len(saved["held_out_embeddings"]) == len(saved["held_out_brands"]) == 6
     assert len(saved["test_logits"]) == len(saved["test_targets"]) > 0
+    tried = open_set_scores.run()  # reads the runs just saved
+    assert {"knn(k=5)", "residual(64)", "knn(k=1) x msp"} <= set(tried.index)
+    assert tried["mean"].between(0, 1).all() and (tried["min"] <= tried["max"]).all()
+    assert tried.loc["knn(k=5)", "mean"] == pytest.approx(  # the rule's score, as printed
+        np.mean([r["unseen_flagged_at_5pct_known"] for r in rows]), abs=1e-3)
     scores = real_photos.open_set_table(pd.DataFrame(rows))
     assert len(scores) == 2 * len(capabilities) and (scores["runs"] == 1).all()
