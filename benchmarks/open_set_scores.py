@@ -22,7 +22,6 @@ import pandas as pd
 from sklearn.decomposition import PCA
 
 from benchmarks.real_photos import unseen_flagged_at
-from meterid.evaluation.operating_point import KNN_KS
 from meterid.decision.openset import (
     SCORES,
     ModelOutputs,
@@ -31,6 +30,7 @@ from meterid.decision.openset import (
     normalize,
     open_set_score,
 )
+from meterid.evaluation.operating_point import KNN_KS
 
 Score = Callable[[ModelOutputs], np.ndarray]
 PAIRS = (("knn(k=1)", "msp"), ("knn(k=5)", "msp"), ("knn(k=1)", "mahalanobis"))
