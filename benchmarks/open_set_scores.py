@@ -7,7 +7,8 @@ collection's name starts the file name, so ``OPEN_SET_RUNS=upstream`` takes thos
 Besides the product's scores (``openset.SCORES``) it tries two families the issue asked about
 for near-unseen variants: the residual norm outside the training embeddings' first principal
 directions (the feature half of ViM, Wang et al. 2022), and a pair of scores combined as the
-product of their tail probabilities under the known validation photos (neither is a product
+product of their tail probabilities under the known validation photos; and kNN on the
+pretrained backbone's embeddings, kept per collection by ``real_photos`` (none is a product
 score; docs/real-photos.md says what they gave).
 """
 
@@ -15,17 +16,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from benchmarks.real_photos import unseen_flagged_at
+from benchmarks.real_photos import PRETRAINED, unseen_flagged_at
 from meterid.decision.openset import (
     SCORES,
     ModelOutputs,
     Reference,
+    knn_score,
     known_vs_unknown_auroc,
     normalize,
     open_set_score,
@@ -33,17 +36,34 @@ from meterid.decision.openset import (
 from meterid.evaluation.operating_point import KNN_KS
 
 Score = Callable[[ModelOutputs], np.ndarray]
-PAIRS = (("knn(k=1)", "msp"), ("knn(k=5)", "msp"), ("knn(k=1)", "mahalanobis"))
+PAIRS: tuple[tuple[str, str], ...] = (("knn(k=1)", "msp"), ("knn(k=5)", "msp"),
+                                      ("knn(k=1)", "mahalanobis"))
 
 
-def load_run(path: Path) -> tuple[dict[str, ModelOutputs], Reference, np.ndarray]:
-    """The saved outputs (``real_photos.save_outputs``) of test, val and held-out photos."""
-    saved = np.load(path)
-    sets = {name: ModelOutputs(saved[f"{name}_logits"], saved[f"{name}_probabilities"],
-                               saved[f"{name}_embeddings"], float(saved["temperature"]))
-            for name in ("test", "val", "held_out")}
-    reference = Reference(saved["reference_embeddings"], saved["reference_labels"])
-    return sets, reference, saved["held_out_brands"]
+@dataclass(frozen=True)
+class SavedRun:
+    """One run's outputs (``real_photos.save_outputs``) on the test, val and held-out photos,
+    and its collection's pretrained-backbone embeddings when they were kept."""
+
+    sets: dict[str, ModelOutputs]
+    reference: Reference
+    brands: np.ndarray
+    pretrained: dict[str, np.ndarray] | None
+
+    @classmethod
+    def load(cls, path: Path) -> SavedRun:
+        saved = np.load(path)
+        sets = {name: ModelOutputs(saved[f"{name}_logits"], saved[f"{name}_probabilities"],
+                                   saved[f"{name}_embeddings"], float(saved["temperature"]))
+                for name in ("test", "val", "held_out")}
+        reference = Reference(saved["reference_embeddings"], saved["reference_labels"])
+        collection = path.stem.split("_")[0]
+        kept = path.with_name(f"{collection}_{PRETRAINED}.npz")
+        pretrained = dict(np.load(kept)) if kept.is_file() else None
+        if pretrained is not None and len(pretrained["reference"]) != len(reference):
+            raise ValueError(f"{kept} has {len(pretrained['reference'])} training photos, "
+                             f"{path} {len(reference)}: not the same collection")
+        return cls(sets, reference, saved["held_out_brands"], pretrained)
 
 
 def residual_score(reference: Reference, dimensions: int) -> Score:
@@ -68,7 +88,16 @@ def tail_product(first: Score, second: Score, known: ModelOutputs) -> Score:
     return lambda outputs: tail(first(outputs), known_first) + tail(second(outputs), known_second)
 
 
-def scores_of(sets: dict[str, ModelOutputs], reference: Reference) -> dict[str, Score]:
+def pretrained_knn(run: SavedRun, k: int) -> Score:
+    """kNN on the pretrained backbone's embeddings, which fine-tuning has not narrowed to what
+    tells the known classes apart. The outputs are matched to their set by identity."""
+    assert run.pretrained is not None
+    by_set = {id(outputs): run.pretrained[name] for name, outputs in run.sets.items()}
+    return lambda outputs: knn_score(run.pretrained["reference"], by_set[id(outputs)], k)
+
+
+def scores_of(run: SavedRun) -> dict[str, Score]:
+    sets, reference = run.sets, run.reference
     scores: dict[str, Score] = {}
     for name in SCORES:
         for k in KNN_KS if name == "knn" else (5,):
@@ -76,16 +105,22 @@ def scores_of(sets: dict[str, ModelOutputs], reference: Reference) -> dict[str, 
             scores[label] = (lambda outputs, name=name, k=k:
                              open_set_score(name, outputs, reference, k))
     scores["residual(64)"] = residual_score(reference, 64)
-    for first, second in PAIRS:
+    pairs = PAIRS
+    if run.pretrained is not None:
+        for k in (1, 5):
+            scores[f"pretrained knn(k={k})"] = pretrained_knn(run, k)
+        pairs += (("knn(k=1)", "pretrained knn(k=1)"), ("knn(k=5)", "pretrained knn(k=5)"))
+    for first, second in pairs:
         scores[f"{first} x {second}"] = tail_product(scores[first], scores[second], sets["val"])
     return scores
 
 
 def run_rows(path: Path) -> list[dict]:
-    sets, reference, brands = load_run(path)
+    run = SavedRun.load(path)
+    brands = run.brands
     rows = []
-    for name, score in scores_of(sets, reference).items():
-        known, unseen = score(sets["test"]), score(sets["held_out"])
+    for name, score in scores_of(run).items():
+        known, unseen = score(run.sets["test"]), score(run.sets["held_out"])
         row = {"run": path.stem, "score": name,
                "unseen at 5% known": unseen_flagged_at({"known test photos": known,
                                                         "held-out brands": unseen}, 0.05),
@@ -112,8 +147,8 @@ def score_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def run() -> pd.DataFrame:
     folder = os.environ.get("REAL_PHOTOS_OUTPUTS")
-    runs = sorted(Path(folder).glob(f"{os.environ.get('OPEN_SET_RUNS', '')}*.npz")
-                  ) if folder else []
+    runs = sorted(p for p in Path(folder).glob(f"{os.environ.get('OPEN_SET_RUNS', '')}*.npz")
+                  if not p.stem.endswith(PRETRAINED)) if folder else []
     if not runs:
         print("no saved runs (REAL_PHOTOS_OUTPUTS, made by real_photos): skipped")
         return pd.DataFrame()

@@ -64,6 +64,7 @@ from meterid.training.trainer import (
     covering_cache_config,
     cut_views,
     fit_on_cache,
+    logits_from_activations,
     loss_weights_for,
 )
 
@@ -97,6 +98,7 @@ VARIANTS: dict[str, dict] = {
     "two_stages": {"unfreeze": "last_two_stages"},  # its own cache pass
 }
 OPEN_SET_PREFIX = "open_set:"
+PRETRAINED = "pretrained"  # the file of a collection's pretrained-backbone embeddings
 SHOWN = (("accuracy", "top-1"), ("macro_recall", "macro recall"), ("ece", "ECE"),
          ("ece_uncalibrated", "ECE at T=1"), ("temperature", "T"),
          ("unknown_flagged_share", "unseen flagged"), ("known_flagged_share", "known flagged"),
@@ -211,6 +213,8 @@ def run_group(collection: Collection, names: list[str], params: Params, deadline
     inputs = evaluation_inputs(template, collection.splits, project)
     print(f"  {collection.name}: {len(collection.splits)} photos, cache {cache_s:.0f} s, "
           f"evaluation sets {time.perf_counter() - start - cache_s:.0f} s", flush=True)
+    if pretrained_path := _outputs_path(collection, PRETRAINED):
+        save_pretrained_embeddings(pretrained_path, template, cache["train"], inputs)
     for name, cfg in configs.items():
         if time.perf_counter() > deadline:
             print(f"  deadline: {name} not run", flush=True)
@@ -293,6 +297,18 @@ def save_outputs(path: Path, data: EvaluationData, reference: Reference) -> None
                                          else np.array([], dtype=str)),
                         reference_embeddings=reference.embeddings,
                         reference_labels=reference.labels, temperature=data.test.temperature)
+
+
+def save_pretrained_embeddings(path: Path, untrained: MeterClassifier, train: CachedSplit,
+                               inputs: EvaluationInputs) -> None:
+    """The pretrained backbone's embeddings (no fine-tuning) of the training, test, validation
+    and held-out photos, in the order ``save_outputs`` keeps: the same for every variant."""
+    sets = {"reference": train, "test": inputs.test, "val": inputs.val}
+    if inputs.held_out is not None:
+        sets["held_out"] = inputs.held_out
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **{name: logits_from_activations(untrained, split.activations)[1]
+                                 .numpy() for name, split in sets.items()})
 
 
 def open_set_capabilities(data: EvaluationData, reference: Reference) -> dict[str, float]:
