@@ -4,12 +4,14 @@ saved runs), its AUROC, and the same share brand by brand.
 
 It reads the runs ``real_photos`` kept in ``REAL_PHOTOS_OUTPUTS`` (one ``.npz`` a run; a
 collection's name starts the file name, so ``OPEN_SET_RUNS=upstream`` takes those runs only).
-Besides the product's scores (``openset.SCORES``) it tries two families the issue asked about
-for near-unseen variants: the residual norm outside the training embeddings' first principal
-directions (the feature half of ViM, Wang et al. 2022), and a pair of scores combined as the
-product of their tail probabilities under the known validation photos; and kNN on the
-pretrained backbone's embeddings, kept per collection by ``real_photos`` (none is a product
-score; docs/real-photos.md says what they gave).
+Besides the product's scores (``openset.SCORES``) it tries three more for near-unseen
+variants (none is a product score; docs/real-photos.md says what they gave):
+- the residual norm outside the training embeddings' first principal directions (the feature
+  half of ViM, Wang et al. 2022);
+- two scores combined as the product of their tail probabilities under the known validation
+  photos;
+- kNN on the pretrained backbone's embeddings, kept per collection by ``real_photos``.
+``OPEN_SET_PLOT`` names a PNG of the best scores' shares brand by brand.
 """
 
 from __future__ import annotations
@@ -145,6 +147,30 @@ def score_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.round(3)
 
 
+def plot_by_brand(table: pd.DataFrame, path: Path, shown: int = 6) -> None:
+    """Bars of each held-out brand's flagged share for the ``shown`` best scores."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    brands = [c for c in table.columns if c not in ("mean", "min", "max", "AUROC")]
+    best = table.head(shown)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(best)
+    for i, (score, row) in enumerate(best.iterrows()):
+        ax.bar(np.arange(len(brands)) + i * width, row[brands].to_numpy(float), width,
+               label=f"{score} ({row['mean']:.0%})")
+    ax.axhline(0.05, color="grey", linestyle="--", linewidth=1)
+    ax.text(-0.1, 0.06, "chance: 5%", color="grey")
+    ax.set_xticks(np.arange(len(brands)) + 0.4 - width / 2, brands, fontsize=8)
+    ax.set_ylabel("held-out photos flagged\nat 5% of known flagged")
+    ax.legend(fontsize=7, title="score (all brands)", title_fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def run() -> pd.DataFrame:
     folder = os.environ.get("REAL_PHOTOS_OUTPUTS")
     runs = sorted(p for p in Path(folder).glob(f"{os.environ.get('OPEN_SET_RUNS', '')}*.npz")
@@ -156,4 +182,7 @@ def run() -> pd.DataFrame:
     table = score_table(pd.DataFrame([row for path in runs for row in run_rows(path)]))
     print("unseen photos flagged at 5% of known test photos flagged:")
     print(table.to_string())
+    if plot := os.environ.get("OPEN_SET_PLOT"):
+        plot_by_brand(table, Path(plot))
+        print(f"by brand: {plot}")
     return table

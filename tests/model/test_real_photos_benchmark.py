@@ -80,11 +80,13 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     saved = np.load(tmp_path / "outputs" / "upstream0_defaults.npz")
     assert len(saved["held_out_embeddings"]) == len(saved["held_out_brands"]) == 6
     assert len(saved["test_logits"]) == len(saved["test_targets"]) > 0
+    monkeypatch.setenv("OPEN_SET_PLOT", str(tmp_path / "by_brand.png"))
     tried = open_set_scores.run()  # reads the runs just saved
     assert {"knn(k=5)", "residual(64)", "knn(k=1) x msp", "pretrained knn(k=1)",
             "knn(k=1) x pretrained knn(k=1)"} <= set(tried.index)
     assert tried["mean"].between(0, 1).all() and (tried["min"] <= tried["max"]).all()
     assert tried.loc["knn(k=5)", "mean"] == pytest.approx(  # the rule's score, as printed
         np.mean([r["unseen_flagged_at_5pct_known"] for r in rows]), abs=1e-3)
+    assert (tmp_path / "by_brand.png").stat().st_size > 0
     scores = real_photos.open_set_table(pd.DataFrame(rows))
     assert len(scores) == 2 * len(capabilities) and (scores["runs"] == 1).all()
