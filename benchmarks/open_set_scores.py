@@ -71,7 +71,8 @@ class SavedRun:
 def residual_score(reference: Reference, dimensions: int) -> Score:
     """Minus the norm of an embedding outside the training embeddings' first principal
     directions."""
-    pca = PCA(min(dimensions, len(reference) - 1)).fit(normalize(reference.embeddings))
+    pca = PCA(min(dimensions, len(reference) - 1), random_state=0).fit(
+        normalize(reference.embeddings))
 
     def score(outputs: ModelOutputs) -> np.ndarray:
         centred = normalize(outputs.embeddings) - pca.mean_
