@@ -5,11 +5,12 @@ Scores compared on held-out brands: max-softmax probability (MSP) of the calibra
 energy score (log-sum-exp of the logits), the cosine similarity to the k-th nearest training
 embedding (kNN, OpenOOD's KNN baseline) and a Mahalanobis score (class means with one shared,
 Ledoit-Wolf-shrunk covariance of the normalised embeddings; Lee et al. 2018). Two more are
-measured by ``benchmarks/real_photos.py`` for near-unseen variants of known brands, and are not
-candidates of the rule yet: the maximum logit (Vaze et al. 2022: a good closed-set classifier's
-max logit rivals dedicated open-set methods on fine-grained classes) and the relative
-Mahalanobis score (Ren et al. 2021: the class distance minus the distance under one Gaussian of
-all training photos, which cancels the directions every photo varies in).
+measured by ``benchmarks/real_photos.py`` for near-unseen variants of known brands; neither
+beat kNN there (docs/real-photos.md, step 10), so they are not candidates of the rule: the
+maximum logit (Vaze et al. 2022: a good closed-set classifier's max logit rivals dedicated
+open-set methods on fine-grained classes) and the relative Mahalanobis score (Ren et al. 2021:
+the class distance minus the distance under one Gaussian of all training photos, which cancels
+the directions every photo varies in).
 
 An operating point is what users live with, not an AUROC: the threshold is the score that accepts
 a stated share of known photos the model was not trained on (``threshold_for_known_acceptance``).
