@@ -19,23 +19,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from benchmarks.real_photos import PRETRAINED, unseen_flagged_at
+from benchmarks.real_photos import PRETRAINED, product_scores, unseen_flagged_at
 from meterid.decision.openset import (
-    SCORES,
     ModelOutputs,
     Reference,
     knn_score,
     known_vs_unknown_auroc,
     normalize,
-    open_set_score,
 )
-from meterid.evaluation.operating_point import KNN_KS
 
 Score = Callable[[ModelOutputs], np.ndarray]
 PAIRS: tuple[tuple[str, str], ...] = (("knn(k=1)", "msp"), ("knn(k=5)", "msp"),
@@ -101,12 +99,8 @@ def pretrained_knn(run: SavedRun, k: int) -> Score:
 
 def scores_of(run: SavedRun) -> dict[str, Score]:
     sets, reference = run.sets, run.reference
-    scores: dict[str, Score] = {}
-    for name in SCORES:
-        for k in KNN_KS if name == "knn" else (5,):
-            label = f"knn(k={k})" if name == "knn" else name
-            scores[label] = (lambda outputs, name=name, k=k:
-                             open_set_score(name, outputs, reference, k))
+    scores: dict[str, Score] = {label: partial(rule.scores, reference=reference)
+                                for label, rule in product_scores(reference).items()}
     scores["residual(64)"] = residual_score(reference, 64)
     pairs = PAIRS
     if run.pretrained is not None:

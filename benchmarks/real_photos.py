@@ -311,22 +311,24 @@ def save_pretrained_embeddings(path: Path, untrained: MeterClassifier, train: Ca
                                  .numpy() for name, split in sets.items()})
 
 
+def product_scores(reference: Reference) -> dict[str, OpenSetRule]:
+    """Every score of ``openset.SCORES`` (kNN at each of the rule's ``KNN_KS``) the reference
+    allows, by its label; thresholds unset."""
+    return {rule.label: rule for score in SCORES
+            for rule in (OpenSetRule(score, 0.0, k) for k in (KNN_KS if score == "knn" else (5,)))
+            if len(reference) or score not in EMBEDDING_SCORES}
+
+
 def open_set_capabilities(data: EvaluationData, reference: Reference) -> dict[str, float]:
     """Every open-set score's share of held-out photos flagged at the threshold that flags 5% of
     the known test photos (``unseen_flagged_at``), as ``open_set:<score>`` columns: the
     candidates of the product's rule and those measured for it (``openset.SCORES``)."""
     if data.held_out is None or not len(data.test):
         return {}
-    out = {}
-    for score in SCORES:
-        for k in KNN_KS if score == "knn" else (0,):
-            if score in EMBEDDING_SCORES and not len(reference):
-                continue
-            rule = OpenSetRule(score, 0.0, k)
-            out[f"{OPEN_SET_PREFIX}{rule.label}"] = unseen_flagged_at(
+    return {f"{OPEN_SET_PREFIX}{label}": unseen_flagged_at(
                 {"known test photos": rule.scores(data.test, reference),
                  "held-out brands": rule.scores(data.held_out.outputs, reference)}, 0.05)
-    return out
+            for label, rule in product_scores(reference).items()}
 
 
 def open_set_table(runs: pd.DataFrame) -> pd.DataFrame:
