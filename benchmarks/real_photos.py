@@ -57,6 +57,7 @@ from meterid.evaluation.operating_point import KNN_KS
 from meterid.model.classifier import MeterClassifier
 from meterid.training.outputs import finished_model
 from meterid.training.trainer import (
+    CACHE_KEYS,
     CachedSplit,
     build_model,
     cache_splits,
@@ -95,7 +96,9 @@ VARIANTS: dict[str, dict] = {
                      "phase2": {"epochs": 12, "lr_schedule": "cosine", "early_stopping": True}},
     # Not measured yet (docs/real-photos.md): candidates for the next sweep
     "smooth": {"label_smoothing": 0.1},
-    "two_stages": {"unfreeze": "last_two_stages"},  # its own cache pass
+    "two_stages": {"unfreeze": "last_two_stages"},  # each of these has its own cache pass
+    "size288": {"image_size": 288},
+    "size320": {"image_size": 320},
 }
 OPEN_SET_PREFIX = "open_set:"
 PRETRAINED = "pretrained"  # the file of a collection's pretrained-backbone embeddings
@@ -196,13 +199,30 @@ def variant_config(base: TrainConfig, overrides: dict, seed: int) -> TrainConfig
 
 def run_group(collection: Collection, names: list[str], params: Params, deadline: float
               ) -> Iterator[dict]:
-    """Every variant of ``names`` on one collection and training seed, on one cache pass."""
-    project = params.model_copy(update={"paths": params.paths.model_copy(update={
-        "raw_dir": collection.raw_dir, "unknown_dir": collection.unseen_dir})})
+    """Every variant of ``names`` on one collection and training seed: one cache pass for each
+    group of variants that can share one (``cache_groups``)."""
     base = variant_config(params.train, json.loads(os.environ.get("REAL_PHOTOS_TRAIN", "{}")),
                           collection.seed)
     configs = {name: variant_config(base, VARIANTS[name], collection.seed) for name in names}
+    for group in cache_groups(configs):
+        yield from _run_cache_group(collection, group, params, deadline)
+
+
+def cache_groups(configs: dict[str, TrainConfig]) -> list[dict[str, TrainConfig]]:
+    """``configs`` grouped by what their cache pass depends on (backbone, weights, unfreeze,
+    input size, augmentation), in their order."""
+    groups: dict[str, dict[str, TrainConfig]] = {}
+    for name, cfg in configs.items():
+        key = json.dumps(cfg.model_dump(include=set(CACHE_KEYS)), sort_keys=True, default=str)
+        groups.setdefault(key, {})[name] = cfg
+    return list(groups.values())
+
+
+def _run_cache_group(collection: Collection, configs: dict[str, TrainConfig], params: Params,
+                     deadline: float) -> Iterator[dict]:
     shared = covering_cache_config(list(configs.values()), collection.splits)
+    project = params.model_copy(update={"train": shared, "paths": params.paths.model_copy(
+        update={"raw_dir": collection.raw_dir, "unknown_dir": collection.unseen_dir})})
     classes = sorted(collection.splits["label"].unique())
     torch.manual_seed(shared.seed)
     start = time.perf_counter()
@@ -211,8 +231,9 @@ def run_group(collection: Collection, names: list[str], params: Params, deadline
                          params.validate_.max_pixels, next(template.parameters()).device)
     cache_s = time.perf_counter() - start
     inputs = evaluation_inputs(template, collection.splits, project)
-    print(f"  {collection.name}: {len(collection.splits)} photos, cache {cache_s:.0f} s, "
-          f"evaluation sets {time.perf_counter() - start - cache_s:.0f} s", flush=True)
+    print(f"  {collection.name} ({', '.join(configs)}): {len(collection.splits)} photos, "
+          f"cache {cache_s:.0f} s, evaluation sets {time.perf_counter() - start - cache_s:.0f} s",
+          flush=True)
     if pretrained_path := _outputs_path(collection, PRETRAINED):
         save_pretrained_embeddings(pretrained_path, template, cache["train"], inputs)
     for name, cfg in configs.items():

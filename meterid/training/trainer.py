@@ -193,14 +193,17 @@ def cut_views(cached: dict[str, CachedSplit], splits: pd.DataFrame, classes: lis
     return out
 
 
+# What a cache pass depends on: configs equal in these can share one.
+CACHE_KEYS = ("backbone", "weights", "unfreeze", "image_size", "augment")
+
+
 def covering_cache_config(configs: list[TrainConfig], splits: pd.DataFrame) -> TrainConfig:
     """The config of one cache pass that holds the rows of every config of ``configs`` (for
     ``cut_views``): each photo gets as many views as the config that gives its class the most,
     colour and grayscale."""
     first = configs[0]
     for cfg in configs[1:]:
-        different = [key for key in ("backbone", "weights", "unfreeze", "image_size", "augment")
-                     if getattr(cfg, key) != getattr(first, key)]
+        different = [key for key in CACHE_KEYS if getattr(cfg, key) != getattr(first, key)]
         if different:
             raise ValueError(f"configs differ in {different}: they cannot share a cache pass")
 

@@ -42,6 +42,22 @@ def test_the_upstream_split_and_a_user_sized_cut_keep_test_photos_apart():
     assert real_photos.user_cut(upstream, seed=0).equals(cut)  # the seed decides
 
 
+def test_variants_share_a_cache_pass_unless_its_input_differs(params: Params):
+    names = ["defaults", "size288", "four_views", "two_stages", "smooth"]
+    configs = {n: real_photos.variant_config(params.train, real_photos.VARIANTS[n], 0)
+               for n in names}
+
+    groups = real_photos.cache_groups(configs)
+
+    assert [list(group) for group in groups] == [["defaults", "four_views", "smooth"],
+                                                 ["size288"], ["two_stages"]]
+    assert groups[1]["size288"].image_size == 288
+    for group in groups:  # each group is one pass the trainer accepts
+        covering = real_photos.covering_cache_config(list(group.values()), pd.DataFrame(
+            {"path": ["a.jpg"], "label": ["a"], "split": ["train"]}))
+        assert covering.image_size == next(iter(group.values())).image_size
+
+
 @pytest.mark.slow
 @needs_grocery
 def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: Path,
