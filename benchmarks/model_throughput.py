@@ -21,6 +21,7 @@ from meterid.model.backbones import build_backbone
 
 BATCH = 32
 REPEATS = 3
+DESIGN_SIZE = 224  # the design's input: the scoring cost of another size is shown beside it
 
 
 def images_per_second(model: Callable[[torch.Tensor], object], batch: torch.Tensor,
@@ -54,6 +55,7 @@ def run() -> dict:
         print(f"{name:20s} NCHW {nchw:6.1f} img/s | channels_last {last:6.1f} "
               f"({last / nchw:.2f}x) | + bf16 autocast {bf16:6.1f} ({bf16 / nchw:.2f}x)")
     results["stem"] = _stem_engines(size)
+    results["input_sizes"] = _input_sizes(sorted({DESIGN_SIZE, size}))
     results["phase2"] = _phase2_layouts(size)
     results["phase1_embedding"] = _embedding_layouts(size)
     return results
@@ -71,6 +73,25 @@ def _stem_engines(size: int) -> tuple[float, float]:
     print(f"cache pass, EfficientNet-Lite0 stem (to the last stage): PyTorch channels_last "
           f"{eager:6.1f} img/s | ONNX Runtime {onnx:6.1f} ({onnx / eager:.2f}x)")
     return eager, onnx
+
+
+def _input_sizes(sizes: list[int]) -> dict[int, float]:
+    """Scoring's fp32 ONNX Runtime throughput of the whole Lite0 backbone at each input size,
+    side by side: what a larger ``train.image_size`` costs every scored photo."""
+    backbone = build_backbone("efficientnet_lite0", "imagenet", "last_stage")
+    model = torch.nn.Sequential(backbone.stem, backbone.last_block).eval()
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            session = onnx_session(export_module(model, Path(tmp) / f"{size}.onnx", size,
+                                                 ["embeddings"]), torch.get_num_threads())
+            rates[size] = images_per_second(
+                lambda images, run=session.run: run(None, {"images": images.numpy()}),
+                torch.randn(BATCH, 3, size, size))
+    base = rates[sizes[0]]
+    print("scoring, EfficientNet-Lite0 fp32 ONNX Runtime by input size: " + " | ".join(
+        f"{size} px {rate:6.1f} img/s ({rate / base:.2f}x)" for size, rate in rates.items()))
+    return rates
 
 
 def _phase2_layouts(size: int, steps: int = 6) -> tuple[float, float]:
