@@ -43,15 +43,15 @@ def test_the_upstream_split_and_a_user_sized_cut_keep_test_photos_apart():
 
 
 def test_variants_share_a_cache_pass_unless_its_input_differs(params: Params):
-    names = ["defaults", "size288", "four_views", "two_stages", "smooth"]
-    configs = {n: real_photos.variant_config(params.train, real_photos.VARIANTS[n], 0)
-               for n in names}
+    base = params.train.model_copy(update={"image_size": 256})  # neither variant's size
+    names = ["defaults", "size288", "four_views", "two_stages", "smooth", "size224"]
+    configs = {n: real_photos.variant_config(base, real_photos.VARIANTS[n], 0) for n in names}
 
     groups = real_photos.cache_groups(configs)
 
     assert [list(group) for group in groups] == [["defaults", "four_views", "smooth"],
-                                                 ["size288"], ["two_stages"]]
-    assert groups[1]["size288"].image_size == 288
+                                                 ["size288"], ["two_stages"], ["size224"]]
+    assert groups[1]["size288"].image_size == 288 and groups[0]["smooth"].image_size == 256
     for group in groups:  # each group is one pass the trainer accepts
         covering = real_photos.covering_cache_config(list(group.values()), pd.DataFrame(
             {"path": ["a.jpg"], "label": ["a"], "split": ["train"]}))
