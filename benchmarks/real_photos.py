@@ -107,6 +107,7 @@ VARIANTS: dict[str, dict] = {
 OPEN_SET_PREFIX = "open_set:"
 PRETRAINED = "pretrained"  # the file of a collection's pretrained-backbone embeddings
 SHOWN = (("accuracy", "top-1"), ("macro_recall", "macro recall"), ("ece", "ECE"),
+         ("ece_if_calibrated_p95", "ECE if calibrated, p95"),
          ("ece_uncalibrated", "ECE at T=1"), ("temperature", "T"),
          ("unknown_flagged_share", "unseen flagged"), ("known_flagged_share", "known flagged"),
          ("unseen_flagged_at_5pct_known", "unseen flagged at 5% known"),

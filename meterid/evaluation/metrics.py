@@ -20,11 +20,12 @@ from sklearn.metrics import (
 
 from meterid.core import UNKNOWN
 from meterid.decision.openset import OpenSetRule
-from meterid.training.calibration import expected_calibration_error
+from meterid.training.calibration import ece_noise, expected_calibration_error
 
 # What a person looks at first; the CLI, the Prefect artifact and the tests show these keys.
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_recall", "macro_f1", "top3_accuracy",
-                    "ece", "unknown_auroc_report", "unknown_flagged_share_report",
+                    "ece", "ece_if_calibrated", "ece_if_calibrated_p95",
+                    "unknown_auroc_report", "unknown_flagged_share_report",
                     "unknown_flagged_share", "known_flagged_share", "non_meter_flagged_share",
                     "auto_accept_share", "auto_accept_certifiable_error",
                     "prediction_set_coverage", "prediction_set_mean_size",
@@ -36,8 +37,10 @@ def headline_metrics(targets: np.ndarray, probabilities: np.ndarray, n_classes: 
     """Accuracy-type metrics on the test split; empty test sets give NaN, not an error."""
     if len(targets) == 0:
         return {k: float("nan") for k in ("accuracy", "balanced_accuracy", "macro_recall",
-                                          "macro_f1", "top3_accuracy", "ece")}
+                                          "macro_f1", "top3_accuracy", "ece",
+                                          "ece_if_calibrated", "ece_if_calibrated_p95")}
     predictions = probabilities.argmax(axis=1)
+    noise = ece_noise(probabilities.max(axis=1))
     present = np.unique(targets)  # classes without test images are measured by CV instead
     return {
         "accuracy": float(accuracy_score(targets, predictions)),
@@ -49,6 +52,9 @@ def headline_metrics(targets: np.ndarray, probabilities: np.ndarray, n_classes: 
         "top3_accuracy": float(top_k_accuracy_score(targets, probabilities, k=min(3, n_classes),
                                                     labels=np.arange(n_classes))),
         "ece": expected_calibration_error(probabilities, targets),
+        # what a calibrated model would read on as few photos: ECE above the p95 is a fault
+        "ece_if_calibrated": noise.expected,
+        "ece_if_calibrated_p95": noise.p95,
     }
 
 

@@ -123,7 +123,10 @@ def evaluate_candidate(params: Params) -> dict:
     reports["calibration"] = EvaluationReports(params.paths.evaluation_reports).calibration
     reports["calibration"].write_text(json.dumps(json_safe(
         {**run_info["calibration"], "ece_before": evaluation.metrics["ece_uncalibrated"],
-         "ece_after": evaluation.metrics["ece"]}), indent=2) + "\n")
+         "ece_after": evaluation.metrics["ece"],
+         "ece_if_calibrated": evaluation.metrics["ece_if_calibrated"],
+         "ece_if_calibrated_p95": evaluation.metrics["ece_if_calibrated_p95"]}),
+        indent=2) + "\n")
     run_id = run_info["run_id"]
     tracking.use_experiment(TRAINING_EXPERIMENT)
     with mlflow.start_run(run_id=run_id):

@@ -24,6 +24,7 @@ from meterid.training.activations import ViewDataset, ViewItem, stem_activations
 from meterid.training.calibration import (
     Calibration,
     calibrate,
+    ece_noise,
     expected_calibration_error,
     fit_temperature,
 )
@@ -330,6 +331,30 @@ def test_calibration_fits_a_temperature_where_it_lowers_held_out_nll():
     assert calibration.method == "temperature"
     assert calibration.temperature == pytest.approx(3.0, rel=0.25)
     assert calibration.cv_nll_calibrated < calibration.cv_nll_uncalibrated
+
+
+def _ece_and_noise(n: int, seed: int, sharpness: float = 1.0) -> tuple[float, float, float]:
+    logits, targets = _calibrated_sample(n, seed, sharpness)
+    probabilities = torch.softmax(logits, 1).numpy()
+    noise = ece_noise(probabilities.max(axis=1), seed=seed)
+    return expected_calibration_error(probabilities, targets.numpy()), noise.expected, noise.p95
+
+
+def test_a_calibrated_model_on_few_photos_reads_an_ece_of_its_noise():
+    """120 photos, as a user-sized test split: a calibrated model's ECE is several points, and
+    above the noise's 95th percentile about one time in twenty."""
+    draws = [_ece_and_noise(120, seed) for seed in range(200)]
+    measured, expected, p95 = (np.array(column) for column in zip(*draws))
+    assert measured.mean() > 0.03  # the bias the noise figure is there to name
+    assert measured.mean() == pytest.approx(expected.mean(), rel=0.1)
+    assert 0.01 <= (measured > p95).mean() <= 0.10
+    assert _ece_and_noise(2000, 0)[1] < expected.mean() / 3  # it shrinks with the photos
+
+
+def test_an_overconfident_model_reads_above_the_noise():
+    above = [ece > p95 for ece, _, p95 in (_ece_and_noise(120, s, 3.0) for s in range(50))]
+    assert np.mean(above) >= 0.9
+    assert np.isnan(ece_noise(np.array([])).p95)
 
 
 def test_a_tiny_validation_split_keeps_t_1_and_says_why():

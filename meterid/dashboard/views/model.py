@@ -21,9 +21,11 @@ from meterid.review.field import field_report
 from meterid.review.store import LabelStore, field_verdict, known_classes, open_store
 
 # field_accuracy: `meterid evaluate`'s, on the field test set of the day it was evaluated;
-# reviewed_accuracy: what it said at scoring time of the photos reviewers have labelled since.
-SIDE_BY_SIDE = ("version", "aliases", "accuracy", "macro_recall", "ece", "field_accuracy",
-                "reviewed_accuracy", "reviewed", "data_version", "created", "promoted_by")
+# reviewed_accuracy: what it said at scoring time of the photos reviewers have labelled since;
+# ece_if_calibrated_p95: an ECE under it is what a calibrated model reads on as few photos.
+SIDE_BY_SIDE = ("version", "aliases", "accuracy", "macro_recall", "ece", "ece_if_calibrated_p95",
+                "field_accuracy", "reviewed_accuracy", "reviewed", "data_version", "created",
+                "promoted_by")
 
 
 def page(params: Params) -> None:
@@ -53,7 +55,7 @@ def _side_by_side(versions: list[dict], store: LabelStore, classes: list[str]) -
     rows = []
     for row in versions:
         field = field_report(store, row["version"], classes)
-        rows.append({"field_accuracy": None, **row, "aliases": ", ".join(row["aliases"]),
+        rows.append({"field_accuracy": None, "ece_if_calibrated_p95": None, **row, "aliases": ", ".join(row["aliases"]),
                      "reviewed_accuracy": field.accuracy, "reviewed": field.reviewed})
     return pd.DataFrame(rows)
 
