@@ -344,7 +344,7 @@ def test_a_calibrated_model_on_few_photos_reads_an_ece_of_its_noise():
     """120 photos, as a user-sized test split: a calibrated model's ECE is several points, and
     above the noise's 95th percentile about one time in twenty."""
     draws = [_ece_and_noise(120, seed) for seed in range(200)]
-    measured, expected, p95 = (np.array(column) for column in zip(*draws))
+    measured, expected, p95 = np.array(draws).T
     assert measured.mean() > 0.03  # the bias the noise figure is there to name
     assert measured.mean() == pytest.approx(expected.mean(), rel=0.1)
     assert 0.01 <= (measured > p95).mean() <= 0.10

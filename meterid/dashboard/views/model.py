@@ -55,8 +55,9 @@ def _side_by_side(versions: list[dict], store: LabelStore, classes: list[str]) -
     rows = []
     for row in versions:
         field = field_report(store, row["version"], classes)
-        rows.append({"field_accuracy": None, "ece_if_calibrated_p95": None, **row, "aliases": ", ".join(row["aliases"]),
-                     "reviewed_accuracy": field.accuracy, "reviewed": field.reviewed})
+        rows.append({"field_accuracy": None, "ece_if_calibrated_p95": None, **row,
+                     "aliases": ", ".join(row["aliases"]), "reviewed_accuracy": field.accuracy,
+                     "reviewed": field.reviewed})
     return pd.DataFrame(rows)
 
 
