@@ -284,6 +284,9 @@ def evaluate(model: MeterClassifier, data: EvaluationData, frozen: FrozenEmbeddi
                 else None)
     metrics["suspect_labels"] = float(len(suspects)) if suspects is not None else np.nan
     audit = audit_table(data.test_paths, targets, probabilities, classes, flagged)
+    log.info("ECE %.1f%% on %d test photos; a calibrated model reads %.1f%% on as few (95th "
+             "percentile %.1f%%)", 100 * metrics["ece"], len(targets),
+             100 * metrics["ece_if_calibrated"], 100 * metrics["ece_if_calibrated_p95"])
     log.info("open-set rule %s (%s), threshold %.4f: flags %.1f%% of report-brand photos, "
              "%.1f%% of known test photos", choice.rule.label, choice.selected_by,
              choice.rule.threshold, 100 * metrics["unknown_flagged_share_report"],
