@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from benchmarks.real_photos import PRETRAINED, product_scores, unseen_flagged_at
+from benchmarks.real_photos import PRETRAINED, product_scores, saved_runs, unseen_flagged_at
 from meterid.decision.openset import (
     ModelOutputs,
     Reference,
@@ -167,9 +167,7 @@ def plot_by_brand(table: pd.DataFrame, path: Path, shown: int = 6) -> None:
 
 
 def run() -> pd.DataFrame:
-    folder = os.environ.get("REAL_PHOTOS_OUTPUTS")
-    runs = sorted(p for p in Path(folder).glob(f"{os.environ.get('OPEN_SET_RUNS', '')}*.npz")
-                  if not p.stem.endswith(PRETRAINED)) if folder else []
+    runs = saved_runs(os.environ.get("OPEN_SET_RUNS", ""))
     if not runs:
         print("no saved runs (REAL_PHOTOS_OUTPUTS, made by real_photos): skipped")
         return pd.DataFrame()

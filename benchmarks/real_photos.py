@@ -325,6 +325,14 @@ def save_outputs(path: Path, data: EvaluationData, reference: Reference) -> None
                         reference_labels=reference.labels, temperature=data.test.temperature)
 
 
+def saved_runs(prefix: str = "") -> list[Path]:
+    """The runs ``save_outputs`` kept in ``REAL_PHOTOS_OUTPUTS`` whose name starts with
+    ``prefix`` (a collection: ``upstream``, ``cut1``), without the pretrained embeddings."""
+    folder = os.environ.get("REAL_PHOTOS_OUTPUTS")
+    return sorted(p for p in Path(folder).glob(f"{prefix}*.npz")
+                  if not p.stem.endswith(PRETRAINED)) if folder else []
+
+
 def save_pretrained_embeddings(path: Path, untrained: MeterClassifier, train: CachedSplit,
                                inputs: EvaluationInputs) -> None:
     """The pretrained backbone's embeddings (no fine-tuning) of the training, test, validation
