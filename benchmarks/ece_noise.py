@@ -58,12 +58,12 @@ def collection_of(run: Path) -> str:
 
 
 def curve(run: Path, rng: np.random.Generator) -> pd.DataFrame:
-    """A run's figures at each of ``PLOT_SIZES`` its test photos allow."""
+    """A run's figures at each of ``PLOT_SIZES`` below its test photos, and on all of them."""
     saved = np.load(run)
     probabilities, targets = saved["test_probabilities"], saved["test_targets"]
-    rows = [{"photos": n, **(subset_figures(probabilities, targets, n, rng)
-                             if n < len(targets) else run_rows(run)[0])}
-            for n in PLOT_SIZES if n <= len(targets)]
+    rows = [{"photos": n, **subset_figures(probabilities, targets, n, rng)}
+            for n in PLOT_SIZES if n < len(targets)]
+    rows.append(run_rows(run)[0])
     return pd.DataFrame(rows).set_index("photos")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import open_set_scores, real_photos
+from benchmarks import ece_noise, open_set_scores, real_photos
 from meterid.config import Params
 
 GROCERY = real_photos.collection_dir()
@@ -106,3 +106,9 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     assert (tmp_path / "by_brand.png").stat().st_size > 0
     scores = real_photos.open_set_table(pd.DataFrame(rows))
     assert len(scores) == 2 * len(capabilities) and (scores["runs"] == 1).all()
+    monkeypatch.setenv("ECE_NOISE_PLOT", str(tmp_path / "ece_noise.png"))
+    noise = ece_noise.run()  # the same runs: ECE on all their test photos beside its noise
+    assert list(noise["run"]) == ["upstream0_defaults", "upstream0_four_views"]
+    assert noise["ECE"].tolist() == pytest.approx([row["ece"] for row in rows])
+    assert (noise["if calibrated"] <= noise["p95"]).all()
+    assert (tmp_path / "ece_noise.png").stat().st_size > 0
