@@ -199,13 +199,16 @@ CACHE_KEYS = ("backbone", "weights", "unfreeze", "image_size", "augment")
 
 def covering_cache_config(configs: list[TrainConfig], splits: pd.DataFrame) -> TrainConfig:
     """The config of one cache pass that holds the rows of every config of ``configs`` (for
-    ``cut_views``): each photo gets as many views as the config that gives its class the most,
-    colour and grayscale."""
+    ``cut_views``): the configs' own when they give every class the same views (the pass is then
+    the one training makes), else each photo gets as many views as the config that gives any
+    class the most, colour and grayscale."""
     first = configs[0]
     for cfg in configs[1:]:
         different = [key for key in CACHE_KEYS if getattr(cfg, key) != getattr(first, key)]
         if different:
             raise ValueError(f"configs differ in {different}: they cannot share a cache pass")
+    if all(_views_per_class(cfg, splits) == _views_per_class(first, splits) for cfg in configs):
+        return first
 
     def colour(cfg: TrainConfig) -> int:
         return max(augmented_views(splits, cfg).values())
@@ -217,6 +220,11 @@ def covering_cache_config(configs: list[TrainConfig], splits: pd.DataFrame) -> T
         "feature_views": max(colour(c) for c in configs), "view_budget": 0,
         "min_views_per_class": 0,
         "grayscale_head_views": max(gray(c) for c in configs)})
+
+
+def _views_per_class(cfg: TrainConfig, splits: pd.DataFrame) -> tuple[dict, dict]:
+    return (augmented_views(splits, cfg),
+            grayscale_views(splits, cfg) if cfg.grayscale_head_views else {})
 
 
 def loss_weights_for(train_targets: torch.Tensor, n_classes: int, cfg: TrainConfig

@@ -528,6 +528,8 @@ def test_a_cache_cut_to_fewer_views_is_the_cache_of_fewer_views(small_demo: Path
     other = wanted.model_copy(update={"feature_views": 3, "min_views_per_class": 0,
                                       "grayscale_head_views": 2})
     wide = covering_cache_config([wanted, other], splits)
+    same_views = wanted.model_copy(update={"label_smoothing": 0.1})
+    assert covering_cache_config([wanted, same_views], splits) is wanted  # training's own pass
 
     def cache(cfg: TrainConfig) -> dict:
         return cache_splits(model, splits, small_demo / "raw", cfg, 10**8, torch.device("cpu"))
