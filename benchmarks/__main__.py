@@ -12,7 +12,8 @@ from meterid.stores import configure_stores
 BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput", "demo_budget",
               "backbone_probe", "training", "scoring", "scoring_dask", "clustering",
               "suspect_labels", "near_duplicates", "quality_limits", "scaled_decode", "small_data",
-              "grayscale_branch", "real_photos", "open_set_scores", "ece_noise")
+              "grayscale_branch", "real_photos", "open_set_scores", "ece_noise",
+              "prediction_sets")
 
 
 def main(names: list[str]) -> None:

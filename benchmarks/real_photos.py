@@ -309,14 +309,18 @@ def unseen_flagged_at(scores: dict[str, np.ndarray], known_flagged: float) -> fl
 
 
 def save_outputs(path: Path, data: EvaluationData, reference: Reference) -> None:
-    """The model's outputs on the known test, validation and held-out photos, and its
-    reference embeddings: open-set scores can be tried on them without training again."""
+    """The model's outputs on the known test, validation and held-out photos (and the training
+    photos' out-of-fold probabilities when it has them), and its reference embeddings: open-set
+    scores, ECE's noise and prediction sets can be tried on them without training again."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sets = {"test": data.test, "val": data.val}
     if data.held_out is not None:
         sets["held_out"] = data.held_out.outputs
     arrays = {f"{name}_{part}": getattr(outputs, part) for name, outputs in sets.items()
               for part in ("logits", "probabilities", "embeddings")}
+    if data.out_of_fold is not None:  # what the sets and the accept bound were set on
+        arrays["out_of_fold_probabilities"] = data.out_of_fold.probabilities
+        arrays["out_of_fold_targets"] = data.out_of_fold.targets
     np.savez_compressed(path, **arrays, test_targets=data.test_targets,
                         val_targets=data.val_targets,
                         held_out_brands=(data.held_out.brands if data.held_out is not None
