@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import ece_noise, open_set_scores, real_photos
+from benchmarks import ece_noise, open_set_scores, prediction_sets, real_photos
 from meterid.config import Params
 
 GROCERY = real_photos.collection_dir()
@@ -112,3 +112,7 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     assert noise["ECE"].tolist() == pytest.approx([row["ece"] for row in rows])
     assert (noise["if calibrated"] <= noise["p95"]).all()
     assert (tmp_path / "ece_noise.png").stat().st_size > 0
+    sets = prediction_sets.run()  # and the sets at each alpha, fitted as evaluation fits them
+    assert len(sets) == 2 * len(prediction_sets.ALPHAS)
+    for _, by_alpha in sets.groupby("run"):  # a larger alpha never asks for more labels
+        assert by_alpha["set size"].is_monotonic_decreasing and (by_alpha["set size"] >= 1).all()
