@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import ece_noise, open_set_scores, prediction_sets, real_photos
+from benchmarks import class_means, ece_noise, open_set_scores, prediction_sets, real_photos
 from meterid.config import Params
 
 GROCERY = real_photos.collection_dir()
@@ -116,3 +116,7 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     assert len(sets) == 2 * len(prediction_sets.ALPHAS)
     for _, by_alpha in sets.groupby("run"):  # a larger alpha never asks for more labels
         assert by_alpha["set size"].is_monotonic_decreasing and (by_alpha["set size"] >= 1).all()
+    readers = class_means.run()  # and other readers of the same embeddings
+    assert set(readers["reader"]) == {"head", "class mean", "knn(k=1)", "knn(k=5)"}
+    head = readers[readers["reader"] == "head"]
+    assert head["top-1"].tolist() == pytest.approx([row["accuracy"] for row in rows])
