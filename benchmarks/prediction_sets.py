@@ -22,13 +22,18 @@ ALPHAS = (0.01, 0.02, 0.05, 0.1)
 def run_rows(path: Path) -> list[dict]:
     saved = np.load(path)
     fitted_on = "out_of_fold" if "out_of_fold_probabilities" in saved else "val"
+    # without validation photos evaluation sets its thresholds on the test photos, and a run
+    # saved before the out-of-fold outputs were kept has only those: in-sample, said so
+    in_sample = fitted_on == "val" and np.array_equal(saved["val_probabilities"],
+                                                      saved["test_probabilities"])
     rows = []
     for alpha in ALPHAS:
         rule = fit_prediction_sets(saved[f"{fitted_on}_probabilities"],
                                    saved[f"{fitted_on}_targets"], alpha)
         coverage, size = set_coverage(rule.sets(saved["test_probabilities"]),
                                       saved["test_targets"])
-        rows.append({"run": path.stem, "fitted on": f"{rule.calibration_photos} {fitted_on}",
+        rows.append({"run": path.stem, "fitted on": f"{rule.calibration_photos} "
+                     f"{'test (in-sample)' if in_sample else fitted_on}",
                      "alpha asked": alpha, "alpha certified": rule.alpha,
                      "test coverage": coverage, "set size": size,
                      "classes": saved["test_probabilities"].shape[1]})
