@@ -37,19 +37,20 @@ def subset_figures(probabilities: np.ndarray, targets: np.ndarray, size: int,
     return {"ECE": measured, "if calibrated": expected, "p95": p95, "above p95": above}
 
 
+def all_photos_figures(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    noise = ece_noise(probabilities.max(axis=1))
+    measured = expected_calibration_error(probabilities, targets)
+    return {"photos": len(targets), "ECE": measured, "if calibrated": noise.expected,
+            "p95": noise.p95, "above p95": float(measured > noise.p95)}
+
+
 def run_rows(path: Path) -> list[dict]:
     saved = np.load(path)
     probabilities, targets = saved["test_probabilities"], saved["test_targets"]
-    noise = ece_noise(probabilities.max(axis=1))
-    measured = expected_calibration_error(probabilities, targets)
-    rows = [{"run": path.stem, "photos": len(targets), "ECE": measured,
-             "if calibrated": noise.expected, "p95": noise.p95,
-             "above p95": float(measured > noise.p95)}]
     rng = np.random.default_rng(0)
-    rows += [{"run": path.stem, "photos": size, **subset_figures(probabilities, targets, size,
-                                                                  rng)}
-             for size in SIZES if size < len(targets)]
-    return rows
+    return [{"run": path.stem, **all_photos_figures(probabilities, targets)}] + [
+        {"run": path.stem, "photos": size, **subset_figures(probabilities, targets, size, rng)}
+        for size in SIZES if size < len(targets)]
 
 
 def collection_of(run: Path) -> str:
@@ -63,7 +64,7 @@ def curve(run: Path, rng: np.random.Generator) -> pd.DataFrame:
     probabilities, targets = saved["test_probabilities"], saved["test_targets"]
     rows = [{"photos": n, **subset_figures(probabilities, targets, n, rng)}
             for n in PLOT_SIZES if n < len(targets)]
-    rows.append(run_rows(run)[0])
+    rows.append(all_photos_figures(probabilities, targets))
     return pd.DataFrame(rows).set_index("photos")
 
 
