@@ -8,13 +8,12 @@ fitted on a handful of photos might lose to their mean.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.real_photos import saved_runs
+from benchmarks.real_photos import saved_run_rows
 from meterid.decision.openset import normalize
 
 RARE = 10
@@ -50,11 +49,9 @@ def run_rows(path: Path) -> list[dict]:
 
 
 def run() -> pd.DataFrame:
-    runs = saved_runs(os.environ.get("CLASS_MEANS_RUNS", ""))
+    runs, table = saved_run_rows("CLASS_MEANS_RUNS", run_rows)
     if not runs:
-        print("no saved runs (REAL_PHOTOS_OUTPUTS, made by real_photos): skipped")
-        return pd.DataFrame()
-    table = pd.DataFrame([row for path in runs for row in run_rows(path)])
+        return table
     print("top-1 on the test photos by the reader of the fine-tuned embeddings:")
     print(table.to_string(index=False, float_format="{:.3f}".format))
     return table

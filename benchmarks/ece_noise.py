@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.real_photos import saved_runs
+from benchmarks.real_photos import saved_run_rows
 from meterid.training.calibration import ece_noise, expected_calibration_error
 
 SIZES = (49, 120)  # the hidden shop collection's test photos a split; a grocery cut's
@@ -106,11 +106,9 @@ def plot_against_size(runs: list[Path], path: Path) -> None:
 
 
 def run() -> pd.DataFrame:
-    runs = saved_runs(os.environ.get("ECE_NOISE_RUNS", ""))
+    runs, table = saved_run_rows("ECE_NOISE_RUNS", run_rows)
     if not runs:
-        print("no saved runs (REAL_PHOTOS_OUTPUTS, made by real_photos): skipped")
-        return pd.DataFrame()
-    table = pd.DataFrame([row for path in runs for row in run_rows(path)])
+        return table
     print("ECE on all test photos and on random subsets, beside a calibrated model's:")
     print(table.to_string(index=False, float_format="{:.3f}".format))
     if plot := os.environ.get("ECE_NOISE_PLOT"):

@@ -26,7 +26,12 @@ import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
 
-from benchmarks.real_photos import PRETRAINED, product_scores, saved_runs, unseen_flagged_at
+from benchmarks.real_photos import (
+    PRETRAINED,
+    product_scores,
+    saved_run_rows,
+    unseen_flagged_at,
+)
 from meterid.decision.openset import (
     ModelOutputs,
     Reference,
@@ -167,12 +172,11 @@ def plot_by_brand(table: pd.DataFrame, path: Path, shown: int = 6) -> None:
 
 
 def run() -> pd.DataFrame:
-    runs = saved_runs(os.environ.get("OPEN_SET_RUNS", ""))
+    runs, rows = saved_run_rows("OPEN_SET_RUNS", run_rows)
     if not runs:
-        print("no saved runs (REAL_PHOTOS_OUTPUTS, made by real_photos): skipped")
-        return pd.DataFrame()
+        return rows
     print(f"{len(runs)} runs: {', '.join(p.stem for p in runs)}")
-    table = score_table(pd.DataFrame([row for path in runs for row in run_rows(path)]))
+    table = score_table(rows)
     print("unseen photos flagged at 5% of known test photos flagged:")
     print(table.to_string())
     if plot := os.environ.get("OPEN_SET_PLOT"):

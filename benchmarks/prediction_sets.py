@@ -7,13 +7,12 @@ photos: how often they hold the true label, and how many labels a reviewer reads
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.real_photos import saved_runs
+from benchmarks.real_photos import saved_run_rows
 from meterid.decision.conformal import fit_prediction_sets, set_coverage
 
 ALPHAS = (0.01, 0.02, 0.05, 0.1)
@@ -41,11 +40,9 @@ def run_rows(path: Path) -> list[dict]:
 
 
 def run() -> pd.DataFrame:
-    runs = saved_runs(os.environ.get("PREDICTION_SETS_RUNS", ""))
+    runs, table = saved_run_rows("PREDICTION_SETS_RUNS", run_rows)
     if not runs:
-        print("no saved runs (REAL_PHOTOS_OUTPUTS, made by real_photos): skipped")
-        return pd.DataFrame()
-    table = pd.DataFrame([row for path in runs for row in run_rows(path)])
+        return table
     print("prediction sets on the test photos, by the alpha asked:")
     print(table.to_string(index=False, float_format="{:.3f}".format))
     return table

@@ -36,7 +36,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -335,6 +335,16 @@ def saved_runs(prefix: str = "") -> list[Path]:
     folder = os.environ.get("REAL_PHOTOS_OUTPUTS")
     return sorted(p for p in Path(folder).glob(f"{prefix}*.npz")
                   if not p.stem.endswith(PRETRAINED)) if folder else []
+
+
+def saved_run_rows(selector: str, run_rows: Callable[[Path], list[dict]]
+                   ) -> tuple[list[Path], pd.DataFrame]:
+    """The saved runs the environment variable ``selector`` picks (``saved_runs``) and the rows
+    ``run_rows`` reads from each: what the benchmarks on saved runs share. No runs: says so."""
+    runs = saved_runs(os.environ.get(selector, ""))
+    if not runs:
+        print("no saved runs (REAL_PHOTOS_OUTPUTS, made by real_photos): skipped")
+    return runs, pd.DataFrame([row for path in runs for row in run_rows(path)])
 
 
 def save_pretrained_embeddings(path: Path, untrained: MeterClassifier, train: CachedSplit,
