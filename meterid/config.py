@@ -198,6 +198,7 @@ class Int8Config(_Strict):
     form: Literal["u8s8", "s8s8"]
     calibration_photos: int = Field(ge=1)
     min_agreement: float = Field(gt=0, le=1)  # top-1 and UNKNOWN decisions vs fp32, each
+    float_convs: int = Field(default=3, ge=0)  # the first convolutions stay float32
 
 
 class EvaluateConfig(_Strict):

@@ -19,7 +19,7 @@ import torch
 
 from meterid import registry, tracking
 from meterid.catalog import EvaluationReports, candidate_files
-from meterid.config import Params
+from meterid.config import Int8Config, Params
 from meterid.data.split import read_splits
 from meterid.decision.policy import DecisionPolicy
 from meterid.evaluation.evaluate import evaluate, json_safe, write_reports
@@ -29,7 +29,7 @@ from meterid.inference.bundle import ModelBundle, read_bundle
 from meterid.inference.int8 import Int8Graph
 from meterid.inference.predictor import reference_of
 from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
-from meterid.inference.quantize import make_int8_graph
+from meterid.inference.quantize import Decide, make_int8_graph
 from meterid.model.classifier import MeterClassifier
 from meterid.model.presets import eval_preset
 from meterid.photos.images import load_rgb
@@ -54,15 +54,31 @@ def _photo_batches(paths: list[Path], model: MeterClassifier, max_pixels: int,
                            for p in paths[start:start + batch_size]]).numpy()
 
 
-def _int8_graph(model: MeterClassifier, policy: DecisionPolicy, splits: pd.DataFrame,
-                params: Params) -> Int8Graph | None:
-    """The int8 graph, calibrated on training photos and checked on the test photos under the
-    evaluated decision ``policy``."""
+@dataclass(frozen=True)
+class Int8Inputs:
+    """What an int8 graph is calibrated on (training photos) and checked on (the test photos
+    and their labels, decided as scoring decides them)."""
+
+    model: MeterClassifier
+    calibration_paths: list[Path]
+    check: list[np.ndarray]
+    check_targets: np.ndarray
+    decide: Decide
+    max_pixels: int
+
+    def graph(self, cfg: Int8Config) -> Int8Graph:
+        calibration = _photo_batches(self.calibration_paths, self.model, self.max_pixels)
+        return make_int8_graph(self.model, calibration, self.check, self.check_targets,
+                               self.decide, cfg.form, cfg.min_agreement, cfg.float_convs)
+
+
+def int8_inputs(model: MeterClassifier, policy: DecisionPolicy, splits: pd.DataFrame,
+                params: Params) -> Int8Inputs | None:
+    """The int8 graph's photos under the evaluated decision ``policy``; None without test
+    photos."""
     cfg, raw, max_pixels = params.evaluate.int8, params.paths.raw_dir, params.validate_.max_pixels
     test = splits[splits["split"] == "test"]
-    if not cfg.enabled or test.empty:
-        if cfg.enabled:
-            log.warning("no test photos to check an int8 graph on: none made, scoring uses fp32")
+    if test.empty:
         return None
     train = splits[splits["split"] == "train"]
     calibration = train.sample(min(cfg.calibration_photos, len(train)),
@@ -79,10 +95,21 @@ def _int8_graph(model: MeterClassifier, policy: DecisionPolicy, splits: pd.DataF
         outputs = model.outputs(logits, embeddings, colourless)
         return outputs.logits.argmax(axis=1), policy.decide(outputs, reference).unknown
 
-    return make_int8_graph(
-        model, _photo_batches([raw / p for p in calibration["path"]], model, max_pixels),
-        list(_photo_batches(test_paths, model, max_pixels)),
-        np.array([index[c] for c in test["label"]]), decide, cfg.form, cfg.min_agreement)
+    return Int8Inputs(model, [raw / p for p in calibration["path"]],
+                      list(_photo_batches(test_paths, model, max_pixels)),
+                      np.array([index[c] for c in test["label"]]), decide, max_pixels)
+
+
+def _int8_graph(model: MeterClassifier, policy: DecisionPolicy, splits: pd.DataFrame,
+                params: Params) -> Int8Graph | None:
+    """The int8 graph, calibrated on training photos and checked on the test photos."""
+    if not params.evaluate.int8.enabled:
+        return None
+    inputs = int8_inputs(model, policy, splits, params)
+    if inputs is None:
+        log.warning("no test photos to check an int8 graph on: none made, scoring uses fp32")
+        return None
+    return inputs.graph(params.evaluate.int8)
 
 
 def evaluate_candidate(params: Params) -> dict:

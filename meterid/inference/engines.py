@@ -69,9 +69,12 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def export_module(module: nn.Module, path: Path, image_size: int, outputs: list[str]) -> Path:
-    """Write ``outputs = module(images)`` as ONNX with a dynamic batch axis."""
-    example = torch.zeros(2, 3, image_size, image_size)
+def export_module(module: nn.Module, path: Path, image_size: int, outputs: list[str],
+                  input_shape: tuple[int, ...] | None = None) -> Path:
+    """Write ``outputs = module(images)`` as ONNX with a dynamic batch axis; ``input_shape``
+    (one row's) replaces an image's (3, ``image_size``, ``image_size``) for a module that
+    reads activations."""
+    example = torch.zeros(2, *(input_shape or (3, image_size, image_size)))
     with warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")  # the TorchScript-based exporter warns about its future
         torch.onnx.export(module.eval(), (example,), str(tmp), input_names=["images"],

@@ -20,6 +20,7 @@ class Int8Check:
     accuracy_int8: float
     min_agreement: float
     sha256: str  # of the graph it was made on
+    float_convs: int = 0  # the first convolutions left float32 (bundles before it: none)
 
     @property
     def passed(self) -> bool:

@@ -4,7 +4,9 @@ Static QDQ quantization with per-channel weights, calibrated on training photos 
 model's own decode and eval preset (``train.int8``). On these CPUs only the unsigned-activation /
 signed-weight form (U8S8) is faster than fp32; ONNX Runtime's documented default (S8S8) is not
 (``benchmarks/scoring.py`` measures both). Dynamic quantization would only touch MatMul/Gemm and
-does nothing for a CNN.
+does nothing for a CNN. The first ``float_convs`` convolutions stay float32: quantizing the
+stem's and the first block's (at half the input resolution) put most of the int8 graph's error
+into the embeddings, and the UNKNOWN rule reads the embeddings (docs/scoring-and-speed.md).
 
 An int8 graph can disagree with the fp32 one, so the training flow checks it on the test photos
 (which calibrated nothing): top-1 agreement and UNKNOWN-decision agreement under the model's own
@@ -51,9 +53,9 @@ class _Batches:
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray],
-                  form: str = "u8s8") -> int:
-    """Write the int8 QDQ graph of ``fp32`` to ``out``; returns the number of photos it was
-    calibrated on."""
+                  form: str = "u8s8", float_convs: int = 0) -> int:
+    """Write the int8 QDQ graph of ``fp32`` to ``out``, its first ``float_convs`` convolutions
+    left float32; returns the number of photos it was calibrated on."""
     from onnxruntime.quantization import CalibrationDataReader, QuantType
 
     if form not in FORMS:
@@ -67,7 +69,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray],
     chatter = _QuantizerChatter()
     logging.getLogger().addFilter(chatter)
     try:
-        _quantize(fp32, out, reader, activation)
+        _quantize(fp32, out, reader, activation, float_convs)
     finally:
         logging.getLogger().removeFilter(chatter)
     if not reader.photos:
@@ -75,7 +77,17 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray],
     return reader.photos
 
 
-def _quantize(fp32: Path, out: Path, reader: object, activation: object) -> None:
+def first_convs(graph: Path, count: int) -> list[str]:
+    """Names of the first ``count`` Conv nodes: ONNX keeps nodes in topological order, so
+    these are the ones nearest the input."""
+    import onnx
+
+    nodes = onnx.load(str(graph), load_external_data=False).graph.node
+    return [node.name for node in nodes if node.op_type == "Conv"][:count]
+
+
+def _quantize(fp32: Path, out: Path, reader: object, activation: object,
+              float_convs: int) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -86,7 +98,8 @@ def _quantize(fp32: Path, out: Path, reader: object, activation: object) -> None
         out.parent.mkdir(parents=True, exist_ok=True)
         quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=activation,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=first_convs(prepared, float_convs))
 
 
 class _QuantizerChatter(logging.Filter):
@@ -108,27 +121,30 @@ def _run(engine: Callable, batches: list[np.ndarray]) -> tuple[np.ndarray, np.nd
 
 def make_int8_graph(model: MeterClassifier, calibration: Iterable[np.ndarray],
                     check: list[np.ndarray], check_targets: np.ndarray, decide: Decide,
-                    form: str, min_agreement: float) -> Int8Graph:
+                    form: str, min_agreement: float, float_convs: int = 0) -> Int8Graph:
     """Export fp32, quantize it on ``calibration`` batches, and check the int8 graph against
     fp32 on the ``check`` batches: ``decide(logits, embeddings)`` gives (top-1 index, UNKNOWN)
     per photo under the model's policy."""
     size = model.preprocessing.image_size
     with tempfile.TemporaryDirectory(prefix="meterid-int8-") as tmp:
         fp32_path = export_onnx(model, Path(tmp) / "fp32.onnx", size)
-        calibrated = quantize_int8(fp32_path, Path(tmp) / "int8.onnx", calibration, form)
+        calibrated = quantize_int8(fp32_path, Path(tmp) / "int8.onnx", calibration, form,
+                                   float_convs)
         graph = (Path(tmp) / "int8.onnx").read_bytes()
         threads = engine_threads()
         fp32 = decide(*_run(OnnxEngine(fp32_path, threads), check))
         int8 = decide(*_run(OnnxEngine(graph, threads), check))
     result = Int8Check(
-        form=form, calibration_photos=calibrated, check_photos=len(check_targets),
+        form=form, float_convs=float_convs, calibration_photos=calibrated,
+        check_photos=len(check_targets),
         top1_agreement=float(np.mean(fp32[0] == int8[0])),
         unknown_agreement=float(np.mean(fp32[1] == int8[1])),
         accuracy_fp32=float(np.mean(fp32[0] == check_targets)),
         accuracy_int8=float(np.mean(int8[0] == check_targets)),
         min_agreement=min_agreement, sha256=sha256_of(graph))
-    log.info("int8 (%s) vs fp32 on %d held-out photos: top-1 agreement %.2f%%, UNKNOWN "
-             "agreement %.2f%%, accuracy %.2f%% vs %.2f%%: %s", form, result.check_photos,
+    log.info("int8 (%s, first %d convolutions float) vs fp32 on %d held-out photos: top-1 "
+             "agreement %.2f%%, UNKNOWN agreement %.2f%%, accuracy %.2f%% vs %.2f%%: %s", form,
+             float_convs, result.check_photos,
              100 * result.top1_agreement, 100 * result.unknown_agreement,
              100 * result.accuracy_int8, 100 * result.accuracy_fp32,
              "passed" if result.passed else "FAILED, scoring will use fp32")

@@ -66,11 +66,11 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-StemRun = Callable[[torch.Tensor], torch.Tensor]
+BatchRun = Callable[[torch.Tensor], torch.Tensor]  # a batch in, its outputs out
 
 
 def _torch_stem(stem: nn.Module, device: torch.device, channels_last: bool, bf16: bool
-                ) -> StemRun:
+                ) -> BatchRun:
     def run(images: torch.Tensor) -> torch.Tensor:
         images = images.to(device)
         if channels_last:
@@ -80,24 +80,27 @@ def _torch_stem(stem: nn.Module, device: torch.device, channels_last: bool, bf16
     return run
 
 
-def _onnx_stem(stem: nn.Module, first: torch.Tensor, fallback: StemRun) -> StemRun:
-    """The stem under ONNX Runtime, once its activations on ``first`` match PyTorch's to
-    ``STEM_TOLERANCE`` of their largest value; else ``fallback``, with a warning."""
+def onnx_twin(module: nn.Module, first: torch.Tensor, fallback: BatchRun, what: str
+              ) -> BatchRun:
+    """``module`` (eval mode) under ONNX Runtime, once its outputs on the batch ``first``
+    match ``fallback``'s to ``STEM_TOLERANCE`` of their largest value; else ``fallback``, with
+    a warning naming ``what`` runs on PyTorch."""
     from meterid.inference.engines import engine_threads, export_module, onnx_session
 
-    with (tempfile.TemporaryDirectory(prefix="meterid-stem-") as tmp,
+    with (tempfile.TemporaryDirectory(prefix="meterid-twin-") as tmp,
           torch.inference_mode(False), torch.no_grad()):  # the exporter traces outside it
-        graph = export_module(stem, Path(tmp) / "stem.onnx", first.shape[-1], ["activations"])
+        graph = export_module(module, Path(tmp) / "module.onnx", 0, ["outputs"],
+                              tuple(first.shape[1:]))
         session = onnx_session(graph, engine_threads())
 
-    def run(images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"images": inputs.numpy()})[0])
 
     expected = fallback(first)
     difference = float((run(first) - expected).abs().max())
     if difference > STEM_TOLERANCE * max(1.0, float(expected.abs().max())):
-        log.warning("the stem under ONNX Runtime differs from PyTorch by %.2g: the cache pass "
-                    "runs on PyTorch", difference)
+        log.warning("%s under ONNX Runtime differs from PyTorch by %.2g: it runs on PyTorch",
+                    what, difference)
         return fallback
     return run
 
@@ -122,6 +125,6 @@ def stem_activations(
     with torch.inference_mode():
         for images, _ in progress(loader, desc, "batch"):
             if use_onnx:
-                run, use_onnx = _onnx_stem(stem, images, run), False
+                run, use_onnx = onnx_twin(stem, images, run, "the cache pass's stem"), False
             chunks.append(run(images))
     return torch.cat(chunks) if chunks else torch.empty(0)

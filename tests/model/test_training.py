@@ -124,8 +124,30 @@ def test_a_stem_export_that_disagrees_is_refused_and_pytorch_runs_the_cache(
     cached = stem_activations(tiny_model.stem, dataset, 4, 0, torch.device("cpu"), False,
                               engine="onnxruntime")
     expected = stem_activations(tiny_model.stem, dataset, 4, 0, torch.device("cpu"), False)
-    assert "the cache pass runs on PyTorch" in caplog.text
+    assert "the cache pass's stem under ONNX Runtime differs" in caplog.text
     assert torch.equal(cached, expected)
+
+
+def test_a_large_embedding_pass_runs_on_onnx_runtime_with_the_same_outputs(
+    tiny_model: MeterClassifier, small_demo: Path, monkeypatch, caplog
+):
+    """From ``ONNX_MIN_ROWS`` activations the last block runs under ONNX Runtime, checked
+    against PyTorch on its first batch; an export that disagrees is refused by name."""
+    from meterid.training import activations, trainer
+
+    dataset = _view_dataset(small_demo, tiny_model, [0])
+    cached = stem_activations(tiny_model.stem, dataset, 4, 0, torch.device("cpu"), False)
+    expected = logits_from_activations(tiny_model, cached)
+    monkeypatch.setattr(trainer, "ONNX_MIN_ROWS", 2)
+    twin = logits_from_activations(tiny_model, cached)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(twin, expected, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(twin, expected, strict=True))
+    assert "differs from PyTorch" not in caplog.text
+
+    monkeypatch.setattr(activations, "STEM_TOLERANCE", -1.0)  # no export can agree this well
+    refused = logits_from_activations(tiny_model, cached)
+    assert "an embedding pass under ONNX Runtime differs from PyTorch" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(refused, expected, strict=True))
 
 
 def test_augmented_views_are_deterministic_and_distinct(

@@ -160,3 +160,23 @@ def test_the_quantizers_info_chatter_is_dropped_and_its_warnings_kept():
 def test_an_onnx_engine_without_a_cache_folder_names_the_setting(tiny_model):
     with pytest.raises(ValueError, match="paths.onnx_cache"):
         build_engine(tiny_model.model, "onnxruntime", None, 64)
+
+
+def test_the_first_convolutions_can_stay_float_in_the_int8_graph(tiny_model, tmp_path: Path,
+                                                                  one_thread):
+    """``float_convs`` leaves the convolutions nearest the input float32 (their weights are
+    not dequantized int8), quantizes the rest, and records the count in the check."""
+    import onnx
+
+    from meterid.inference.quantize import make_int8_graph
+
+    graph = make_int8_graph(tiny_model.model, _batches(0, 16), _batches(100, 8),
+                            np.zeros(8, dtype=int), _top1_and_unknown, "u8s8",
+                            min_agreement=0.5, float_convs=2)
+    nodes = onnx.load_from_string(graph.onnx).graph.node
+    dequantized = {out for n in nodes if n.op_type == "DequantizeLinear" for out in n.output}
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    weight_is_int8 = [conv.input[1] in dequantized for conv in convs]
+    assert weight_is_int8[:2] == [False, False]
+    assert len(weight_is_int8) > 10 and all(weight_is_int8[2:])
+    assert graph.check.float_convs == 2 and graph.check.to_dict()["float_convs"] == 2
