@@ -2,7 +2,8 @@
 NCHW vs channels_last vs bfloat16 autocast, measured side by side (same batch, same threads);
 the frozen stem under PyTorch vs ONNX Runtime (the cache pass); and a phase-2 training step
 (last stage + head, forward and backward on cached activations) and phase 1's embedding pass
-(the frozen last stage, forward only), each in NCHW vs channels_last."""
+(the frozen last stage, forward only), each in NCHW vs channels_last, the embedding pass also
+under ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -121,8 +122,12 @@ def _phase2_layouts(size: int, steps: int = 6) -> tuple[float, float]:
     return times[0], times[1]
 
 
-def _embedding_layouts(size: int, rows: int = 256) -> tuple[float, float]:
-    """ms per cached view through the frozen last stage (phase 1 embeds every view once)."""
+def _embedding_layouts(size: int, rows: int = 1024) -> tuple[float, float, float]:
+    """ms per cached view through the frozen last stage (phase 1 and the grayscale head embed
+    every view once): PyTorch in NCHW and channels_last, and the trainer's ONNX Runtime twin
+    (``onnx_twin``, export included)."""
+    from meterid.training.activations import onnx_twin
+
     backbone = build_backbone("efficientnet_lite0", "imagenet", "last_stage")
     with torch.inference_mode():
         shape = backbone.stem.eval()(torch.zeros(1, 3, size, size)).shape[1:]
@@ -135,6 +140,12 @@ def _embedding_layouts(size: int, rows: int = 256) -> tuple[float, float]:
             start = time.perf_counter()
             block(batch)
             times.append(1000 * (time.perf_counter() - start) / rows)
+        start = time.perf_counter()
+        twin = onnx_twin(block, inputs[:BATCH], block, "the benchmark's embedding pass")
+        twin(inputs)
+        times.append(1000 * (time.perf_counter() - start) / rows)
     print(f"phase-1 embedding (frozen last stage, {rows} cached views): NCHW {times[0]:.1f} "
-          f"ms/view | channels_last {times[1]:.1f} ms/view ({times[0] / times[1]:.2f}x)")
-    return times[0], times[1]
+          f"ms/view | channels_last {times[1]:.1f} ms/view ({times[0] / times[1]:.2f}x) | "
+          f"ONNX Runtime, with its export and check {times[2]:.1f} ms/view "
+          f"({times[1] / times[2]:.2f}x channels_last)")
+    return times[0], times[1], times[2]
