@@ -94,7 +94,8 @@ def onnx_twin(module: nn.Module, first: torch.Tensor, fallback: BatchRun, what: 
         session = onnx_session(graph, engine_threads())
 
     def run(inputs: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"images": inputs.numpy()})[0])
+        # a channels_last tensor's numpy view is not C-ordered, as ONNX Runtime reads it
+        return torch.from_numpy(session.run(None, {"images": inputs.contiguous().numpy()})[0])
 
     expected = fallback(first)
     difference = float((run(first) - expected).abs().max())

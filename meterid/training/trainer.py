@@ -264,8 +264,9 @@ def _loader(inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig,
 def _batched(module: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Eval-mode outputs. 4-D activations go in channels_last, 1.5x faster for the last stage's
     depthwise convolutions on this CPU; from ``ONNX_MIN_ROWS`` of them on a CPU, through ONNX
-    Runtime, ~3x faster again (the same arithmetic, to float rounding, checked on the first
-    batch): phase 1's and the grayscale head's embeddings of every training view."""
+    Runtime, 2x faster again with its export (the same arithmetic, to float rounding, checked
+    on the first batch; make bench: model_throughput): phase 1's and the grayscale head's
+    embeddings of every training view."""
     module.eval()
     device = next(module.parameters()).device
     layout = torch.channels_last if inputs.dim() == 4 else torch.contiguous_format
