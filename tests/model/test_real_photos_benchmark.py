@@ -80,16 +80,17 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
                                       math.inf))
 
     assert [row["variant"] for row in rows] == ["defaults", "four_views"]
+    rule = f"knn(k={params.evaluate.knn_k})"  # the UNKNOWN rule without held-out brands
     for row in rows:
         for key in ("accuracy", "macro_recall", "ece", "unknown_flagged_share",
                     "known_flagged_share", "auto_accept_share"):
             assert 0 <= row[key] <= 1, key
         assert 1 <= row["prediction_set_mean_size"] <= 3 and row["train_s"] > 0
         capabilities = {k: v for k, v in row.items() if k.startswith("open_set:")}
-        assert {"open_set:knn(k=5)", "open_set:max_logit",
+        assert {f"open_set:{rule}", "open_set:knn(k=5)", "open_set:max_logit",
                 "open_set:relative_mahalanobis"} <= set(capabilities)
         assert all(0 <= v <= 1 for v in capabilities.values())
-        assert capabilities["open_set:knn(k=5)"] == row["unseen_flagged_at_5pct_known"]
+        assert capabilities[f"open_set:{rule}"] == row["unseen_flagged_at_5pct_known"]
     table = real_photos.summary_table(pd.DataFrame(rows))
     assert list(table["variant"]) == ["defaults", "four_views"]
     assert table["top-1"].str.contains("±").all() and np.all(table["runs"] == 1)
@@ -101,7 +102,7 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     assert {"knn(k=5)", "residual(64)", "knn(k=1) x msp", "pretrained knn(k=1)",
             "knn(k=1) x pretrained knn(k=1)"} <= set(tried.index)
     assert tried["mean"].between(0, 1).all() and (tried["min"] <= tried["max"]).all()
-    assert tried.loc["knn(k=5)", "mean"] == pytest.approx(  # the rule's score, as printed
+    assert tried.loc[rule, "mean"] == pytest.approx(  # the rule's score, as printed
         np.mean([r["unseen_flagged_at_5pct_known"] for r in rows]), abs=1e-3)
     assert (tmp_path / "by_brand.png").stat().st_size > 0
     scores = real_photos.open_set_table(pd.DataFrame(rows))
