@@ -162,8 +162,7 @@ def test_an_onnx_engine_without_a_cache_folder_names_the_setting(tiny_model):
         build_engine(tiny_model.model, "onnxruntime", None, 64)
 
 
-def test_the_first_convolutions_can_stay_float_in_the_int8_graph(tiny_model, tmp_path: Path,
-                                                                  one_thread):
+def test_the_first_convolutions_can_stay_float_in_the_int8_graph(tiny_model, one_thread):
     """``float_convs`` leaves the convolutions nearest the input float32 (their weights are
     not dequantized int8), quantizes the rest, and records the count in the check."""
     import onnx
