@@ -99,6 +99,8 @@ VARIANTS: dict[str, dict] = {
                      "phase2": {"epochs": 12, "lr_schedule": "cosine", "early_stopping": True}},
     "size224": {"image_size": 224},  # the defaults before step 11; a cache pass of its own
     "size288": {"image_size": 288},
+    # the crop ranges before step 18: one portrait range for every photo's shape
+    "fixed_crop_ratio": {"augment": {"crop_ratio_at_aspect": None}},
     # Not measured yet (docs/real-photos.md): candidates for the next sweep
     "smooth": {"label_smoothing": 0.1},
     "two_stages": {"unfreeze": "last_two_stages"},  # its own cache pass, as size320's

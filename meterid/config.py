@@ -133,7 +133,10 @@ class AugmentConfig(_Strict):
     """Train-time augmentations (torchvision v2) modelling field photos."""
 
     crop_scale: Range
-    crop_ratio: Range
+    crop_ratio: Range  # a crop's width/height, for a photo of aspect crop_ratio_at_aspect
+    # the photo width/height that crop_ratio is for; other photos' ranges scale with their own
+    # (model.presets.PhotoAspectCrop). None (a params.yaml from before): one range for all
+    crop_ratio_at_aspect: float | None = Field(default=None, gt=0)
     rotation_deg: float
     perspective: float
     perspective_prob: float

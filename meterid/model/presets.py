@@ -6,7 +6,8 @@ file with ``photos.images.load_rgb`` / ``rgb_from_bytes`` at ``min_side`` = the 
 JPEG is DCT-scaled to the smallest size that still has both sides >= the input size. The model is
 trained and evaluated on exactly what it scores. Photos are squashed
 to a square rather than centre-cropped, so a portrait photo keeps the whole meter in view; the
-train crops keep roughly the photo's aspect for the same reason. No horizontal flip: meters carry
+train crops follow each photo's own aspect (``PhotoAspectCrop``), so a crop is squashed as the
+whole photo is at evaluation. No horizontal flip: meters carry
 text, and a mirrored logo is not a meter that exists.
 """
 
@@ -48,6 +49,37 @@ class BatchNormalizer:
         return images.float().div_(255.0).sub_(self.mean).div_(self.std)
 
 
+def _random_crop(size: int, aug: AugmentConfig) -> v2.RandomResizedCrop:
+    if aug.crop_ratio_at_aspect is None:  # a params.yaml from before: one range for every photo
+        return v2.RandomResizedCrop((size, size), scale=tuple(aug.crop_scale),
+                                    ratio=tuple(aug.crop_ratio), antialias=True)
+    return PhotoAspectCrop((size, size), scale=tuple(aug.crop_scale),
+                           ratio=tuple(aug.crop_ratio), at_aspect=aug.crop_ratio_at_aspect)
+
+
+class PhotoAspectCrop(v2.RandomResizedCrop):
+    """A random resized crop whose width/height range ``ratio`` holds for a photo of aspect
+    ``at_aspect`` and scales with each photo's own aspect.
+
+    The eval preset squashes the whole photo to a square, stretching it by height/width; a crop
+    of the photo's own aspect is stretched alike. One fixed range cannot do that for every
+    shape: the portrait range suited to the demo's 3:4 photos stretched every crop of a square
+    shop photo 1.05-1.67x wider than the photo is ever seen at evaluation."""
+
+    def __init__(self, size: tuple[int, int], scale: tuple[float, ...],
+                 ratio: tuple[float, ...], at_aspect: float):
+        super().__init__(size, scale=scale, ratio=ratio, antialias=True)
+        self.at_aspect = at_aspect
+
+    def make_params(self, flat_inputs: list) -> dict:
+        height, width = v2.query_size(flat_inputs)
+        factor = width / height / self.at_aspect
+        # a crop of this photo's range draws as the parent's would (same generator calls)
+        this_photo = v2.RandomResizedCrop(self.size, scale=self.scale, antialias=True,
+                                          ratio=(self.ratio[0] * factor, self.ratio[1] * factor))
+        return this_photo.make_params(flat_inputs)
+
+
 def train_preset(
     size: int, mean: tuple[float, ...], std: tuple[float, ...], aug: AugmentConfig
 ) -> v2.Compose:
@@ -55,8 +87,7 @@ def train_preset(
     blur and JPEG, as in field photos."""
     return v2.Compose([
         RandomTextStrip(aug.text_strip_prob),
-        v2.RandomResizedCrop((size, size), scale=tuple(aug.crop_scale),
-                             ratio=tuple(aug.crop_ratio), antialias=True),
+        _random_crop(size, aug),
         v2.RandomRotation(aug.rotation_deg),
         v2.RandomPerspective(aug.perspective, p=aug.perspective_prob),
         v2.ColorJitter(brightness=aug.brightness, contrast=aug.contrast,
