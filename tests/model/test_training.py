@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
+from torchvision.transforms import v2
 
 from meterid.config import Params, TrainConfig, load_params
 from meterid.inference.bundle import ModelBundle, read_bundle, write_bundle
@@ -19,7 +21,7 @@ from meterid.model.classifier import (
     Preprocessing,
     set_phase,
 )
-from meterid.model.presets import eval_preset, train_preset
+from meterid.model.presets import PhotoAspectCrop, eval_preset, train_preset
 from meterid.training.activations import ViewDataset, ViewItem, stem_activations
 from meterid.training.calibration import (
     Calibration,
@@ -176,6 +178,45 @@ def test_a_grayscale_view_is_the_colour_view_without_its_colour(
     # the same geometry: the grey view is close to the colour view's luminance
     luminance = 0.299 * in_colour[0] + 0.587 * in_colour[1] + 0.114 * in_colour[2]
     assert float((in_grey[0] - luminance).abs().mean()) < 0.05
+
+
+
+def _crop_aspects(crop, photo: Image.Image, draws: int) -> list[dict]:
+    params = []
+    for seed in range(draws):
+        torch.manual_seed(seed)
+        params.append(crop.make_params([photo]))
+    return params
+
+
+def test_train_crops_follow_the_photos_aspect(params: Params):
+    """The crop range is set for the demo's 3:4 photos: theirs are the crops of the one fixed
+    range (the demo trains unchanged), and a square photo's crops span the range scaled to it,
+    so they are squashed to the input about as the whole photo is at evaluation."""
+    aug = params.train.augment
+    assert aug.crop_ratio_at_aspect == 0.75
+    fixed = v2.RandomResizedCrop((SIZE, SIZE), scale=tuple(aug.crop_scale),
+                                 ratio=tuple(aug.crop_ratio), antialias=True)
+    photo_aspect = train_preset(SIZE, (0.5,) * 3, (0.2,) * 3, aug).transforms[1]
+    assert isinstance(photo_aspect, PhotoAspectCrop)
+    portrait, square = Image.new("RGB", (360, 480)), Image.new("RGB", (400, 400))
+    assert _crop_aspects(photo_aspect, portrait, 50) == _crop_aspects(fixed, portrait, 50)
+
+    def width_over_height(crops: list[dict]) -> np.ndarray:
+        return np.array([c["width"] / c["height"] for c in crops])
+
+    low, high = (r / aug.crop_ratio_at_aspect for r in aug.crop_ratio)
+    following = width_over_height(_crop_aspects(photo_aspect, square, 200))
+    assert following.min() >= low - 0.01 and following.max() <= high + 0.01
+    assert following.max() > 1.0  # some crops are wider than tall, as square photos allow
+    assert width_over_height(_crop_aspects(fixed, square, 200)).max() <= aug.crop_ratio[1] + 0.01
+
+
+def test_a_params_file_without_the_crop_aspect_keeps_one_range_for_every_photo(params: Params):
+    aug = params.train.augment.model_copy(update={"crop_ratio_at_aspect": None})
+    crop = train_preset(SIZE, (0.5,) * 3, (0.2,) * 3, aug).transforms[1]
+    assert type(crop) is v2.RandomResizedCrop
+    assert crop.ratio == tuple(aug.crop_ratio)
 
 
 def test_weights_from_a_local_file(tmp_path: Path):
