@@ -26,7 +26,9 @@ Environment: ``REAL_PHOTOS_VARIANTS`` (names of ``VARIANTS``), ``REAL_PHOTOS_COL
 the train section for every run, e.g. ``{"device": "cuda", "workers": 14}``),
 ``REAL_PHOTOS_PER_CLASS`` (cap photos a class, for a quick look), ``REAL_PHOTOS_DEADLINE_S``
 (start no run after this many seconds), ``REAL_PHOTOS_OUT`` (a CSV of every run),
-``REAL_PHOTOS_OUTPUTS`` (a folder: each run's model outputs, ``save_outputs``).
+``REAL_PHOTOS_OUTPUTS`` (a folder: each run's model outputs, ``save_outputs``),
+``REAL_PHOTOS_FRAME`` (e.g. ``4:3``: every photo centre-cropped to that width:height first, as a
+phone held sideways frames the same shelf; ``reframed``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import copy
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image, ImageOps
 
 from meterid.config import Params, TrainConfig, load_params
 from meterid.data.split import read_splits
@@ -136,6 +141,31 @@ class Collection:
 
 def collection_dir() -> Path:
     return Path(os.environ.get("REAL_PHOTOS_DIR", REPO.parent / "shared" / "data" / "grocery"))
+
+
+def reframed(root: Path, frame: str, into: Path | None = None) -> Path:
+    """A copy of the collection at ``root`` with every photo centre-cropped to ``frame``
+    (``width:height``), the manifest and the licence files beside it; made once, in ``into``
+    (default: the temp folder). The grocery photos are square: this measures other shapes on
+    the same real photos."""
+    width, height = (int(v) for v in frame.split(":"))
+    into = into or Path(tempfile.gettempdir()) / f"meterid-{root.name}-{width}x{height}"
+    for photo in sorted((root / "raw").rglob("*.jpg")) + sorted((root / "unseen").rglob("*.jpg")):
+        target = into / photo.relative_to(root)
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _centre_crop(ImageOps.exif_transpose(Image.open(photo)).convert("RGB"),
+                         width / height).save(target, quality=95)
+    for kept in [root / "MANIFEST.csv", *root.glob("*.txt")]:
+        shutil.copy(kept, into / kept.name)
+    return into
+
+
+def _centre_crop(photo: Image.Image, aspect: float) -> Image.Image:
+    width = min(photo.width, round(photo.height * aspect))
+    height = min(photo.height, round(photo.width / aspect))
+    left, top = (photo.width - width) // 2, (photo.height - height) // 2
+    return photo.crop((left, top, left + width, top + height))
 
 
 def upstream_splits(root: Path) -> pd.DataFrame:
@@ -434,6 +464,8 @@ def run() -> pd.DataFrame:
     if not (root / "MANIFEST.csv").is_file():
         print(f"no real collection at {root} (REAL_PHOTOS_DIR): skipped")
         return pd.DataFrame()
+    if frame := os.environ.get("REAL_PHOTOS_FRAME"):
+        root = reframed(root, frame)
     names = [n for n in os.environ.get("REAL_PHOTOS_VARIANTS", "defaults,round_21").split(",")
              if n]
     cap = int(os.environ.get("REAL_PHOTOS_PER_CLASS", "0")) or None

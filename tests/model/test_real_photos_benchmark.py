@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from benchmarks import class_means, ece_noise, open_set_scores, prediction_sets, real_photos
 from meterid.config import Params
@@ -41,6 +42,25 @@ def test_the_upstream_split_and_a_user_sized_cut_keep_test_photos_apart():
     assert not set(cut.loc[cut["split"] == "train", "path"]) & upstream_test
     assert real_photos.user_cut(upstream, seed=0).equals(cut)  # the seed decides
 
+
+
+def test_a_reframed_collection_is_its_photos_centre_cropped_with_the_licence(tmp_path: Path):
+    root = tmp_path / "collection"
+    for folder, size in (("raw/a", (400, 400)), ("unseen/b", (300, 500))):
+        (root / folder).mkdir(parents=True)
+        photo = Image.new("RGB", size, "white")
+        photo.paste((255, 0, 0), (0, 0, size[0], size[1] // 10))  # a red band along the top
+        photo.save(root / folder / "1.jpg")
+    (root / "MANIFEST.csv").write_text("devset_path,upstream_split\nraw/a/1.jpg,train\n")
+    (root / "LICENSE.txt").write_text("MIT")
+
+    framed = real_photos.reframed(root, "4:3", into=tmp_path / "framed")
+
+    landscape, portrait = (Image.open(framed / p) for p in ("raw/a/1.jpg", "unseen/b/1.jpg"))
+    assert landscape.size == (400, 300) and portrait.size == (300, 225)
+    assert landscape.getpixel((200, 5))[1] > 200  # the top band cut away: the centre is kept
+    assert (framed / "LICENSE.txt").read_text() == "MIT"
+    assert real_photos.upstream_splits(framed)["path"].tolist() == ["a/1.jpg"]
 
 def test_variants_share_a_cache_pass_unless_its_input_differs(params: Params):
     base = params.train.model_copy(update={"image_size": 256})  # neither variant's size
