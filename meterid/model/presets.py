@@ -7,8 +7,8 @@ JPEG is DCT-scaled to the smallest size that still has both sides >= the input s
 trained and evaluated on exactly what it scores. Photos are squashed
 to a square rather than centre-cropped, so a portrait photo keeps the whole meter in view; the
 train crops follow each photo's own aspect (``PhotoAspectCrop``), so a crop is squashed as the
-whole photo is at evaluation. No horizontal flip: meters carry
-text, and a mirrored logo is not a meter that exists.
+whole photo is at evaluation. No horizontal flip: meters carry text, and a mirrored logo is not
+a meter that exists.
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ class PhotoAspectCrop(v2.RandomResizedCrop):
 
     The eval preset squashes the whole photo to a square, stretching it by height/width; a crop
     of the photo's own aspect is stretched alike. One fixed range cannot do that for every
-    shape: the portrait range suited to the demo's 3:4 photos stretched every crop of a square
-    shop photo 1.05-1.67x wider than the photo is ever seen at evaluation."""
+    shape: the portrait range suited to the demo's 3:4 photos narrowed every crop of a square
+    photo (stretched 1.05-1.67x wider than the photo is ever seen at evaluation), and most crops
+    of a landscape photo did not fit, so they fell back to one centre crop that cut its sides
+    (62% of a 4:3 photo's crops, all of a 16:9's; ``make bench``: crop_geometry)."""
 
     def __init__(self, size: tuple[int, int], scale: tuple[float, ...],
                  ratio: tuple[float, ...], at_aspect: float):
