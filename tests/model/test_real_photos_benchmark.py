@@ -43,7 +43,6 @@ def test_the_upstream_split_and_a_user_sized_cut_keep_test_photos_apart():
     assert real_photos.user_cut(upstream, seed=0).equals(cut)  # the seed decides
 
 
-
 def test_a_reframed_collection_is_its_photos_centre_cropped_with_the_licence(tmp_path: Path):
     root = tmp_path / "collection"
     for folder, size in (("raw/a", (400, 400)), ("unseen/b", (300, 500))):
@@ -61,6 +60,7 @@ def test_a_reframed_collection_is_its_photos_centre_cropped_with_the_licence(tmp
     assert landscape.getpixel((200, 5))[1] > 200  # the top band cut away: the centre is kept
     assert (framed / "LICENSE.txt").read_text() == "MIT"
     assert real_photos.upstream_splits(framed)["path"].tolist() == ["a/1.jpg"]
+
 
 def test_variants_share_a_cache_pass_unless_its_input_differs(params: Params):
     base = params.train.model_copy(update={"image_size": 256})  # neither variant's size

@@ -180,8 +180,7 @@ def test_a_grayscale_view_is_the_colour_view_without_its_colour(
     assert float((in_grey[0] - luminance).abs().mean()) < 0.05
 
 
-
-def _crop_aspects(crop, photo: Image.Image, draws: int) -> list[dict]:
+def _crops(crop: v2.RandomResizedCrop, photo: Image.Image, draws: int) -> list[dict]:
     params = []
     for seed in range(draws):
         torch.manual_seed(seed)
@@ -200,16 +199,16 @@ def test_train_crops_follow_the_photos_aspect(params: Params):
     photo_aspect = train_preset(SIZE, (0.5,) * 3, (0.2,) * 3, aug).transforms[1]
     assert isinstance(photo_aspect, PhotoAspectCrop)
     portrait, square = Image.new("RGB", (360, 480)), Image.new("RGB", (400, 400))
-    assert _crop_aspects(photo_aspect, portrait, 50) == _crop_aspects(fixed, portrait, 50)
+    assert _crops(photo_aspect, portrait, 50) == _crops(fixed, portrait, 50)
 
     def width_over_height(crops: list[dict]) -> np.ndarray:
         return np.array([c["width"] / c["height"] for c in crops])
 
     low, high = (r / aug.crop_ratio_at_aspect for r in aug.crop_ratio)
-    following = width_over_height(_crop_aspects(photo_aspect, square, 200))
+    following = width_over_height(_crops(photo_aspect, square, 200))
     assert following.min() >= low - 0.01 and following.max() <= high + 0.01
     assert following.max() > 1.0  # some crops are wider than tall, as square photos allow
-    assert width_over_height(_crop_aspects(fixed, square, 200)).max() <= aug.crop_ratio[1] + 0.01
+    assert width_over_height(_crops(fixed, square, 200)).max() <= aug.crop_ratio[1] + 0.01
 
 
 def test_a_params_file_without_the_crop_aspect_keeps_one_range_for_every_photo(params: Params):
