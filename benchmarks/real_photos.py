@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image, ImageOps
+from torchvision.transforms import v2
 
 from meterid.config import Params, TrainConfig, load_params
 from meterid.data.split import read_splits
@@ -162,10 +163,9 @@ def reframed(root: Path, frame: str, into: Path | None = None) -> Path:
 
 
 def _centre_crop(photo: Image.Image, aspect: float) -> Image.Image:
-    width = min(photo.width, round(photo.height * aspect))
-    height = min(photo.height, round(photo.width / aspect))
-    left, top = (photo.width - width) // 2, (photo.height - height) // 2
-    return photo.crop((left, top, left + width, top + height))
+    size = [min(photo.height, round(photo.width / aspect)),
+            min(photo.width, round(photo.height * aspect))]
+    return v2.functional.center_crop(photo, size)
 
 
 def upstream_splits(root: Path) -> pd.DataFrame:
