@@ -22,7 +22,8 @@ depend on the frozen stem only) are built once. The result is the same as one ``
 + ``meterid evaluate`` per variant, at a fraction of the cost.
 
 Environment: ``REAL_PHOTOS_VARIANTS`` (names of ``VARIANTS``), ``REAL_PHOTOS_COLLECTIONS``
-(e.g. ``upstream:0,upstream:1,cut:0``: kind and seed), ``REAL_PHOTOS_TRAIN`` (JSON overrides of
+(e.g. ``upstream:0,upstream:1,cut:0,cut:0/1``: kind, seed and, after a slash, a training seed
+other than the split's), ``REAL_PHOTOS_TRAIN`` (JSON overrides of
 the train section for every run, e.g. ``{"device": "cuda", "workers": 14}``),
 ``REAL_PHOTOS_PER_CLASS`` (cap photos a class, for a quick look), ``REAL_PHOTOS_DEADLINE_S``
 (start no run after this many seconds), ``REAL_PHOTOS_OUT`` (a CSV of every run),
@@ -127,17 +128,25 @@ SHOWN = (("accuracy", "top-1"), ("macro_recall", "macro recall"), ("ece", "ECE")
 @dataclass(frozen=True)
 class Collection:
     """A real collection cut for one run: ``splits`` has path (under ``raw_dir``), label and
-    split; ``unseen_dir`` holds classes never trained on."""
+    split; ``unseen_dir`` holds classes never trained on. ``seed`` draws a cut and, unless
+    ``training_seed`` is given, the training too: a second training of one cut tells the
+    training's randomness from the cut's."""
 
     kind: str
     seed: int
     raw_dir: Path
     unseen_dir: Path
     splits: pd.DataFrame
+    training_seed: int | None = None
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed if self.training_seed is None else self.training_seed
 
     @property
     def name(self) -> str:
-        return f"{self.kind}:{self.seed}"
+        return f"{self.kind}:{self.seed}" + (
+            "" if self.training_seed is None else f"/{self.training_seed}")
 
 
 def collection_dir() -> Path:
@@ -202,22 +211,27 @@ def user_cut(upstream: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def collections(spec: str, root: Path, cap: int | None, params: Params) -> list[Collection]:
-    """``kind:seed`` items: ``upstream`` and ``cut`` from the real collection at ``root``;
-    ``demo``, the generated demo beside them (its split, ``make demo``), when it is there."""
+    """``kind:seed[/training seed]`` items: ``upstream`` and ``cut`` from the real collection
+    at ``root``; ``demo``, the generated demo beside them (its split, ``make demo``), when it
+    is there."""
     upstream = per_class_cap(upstream_splits(root), cap)
     out = []
     for item in filter(None, spec.split(",")):
-        kind, seed = item.split(":")
+        kind, seeds = item.split(":")
+        seed, _, training = seeds.partition("/")
+        training_seed = int(training) if training else None
         if kind == "demo":
             if not params.paths.splits.is_file():
                 print(f"no demo split at {params.paths.splits} (make demo): demo skipped")
                 continue
             out.append(Collection("demo", int(seed), params.paths.raw_dir,
                                   params.paths.unknown_dir,
-                                  per_class_cap(read_splits(params.paths.splits), cap)))
+                                  per_class_cap(read_splits(params.paths.splits), cap),
+                                  training_seed))
             continue
         splits = upstream if kind == "upstream" else user_cut(upstream, int(seed))
-        out.append(Collection(kind, int(seed), root / "raw", root / "unseen", splits))
+        out.append(Collection(kind, int(seed), root / "raw", root / "unseen", splits,
+                              training_seed))
     return out
 
 
@@ -239,8 +253,9 @@ def run_group(collection: Collection, names: list[str], params: Params, deadline
     """Every variant of ``names`` on one collection and training seed: one cache pass for each
     group of variants that can share one (``cache_groups``)."""
     base = variant_config(params.train, json.loads(os.environ.get("REAL_PHOTOS_TRAIN", "{}")),
-                          collection.seed)
-    configs = {name: variant_config(base, VARIANTS[name], collection.seed) for name in names}
+                          collection.train_seed)
+    configs = {name: variant_config(base, VARIANTS[name], collection.train_seed)
+               for name in names}
     for group in cache_groups(configs):
         yield from _run_cache_group(collection, group, params, deadline)
 
@@ -277,7 +292,8 @@ def _run_cache_group(collection: Collection, configs: dict[str, TrainConfig], pa
         if time.perf_counter() > deadline:
             print(f"  deadline: {name} not run", flush=True)
             continue
-        row = {"collection": collection.kind, "seed": collection.seed, "variant": name,
+        row = {"collection": collection.kind, "seed": collection.seed,
+               "training_seed": collection.train_seed, "variant": name,
                **_fit_and_evaluate(template, cache, collection, cfg, inputs, project, cache_s,
                                    _outputs_path(collection, name))}
         print("  " + _run_line(row), flush=True)
@@ -286,7 +302,10 @@ def _run_cache_group(collection: Collection, configs: dict[str, TrainConfig], pa
 
 def _outputs_path(collection: Collection, variant: str) -> Path | None:
     folder = os.environ.get("REAL_PHOTOS_OUTPUTS")
-    return Path(folder) / f"{collection.kind}{collection.seed}_{variant}.npz" if folder else None
+    if not folder:
+        return None
+    training = "" if collection.training_seed is None else f"t{collection.training_seed}"
+    return Path(folder) / f"{collection.kind}{collection.seed}{training}_{variant}.npz"
 
 
 def _fit_and_evaluate(template: MeterClassifier, cache: dict[str, CachedSplit],
@@ -428,7 +447,8 @@ def open_set_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _run_line(row: dict) -> str:
-    parts = [f"{row['variant']} {row['collection']}:{row['seed']}"]
+    training = "" if row["training_seed"] == row["seed"] else f"/{row['training_seed']}"
+    parts = [f"{row['variant']} {row['collection']}:{row['seed']}{training}"]
     parts += [f"{label} {_format(key, row[key])}" for key, label in SHOWN]
     return ", ".join(parts + [f"phase 2: {row['phase2_epochs_run']:.0f} epochs run, best val "
                               f"loss at {row['phase2_best_epoch']:.0f}"])

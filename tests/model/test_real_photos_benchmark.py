@@ -43,6 +43,19 @@ def test_the_upstream_split_and_a_user_sized_cut_keep_test_photos_apart():
     assert real_photos.user_cut(upstream, seed=0).equals(cut)  # the seed decides
 
 
+
+@needs_grocery
+def test_a_second_training_of_one_cut_keeps_the_cut_and_its_outputs_apart(
+        params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    first, second, upstream = real_photos.collections("cut:3,cut:3/1,upstream:0", GROCERY,
+                                                      None, params)
+    assert first.splits.equals(second.splits)
+    assert (first.train_seed, second.train_seed, upstream.train_seed) == (3, 1, 0)
+    assert [c.name for c in (first, second, upstream)] == ["cut:3", "cut:3/1", "upstream:0"]
+    monkeypatch.setenv("REAL_PHOTOS_OUTPUTS", str(tmp_path))
+    assert real_photos._outputs_path(first, "defaults") == tmp_path / "cut3_defaults.npz"
+    assert real_photos._outputs_path(second, "defaults") == tmp_path / "cut3t1_defaults.npz"
+
 def test_a_reframed_collection_is_its_photos_centre_cropped_with_the_licence(tmp_path: Path):
     root = tmp_path / "collection"
     for folder, size in (("raw/a", (400, 400)), ("unseen/b", (300, 500))):
