@@ -51,7 +51,7 @@ serve: install
 bench: install
 	$(BIN)/python -m benchmarks
 
-## lint: ruff on the code, the tests and the benchmarks; mypy on meterid
+## lint: ruff on the code, the tests and the benchmarks; mypy on meterid and the benchmarks
 ## (CI runs it before the tests)
 lint: install
 	$(BIN)/ruff check meterid tests benchmarks

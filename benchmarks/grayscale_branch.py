@@ -134,7 +134,7 @@ def run() -> dict:
     branch = copy.deepcopy(colour_model)
     for parameter in branch.parameters():
         parameter.requires_grad = True
-    start, history = time.perf_counter(), []
+    start, history = time.perf_counter(), list[dict]()
     _run_phase(_Fit(2, branch, inputs, targets, gray_val.activations, gray_val.targets),
                params.train.phase2, params.train, len(model.classes),
                torch.ones(len(model.classes)), history)
@@ -191,12 +191,12 @@ def _routing(photos: list[Path], params) -> dict:
     a grayscale one, and a grayscale copy (JPEG-encoded, as field cameras save it) for colour."""
     colour = np.array([_chroma(p, params) for p in photos])
     with tempfile.TemporaryDirectory(prefix="meterid-gray-") as tmp:
-        gray = []
+        gray_chroma = []
         for i, photo in enumerate(photos):
             path = Path(tmp) / f"{i:05d}.jpg"
             to_grayscale(load_rgb(photo, params.validate_.max_pixels)).save(path, quality=90)
-            gray.append(_chroma(path, params))
-    gray = np.array(gray)
+            gray_chroma.append(_chroma(path, params))
+    gray = np.array(gray_chroma)
     print(f"chroma (mean |R-G| + |G-B|, 0-255): colour test photos min {colour.min():.1f}, "
           f"median {np.median(colour):.1f}; grayscale copies max {gray.max():.2f}. At "
           f"{GRAYSCALE_MAX_CHROMA}: {np.mean(colour < GRAYSCALE_MAX_CHROMA):.1%} of colour photos "

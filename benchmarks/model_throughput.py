@@ -11,8 +11,10 @@ import copy
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 
@@ -39,9 +41,13 @@ def images_per_second(model: Callable[[torch.Tensor], object], batch: torch.Tens
     return len(batch) / min(seconds)
 
 
+def _onnx_run(session: ort.InferenceSession, images: torch.Tensor) -> object:
+    return session.run(None, {"images": images.numpy()})
+
+
 def run() -> dict:
     size = load_params().train.image_size
-    results = {}
+    results: dict[str, object] = {}
     for name in ("resnet18", "efficientnet_lite0"):
         backbone = build_backbone(name, "none")
         model = torch.nn.Sequential(backbone.stem, backbone.last_block).eval()
@@ -70,7 +76,7 @@ def _stem_engines(size: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         session = onnx_session(export_module(stem, Path(tmp) / "stem.onnx", size, ["out"]),
                                torch.get_num_threads())
-    onnx = images_per_second(lambda images: session.run(None, {"images": images.numpy()}), batch)
+    onnx = images_per_second(partial(_onnx_run, session), batch)
     print(f"cache pass, EfficientNet-Lite0 stem (to the last stage): PyTorch channels_last "
           f"{eager:6.1f} img/s | ONNX Runtime {onnx:6.1f} ({onnx / eager:.2f}x)")
     return eager, onnx
@@ -81,14 +87,13 @@ def _input_sizes(sizes: list[int]) -> dict[int, float]:
     side by side: what a larger ``train.image_size`` costs every scored photo."""
     backbone = build_backbone("efficientnet_lite0", "imagenet", "last_stage")
     model = torch.nn.Sequential(backbone.stem, backbone.last_block).eval()
-    rates = {}
+    rates: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             session = onnx_session(export_module(model, Path(tmp) / f"{size}.onnx", size,
                                                  ["embeddings"]), torch.get_num_threads())
-            rates[size] = images_per_second(
-                lambda images, run=session.run: run(None, {"images": images.numpy()}),
-                torch.randn(BATCH, 3, size, size))
+            rates[size] = images_per_second(partial(_onnx_run, session),
+                                            torch.randn(BATCH, 3, size, size))
     base = rates[sizes[0]]
     print("scoring, EfficientNet-Lite0 fp32 ONNX Runtime by input size: " + " | ".join(
         f"{size} px {rate:6.1f} img/s ({rate / base:.2f}x)" for size, rate in rates.items()))

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from meterid.config import load_params
-from meterid.data.demo.catalog import build_catalog
+from meterid.data.demo.catalog import MeterSpec, build_catalog
 from meterid.data.demo.generate import PhotoJob, draw_photo
 from meterid.data.demo.render import render_meter
 from meterid.model.pretrained import PretrainedEmbedder
@@ -42,7 +42,7 @@ def _altered(image: Image.Image, kind: str) -> Image.Image:
     return ImageEnhance.Color(ImageEnhance.Brightness(image).enhance(1.25)).enhance(0.6)
 
 
-def _on_white(spec: object, seed: int) -> Image.Image:
+def _on_white(spec: MeterSpec, seed: int) -> Image.Image:
     meter = render_meter(spec, np.random.default_rng(seed))
     canvas = Image.new("RGB", (480, 640), (250, 250, 250))
     meter.thumbnail((360, 520))
@@ -59,7 +59,8 @@ def run() -> dict:
     kinds = ("jpeg q35", "half size", "crop 80%", "recoloured")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        originals, copies = [], {k: [] for k in kinds}
+        originals: list[Path] = []
+        copies: dict[str, list[Path]] = {k: [] for k in kinds}
         for i in range(PHOTOS):
             job = PhotoJob(specs[i % len(specs)], i % len(specs), i, folder / f"photo_{i}.jpg")
             draw_photo(job, 1, params.demo.nuisance, (480, 640))
@@ -81,8 +82,8 @@ def run() -> dict:
                   **{k: _phashes(v) for k, v in copies.items()}}
     near = cfg.near_duplicate_max_distance
     copy_near = {k: _bits(hashes[k], hashes["base"]) <= near for k in kinds}
-    i, j = np.triu_indices(len(white), 1)
-    white_near = _bits(hashes["white"][i], hashes["white"][j]) <= near
+    first, second = np.triu_indices(len(white), 1)
+    white_near = _bits(hashes["white"][first], hashes["white"][second]) <= near
     print(f"copies of {PHOTOS} demo photos (recall) vs {len(different)} pairs of different "
           f"meters on white (false positives); phash first pass <= {near} bits, cosine in use "
           f"{cfg.near_duplicate_min_cosine}")

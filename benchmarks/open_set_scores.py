@@ -97,9 +97,10 @@ def tail_product(first: Score, second: Score, known: ModelOutputs) -> Score:
 def pretrained_knn(run: SavedRun, k: int) -> Score:
     """kNN on the pretrained backbone's embeddings, which fine-tuning has not narrowed to what
     tells the known classes apart. The outputs are matched to their set by identity."""
-    assert run.pretrained is not None
-    by_set = {id(outputs): run.pretrained[name] for name, outputs in run.sets.items()}
-    return lambda outputs: knn_score(run.pretrained["reference"], by_set[id(outputs)], k)
+    pretrained = run.pretrained
+    assert pretrained is not None
+    by_set = {id(outputs): pretrained[name] for name, outputs in run.sets.items()}
+    return lambda outputs: knn_score(pretrained["reference"], by_set[id(outputs)], k)
 
 
 def scores_of(run: SavedRun) -> dict[str, Score]:

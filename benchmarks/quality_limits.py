@@ -51,7 +51,8 @@ def run() -> dict:
     print(f"gate limits: {limits}; measured on the decode at min_side {min_side}")
     out = {}
     for size in SIZES:
-        readable, degraded = [], {k: [] for k in DEGRADED}
+        readable: list[Quality] = []
+        degraded: dict[str, list[Quality]] = {k: [] for k in DEGRADED}
         for i in range(PHOTOS):
             rng = np.random.default_rng([size[0], i])
             photo = compose_photo(render_meter(specs[i % len(specs)], rng), rng,

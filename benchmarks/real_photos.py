@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -320,12 +321,12 @@ def _fit_and_evaluate(template: MeterClassifier, cache: dict[str, CachedSplit],
     # round 21 gave 80.8% after the defaults without out-of-fold fits, 84.2% after them).
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    data = cut_views(cache, collection.splits, model.classes, cfg)
-    weights = loss_weights_for(data["train"].targets, len(model.classes), cfg)
-    result = fit_on_cache(model, data, cfg, weights, [], {})
+    views = cut_views(cache, collection.splits, model.classes, cfg)
+    weights = loss_weights_for(views["train"].targets, len(model.classes), cfg)
+    result = fit_on_cache(model, views, cfg, weights, [], {})
     model, frozen = finished_model(result)
     model = model.cpu()  # as `meterid evaluate` reads it back from the checkpoint
-    train_s = time.perf_counter() - start + cache_s * len(data["train_views"].targets) / max(
+    train_s = time.perf_counter() - start + cache_s * len(views["train_views"].targets) / max(
         1, len(cache["train_views"].targets))
     data = evaluation_data(model, inputs, result.out_of_fold)
     evaluation = evaluate(model, data, frozen, project.evaluate, cfg.seed)
@@ -406,8 +407,9 @@ def save_pretrained_embeddings(path: Path, untrained: MeterClassifier, train: Ca
     if inputs.held_out is not None:
         sets["held_out"] = inputs.held_out
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **{name: logits_from_activations(untrained, split.activations)[1]
-                                 .numpy() for name, split in sets.items()})
+    embeddings: dict[str, Any] = {name: logits_from_activations(untrained, split.activations)[1]
+                                  .numpy() for name, split in sets.items()}
+    np.savez_compressed(path, **embeddings)
 
 
 def product_scores(reference: Reference) -> dict[str, OpenSetRule]:

@@ -225,6 +225,7 @@ def photo_server(root: Path, protocol: str = "HTTP/1.1") -> Iterator[PhotoServer
     server = subprocess.Popen([sys.executable, "-u", "-m", "benchmarks.photo_server", str(root),
                                protocol],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert server.stdout is not None  # stdout=PIPE
     try:
         banner = server.stdout.readline()  # "port N"
         port = re.search(r"port (\d+)", banner)
@@ -255,7 +256,7 @@ def _model_rates(engines: dict[str, Predictor], urls: list[str], batch: int) -> 
 
 def _phone_photos(sources: list[Path], folder: Path) -> dict[str, list[Path]]:
     """The first demo photos at two phone sizes, stored turned with an EXIF orientation tag."""
-    out = {}
+    out: dict[str, list[Path]] = {}
     for size in PHONE_SIZES:
         name = f"{size[0]}x{size[1]}"
         (folder / name).mkdir()

@@ -38,6 +38,7 @@ def run() -> dict:
     for _ in range(SEEDS):
         planted, truth = _plant(labels, rng)
         oof = out_of_fold_probabilities(embeddings, planted, params.evaluate.cv_folds, 0)
+        assert oof is not None, "every demo class has photos for several folds"
         for method in METHODS:
             ranked = [int(p) for p in suspect_labels(oof, paths, method)["path"]]
             hits = len(set(ranked) & truth)
