@@ -134,7 +134,8 @@ def run() -> dict:
     branch = copy.deepcopy(colour_model)
     for parameter in branch.parameters():
         parameter.requires_grad = True
-    start, history = time.perf_counter(), list[dict]()
+    history: list[dict] = []
+    start = time.perf_counter()
     _run_phase(_Fit(2, branch, inputs, targets, gray_val.activations, gray_val.targets),
                params.train.phase2, params.train, len(model.classes),
                torch.ones(len(model.classes)), history)
