@@ -80,6 +80,7 @@ from meterid.training.trainer import (
 REPO = Path(__file__).resolve().parents[1]
 CUT_CLASSES, CUT_RARE, CUT_TEST = 12, 3, 10
 CUT_TRAIN, CUT_RARE_TRAIN = (20, 40), (5, 10)
+AS_PUBLISHED = "as published"  # the photos' own frame: no REAL_PHOTOS_FRAME
 DEFAULT_COLLECTIONS = "upstream:0,upstream:1,cut:0,cut:1,cut:2,demo:42"
 # The settings compared, as overrides of params.yaml's train section ({}: the defaults).
 # "round_21" is the defaults before this benchmark existed (chosen on generated photos), at the
@@ -486,7 +487,8 @@ def run() -> pd.DataFrame:
     if not (root / "MANIFEST.csv").is_file():
         print(f"no real collection at {root} (REAL_PHOTOS_DIR): skipped")
         return pd.DataFrame()
-    if frame := os.environ.get("REAL_PHOTOS_FRAME"):
+    frame = os.environ.get("REAL_PHOTOS_FRAME")
+    if frame:
         root = reframed(root, frame)
     names = [n for n in os.environ.get("REAL_PHOTOS_VARIANTS", "defaults,round_21").split(",")
              if n]
@@ -499,7 +501,7 @@ def run() -> pd.DataFrame:
         if time.perf_counter() > deadline:
             break
         for row in run_group(collection, names, params, deadline):
-            rows.append(row)
+            rows.append({"frame": frame or AS_PUBLISHED, **row})
             if out:
                 pd.DataFrame(rows).to_csv(out, index=False)
     runs = pd.DataFrame(rows)

@@ -13,7 +13,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmarks import class_means, ece_noise, open_set_scores, prediction_sets, real_photos
+from benchmarks import (
+    class_means,
+    ece_noise,
+    open_set_scores,
+    paired_variants,
+    prediction_sets,
+    real_photos,
+)
 from meterid.config import Params
 
 GROCERY = real_photos.collection_dir()
@@ -157,3 +164,30 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     assert set(readers["reader"]) == {"head", "class mean", "knn(k=1)", "knn(k=5)"}
     head = readers[readers["reader"] == "head"]
     assert head["top-1"].tolist() == pytest.approx([row["accuracy"] for row in rows])
+
+
+def test_paired_variants_compare_each_collection_with_itself(tmp_path: Path):
+    figures = {key: 0.5 for key in paired_variants.FIGURES}
+    old = pd.DataFrame([  # a CSV from before the frame and the training seed were kept
+        {"collection": "cut", "seed": 5, "variant": "a", **figures, "accuracy": 0.90},
+        {"collection": "cut", "seed": 5, "variant": "b", **figures, "accuracy": 0.95},
+        {"collection": "cut", "seed": 6, "variant": "a", **figures, "accuracy": 0.80}])
+    new = pd.DataFrame([
+        {"frame": "4:3", "collection": "cut", "seed": 5, "training_seed": 1, "variant": v,
+         **figures, "accuracy": accuracy} for v, accuracy in (("a", 0.97), ("b", 0.96))])
+    old.to_csv(tmp_path / "old.csv", index=False)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    runs = paired_variants.read_runs([tmp_path / "old.csv", tmp_path / "new.csv"])
+
+    pairs = paired_variants.paired(runs, "a", "b")
+
+    # cut 6 ran one variant only; cut 5 at two training seeds is two pairs
+    assert list(zip(pairs["frame"], pairs["training_seed"], strict=True)) == [
+        ("4:3", 1), ("as published", 5)]
+    assert pairs["accuracy:difference"].round(3).tolist() == [-0.01, 0.05]
+    table = paired_variants.summary(pairs).set_index("figure")
+    assert table.loc["top-1", "mean difference"] == pytest.approx(0.02)
+    assert table.loc["top-1", "second higher"] == 1 and table.loc["top-1", "pairs"] == 2
+    assert table.loc["ECE", "mean difference"] == 0
+    paired_variants.plot(pairs, "a", "b", tmp_path / "pairs.png")
+    assert Image.open(tmp_path / "pairs.png").size[0] > 0
