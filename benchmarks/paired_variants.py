@@ -49,15 +49,19 @@ def paired(runs: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
 
 
 def summary(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Per figure: the mean difference, its range, and the pairs where it is positive."""
+    """Per frame, collection kind and figure: the mean difference, its range, and the pairs
+    where it is positive. A setting can help a large split and not a user-sized cut."""
     rows = []
-    for key, label in FIGURES.items():
-        differences = pairs.get(f"{key}:difference")
-        if differences is None or differences.isna().all():
-            continue
-        rows.append({"figure": label, "pairs": int(differences.notna().sum()),
-                     "mean difference": differences.mean(), "min": differences.min(),
-                     "max": differences.max(), "second higher": int((differences > 0).sum())})
+    for (frame, kind), group in pairs.groupby(["frame", "collection"]):
+        for key, label in FIGURES.items():
+            differences = group.get(f"{key}:difference")
+            if differences is None or differences.isna().all():
+                continue
+            rows.append({"frame": frame, "collection": kind, "figure": label,
+                         "pairs": int(differences.notna().sum()),
+                         "mean difference": differences.mean(), "min": differences.min(),
+                         "max": differences.max(),
+                         "second higher": int((differences > 0).sum())})
     return pd.DataFrame(rows)
 
 
@@ -67,7 +71,7 @@ def plot(pairs: pd.DataFrame, first: str, second: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(PLOTTED), figsize=(5 * len(PLOTTED), 4.2))
+    figure, axes = plt.subplots(1, len(PLOTTED), figsize=(5 * len(PLOTTED) + 2.5, 4.2))
     for axis, key in zip(axes, PLOTTED, strict=True):
         for _, pair in pairs.iterrows():
             name = (f"{pair['collection']}:{pair['seed']}/{pair['training_seed']} "
@@ -78,7 +82,7 @@ def plot(pairs: pd.DataFrame, first: str, second: str, path: Path) -> None:
         axis.set(xticks=[0, 1], xticklabels=[first, second], xlim=(-0.3, 1.3), ylabel="%",
                  title=f"{FIGURES[key]}: mean difference {mean:+.1f} points")
         axis.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="best")
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -185,9 +185,10 @@ def test_paired_variants_compare_each_collection_with_itself(tmp_path: Path):
     assert list(zip(pairs["frame"], pairs["training_seed"], strict=True)) == [
         ("4:3", 1), ("as published", 5)]
     assert pairs["accuracy:difference"].round(3).tolist() == [-0.01, 0.05]
-    table = paired_variants.summary(pairs).set_index("figure")
-    assert table.loc["top-1", "mean difference"] == pytest.approx(0.02)
-    assert table.loc["top-1", "second higher"] == 1 and table.loc["top-1", "pairs"] == 2
-    assert table.loc["ECE", "mean difference"] == 0
+    table = paired_variants.summary(pairs).set_index(["frame", "figure"])
+    assert table.loc[("4:3", "top-1"), "mean difference"] == pytest.approx(-0.01)
+    assert table.loc[("as published", "top-1"), "second higher"] == 1
+    assert (table["pairs"] == 1).all() and (table["collection"] == "cut").all()
+    assert table.loc[("4:3", "ECE"), "mean difference"] == 0
     paired_variants.plot(pairs, "a", "b", tmp_path / "pairs.png")
     assert Image.open(tmp_path / "pairs.png").size[0] > 0
