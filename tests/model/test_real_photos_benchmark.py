@@ -50,7 +50,6 @@ def test_the_upstream_split_and_a_user_sized_cut_keep_test_photos_apart():
     assert real_photos.user_cut(upstream, seed=0).equals(cut)  # the seed decides
 
 
-
 @needs_grocery
 def test_a_second_training_of_one_cut_keeps_the_cut_and_its_outputs_apart(
         params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -62,6 +61,7 @@ def test_a_second_training_of_one_cut_keeps_the_cut_and_its_outputs_apart(
     monkeypatch.setenv("REAL_PHOTOS_OUTPUTS", str(tmp_path))
     assert real_photos._outputs_path(first, "defaults") == tmp_path / "cut3_defaults.npz"
     assert real_photos._outputs_path(second, "defaults") == tmp_path / "cut3t1_defaults.npz"
+
 
 def test_a_reframed_collection_is_its_photos_centre_cropped_with_the_licence(tmp_path: Path):
     root = tmp_path / "collection"
