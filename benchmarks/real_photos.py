@@ -140,6 +140,7 @@ class Collection:
     unseen_dir: Path
     splits: pd.DataFrame
     training_seed: int | None = None
+    frame: str = AS_PUBLISHED  # REAL_PHOTOS_FRAME's width:height when the photos were reframed
 
     @property
     def train_seed(self) -> int:
@@ -212,7 +213,8 @@ def user_cut(upstream: pd.DataFrame, seed: int) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def collections(spec: str, root: Path, cap: int | None, params: Params) -> list[Collection]:
+def collections(spec: str, root: Path, cap: int | None, params: Params,
+                frame: str = AS_PUBLISHED) -> list[Collection]:
     """``kind:seed[/training seed]`` items: ``upstream`` and ``cut`` from the real collection
     at ``root``; ``demo``, the generated demo beside them (its split, ``make demo``), when it
     is there."""
@@ -229,11 +231,11 @@ def collections(spec: str, root: Path, cap: int | None, params: Params) -> list[
             out.append(Collection("demo", int(seed), params.paths.raw_dir,
                                   params.paths.unknown_dir,
                                   per_class_cap(read_splits(params.paths.splits), cap),
-                                  training_seed))
+                                  training_seed))  # the demo's photos, never reframed
             continue
         splits = upstream if kind == "upstream" else user_cut(upstream, int(seed))
         out.append(Collection(kind, int(seed), root / "raw", root / "unseen", splits,
-                              training_seed))
+                              training_seed, frame))
     return out
 
 
@@ -294,8 +296,8 @@ def _run_cache_group(collection: Collection, configs: dict[str, TrainConfig], pa
         if time.perf_counter() > deadline:
             print(f"  deadline: {name} not run", flush=True)
             continue
-        row = {"collection": collection.kind, "seed": collection.seed,
-               "training_seed": collection.train_seed, "variant": name,
+        row = {"frame": collection.frame, "collection": collection.kind,
+               "seed": collection.seed, "training_seed": collection.train_seed, "variant": name,
                **_fit_and_evaluate(template, cache, collection, cfg, inputs, project, cache_s,
                                    _outputs_path(collection, name))}
         print("  " + _run_line(row), flush=True)
@@ -487,8 +489,7 @@ def run() -> pd.DataFrame:
     if not (root / "MANIFEST.csv").is_file():
         print(f"no real collection at {root} (REAL_PHOTOS_DIR): skipped")
         return pd.DataFrame()
-    frame = os.environ.get("REAL_PHOTOS_FRAME")
-    if frame:
+    if frame := os.environ.get("REAL_PHOTOS_FRAME"):
         root = reframed(root, frame)
     names = [n for n in os.environ.get("REAL_PHOTOS_VARIANTS", "defaults,round_21").split(",")
              if n]
@@ -497,11 +498,11 @@ def run() -> pd.DataFrame:
     rows: list[dict] = []
     out = os.environ.get("REAL_PHOTOS_OUT")
     spec = os.environ.get("REAL_PHOTOS_COLLECTIONS", DEFAULT_COLLECTIONS)
-    for collection in collections(spec, root, cap, params):
+    for collection in collections(spec, root, cap, params, frame or AS_PUBLISHED):
         if time.perf_counter() > deadline:
             break
         for row in run_group(collection, names, params, deadline):
-            rows.append({"frame": frame or AS_PUBLISHED, **row})
+            rows.append(row)
             if out:
                 pd.DataFrame(rows).to_csv(out, index=False)
     runs = pd.DataFrame(rows)

@@ -54,8 +54,9 @@ def test_the_upstream_split_and_a_user_sized_cut_keep_test_photos_apart():
 def test_a_second_training_of_one_cut_keeps_the_cut_and_its_outputs_apart(
         params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     first, second, upstream = real_photos.collections("cut:3,cut:3/1,upstream:0", GROCERY,
-                                                      None, params)
+                                                      None, params, frame="4:3")
     assert first.splits.equals(second.splits)
+    assert {c.frame for c in (first, second, upstream)} == {"4:3"}  # rows name their photos
     assert (first.train_seed, second.train_seed, upstream.train_seed) == (3, 1, 0)
     assert [c.name for c in (first, second, upstream)] == ["cut:3", "cut:3/1", "upstream:0"]
     monkeypatch.setenv("REAL_PHOTOS_OUTPUTS", str(tmp_path))
@@ -123,6 +124,7 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
                                       math.inf))
 
     assert [row["variant"] for row in rows] == ["defaults", "four_views"]
+    assert [(row["frame"], row["training_seed"]) for row in rows] == [("as published", 0)] * 2
     rule = f"knn(k={params.evaluate.knn_k})"  # the UNKNOWN rule without held-out brands
     for row in rows:
         for key in ("accuracy", "macro_recall", "ece", "unknown_flagged_share",
