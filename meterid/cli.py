@@ -107,7 +107,7 @@ def init(
 ) -> None:
     """Make a project folder for your own photos: params.yaml, dvc.yaml, prefect.yaml, data/raw,
     DVC with a local remote; then `meterid validate` and `meterid flow train` there."""
-    from meterid.project import InitError, init_project
+    from meterid.project import SOURCE_DIR, InitError, init_project
 
     try:
         project = init_project(folder, photos)
@@ -117,6 +117,9 @@ def init(
     typer.echo(f"project {project.folder}: {len(project.classes)} classes, {project.photos} "
                f"photos in data/raw" + ("" if project.classes else
                                         " (put class folders there: data/README.txt)"))
+    if project.kept_files:
+        typer.echo(f"kept beside the photos, not trained on: {SOURCE_DIR}/ "
+                   f"({', '.join(project.kept_files)})")
     typer.echo(f"next: cd {project.folder} && meterid validate && meterid flow train")
 
 

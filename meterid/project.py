@@ -39,6 +39,10 @@ class NewProject:
     folder: Path
     classes: list[str]
     photos: int
+    kept_files: list[str]  # files beside the class folders (a licence, notes), in data/source
+
+
+SOURCE_DIR = Path("data/source")  # what came with the photos; meterid never reads it
 
 
 def template_root() -> Path:
@@ -77,6 +81,12 @@ def _class_folders(photos: Path) -> list[Path]:
     return folders
 
 
+def _loose_files(photos: Path) -> list[Path]:
+    """Files beside the class folders: not photos of a class, but a licence must travel with
+    every copy of a collection, so init keeps them rather than dropping them unsaid."""
+    return sorted(p for p in photos.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
 def _dvc(folder: Path, *args: str) -> None:
     # dvc of this interpreter's environment, whether or not its bin folder is on PATH
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=folder,
@@ -106,6 +116,10 @@ def init_project(folder: Path, photos: Path | None = None) -> NewProject:
         (folder / name).write_text(_TEMPLATE_EDITS.get(name, str)(text))
     for source in classes:
         shutil.copytree(source, raw / source.name, dirs_exist_ok=False)
+    loose = _loose_files(Path(photos)) if photos is not None else []
+    for file in loose:
+        (folder / SOURCE_DIR).mkdir(exist_ok=True)
+        shutil.copy2(file, folder / SOURCE_DIR / file.name)
     (folder / "data" / "README.txt").write_text(RAW_README)
     (folder / "mlflow").mkdir(exist_ok=True)
     _dvc(folder, "init", *(() if _inside_git(folder) else ("--no-scm",)))
@@ -114,4 +128,4 @@ def init_project(folder: Path, photos: Path | None = None) -> NewProject:
     if classes:
         _dvc(folder, "add", "data/raw")
     n = sum(1 for p in raw.rglob("*") if p.is_file())
-    return NewProject(folder, [c.name for c in classes], n)
+    return NewProject(folder, [c.name for c in classes], n, [f.name for f in loose])
