@@ -19,6 +19,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
 from meterid.config import Params, ScoreConfig
+from meterid.flows.run_logs import show_meterid_logs_in_runs
 from meterid.registry import model_uri
 from meterid.scoring.shards import ScaleOut, parse_scale_out
 from meterid.scoring.steps import ScoringOutcome, with_overrides
@@ -49,6 +50,7 @@ def batch_scoring(
     Empty fields take their params.yaml values; ``model`` takes an alias or a model URI;
     ``scale_out``: "threads" (one process), "dask" or "dask:N" (a local Dask cluster of N
     worker processes, 1 thread each) or a Dask scheduler's address "tcp://host:8786"."""
+    show_meterid_logs_in_runs()
     params = open_project(params_file)
     scale = parse_scale_out(scale_out, params.score.dask_workers)
     cfg = with_overrides(params.score, model=model_uri(model, params.score.model),

@@ -10,6 +10,7 @@ import pandas as pd
 from prefect import flow
 
 from meterid.data.steps import folder_is_empty
+from meterid.flows.run_logs import show_meterid_logs_in_runs
 from meterid.pipeline import stage_names, tracking_file
 from meterid.stores import open_project
 from meterid.tasks.data import (
@@ -28,6 +29,7 @@ class DataValidationError(RuntimeError):
 @flow(name="data_preparation")
 def data_preparation(params_file: str = "params.yaml", demo_if_missing: bool = True) -> dict:
     """Prepare the image dataset for training; fails when validation fails."""
+    show_meterid_logs_in_runs()
     params = open_project(params_file)
     paths = params.paths
     if demo_if_missing and params.demo.generate_if_empty and folder_is_empty(paths.raw_dir):

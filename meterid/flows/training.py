@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 
 from meterid.config import Params
 from meterid.flows.data_preparation import data_preparation
+from meterid.flows.run_logs import show_meterid_logs_in_runs
 from meterid.pipeline import stage_names
 from meterid.stores import open_project
 from meterid.tasks.training import evaluate_and_register, train_model
@@ -42,6 +43,7 @@ def training(
     auto_promote: bool | None = None,
 ) -> dict:
     """Prepare the data, train, evaluate and register a model version."""
+    show_meterid_logs_in_runs()
     params = with_overrides(open_project(params_file), backbone, phase1_epochs, phase2_epochs,
                             auto_promote)
     data_summary = data_preparation(params_file=params_file, demo_if_missing=True)

@@ -8,6 +8,7 @@ import pandas as pd
 from prefect import flow
 
 from meterid.clustering.steps import default_out_dir
+from meterid.flows.run_logs import show_meterid_logs_in_runs
 from meterid.stores import open_project
 from meterid.tasks.clustering import collect_photos, embed_and_cluster, publish
 
@@ -22,6 +23,7 @@ def unknown_clustering(
     """Cluster the UNKNOWN photos of the last ``since_days`` days (params' cluster.since_days
     when None; or every image under ``images_dir``) into candidate new meter types, with
     contact sheets for review."""
+    show_meterid_logs_in_runs()
     params = open_project(params_file)
     days = params.cluster.since_days if since_days is None else since_days
     # Typed: without it Prefect's overloads read a task returning a DataFrame as async.

@@ -93,8 +93,13 @@ def _night(api: PrefectApi, stack: Serve, project: Path, deployment: dict, base:
     run_id = api.run(deployment, {"input": str(night_list), "output": str(output)})
     stack.record_tree()
     run = api.wait(run_id)
-    assert run["state_type"] == "COMPLETED", api.logs(run_id)
-    return pd.read_parquet(output), api.artifacts(run_id)
+    logs = api.logs(run_id)
+    assert run["state_type"] == "COMPLETED", logs
+    scored = pd.read_parquet(output)
+    # meterid's own INFO lines reach the run's log in the UI, though the worker's process
+    # passes only warnings to its console
+    assert f"wrote {len(scored)} rows to {output}" in logs, logs
+    return scored, api.artifacts(run_id)
 
 
 def _check_cli_follows(project: Path, mlflow_url: str) -> None:
