@@ -163,3 +163,15 @@ def test_the_model_page_shows_the_field_figures_of_a_version(project: Params, ti
     assert versions["field_accuracy"][0] == 0.9
     assert any(m.value == "50.0%" for m in app.metric)
     assert any("Auto-accept on" in s.value for s in app.success)  # no audit judged it yet
+
+
+def test_the_model_page_says_a_version_that_certified_nothing_auto_accepts_nothing(
+        project: Params, tiny_model):
+    # a small collection: its out-of-fold photos certify 3.2% at best, the target is 2%
+    register_versions(tiny_model, 1, {"accuracy": 0.97, "auto_accept_certified": 0.0,
+                                      "auto_accept_certifiable_error": 0.032,
+                                      "auto_accept_target_error": 0.02})
+    app = _app("model")
+    assert not any("Auto-accept on" in s.value for s in app.success)
+    [note] = [i.value for i in app.info if "Auto-accept off" in i.value]
+    assert "3.2% at best, above the 2.0% target" in note and "every photo goes to a person" in note

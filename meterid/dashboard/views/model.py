@@ -43,7 +43,7 @@ def page(params: Params) -> None:
     st.dataframe(table, hide_index=True, column_order=SIDE_BY_SIDE)
     _promote(params, versions)
     chosen = st.selectbox("Version", [row["version"] for row in versions], key="model-version")
-    _audit(store, chosen, params)
+    _audit(store, next(row for row in versions if row["version"] == chosen), params)
     left, right = st.columns(2)
     with left:
         _test_reports(chosen)
@@ -61,8 +61,11 @@ def _side_by_side(versions: list[dict], store: LabelStore, classes: list[str]) -
     return pd.DataFrame(rows)
 
 
-def _audit(store: LabelStore, version: int, params: Params) -> None:
-    verdict = field_verdict(store, version, params)
+def _audit(store: LabelStore, version: dict, params: Params) -> None:
+    if version.get("auto_accept_certified") == 0.0:  # the field audit has nothing to judge
+        st.info(_never_certified(version, params))
+        return
+    verdict = field_verdict(store, version["version"], params)
     bound = (f"field error of auto-accepted photos at most {verdict.bound:.1%} "
              f"({verdict.confidence:.0%} confidence; {verdict.wrong} wrong of "
              f"{verdict.audited} audited)")
@@ -70,6 +73,16 @@ def _audit(store: LabelStore, version: int, params: Params) -> None:
         st.success(f"Auto-accept on: {verdict.reason}. {bound}")
     else:
         st.error(f"Auto-accept stopped: {verdict.reason}. {bound}")
+
+
+def _never_certified(version: dict, params: Params) -> str:
+    target = version.get("auto_accept_target_error", params.evaluate.max_accept_error)
+    best = version.get("auto_accept_certifiable_error")
+    could = (f"could certify an error of {best:.1%} at best" if best is not None
+             else "could certify no error")
+    return (f"Auto-accept off for version {version['version']}: its evaluation {could}, above "
+            f"the {target:.1%} target (too few calibration photos), so every photo goes to a "
+            "person. The field audit starts with a version that auto-accepts.")
 
 
 @st.cache_data(show_spinner="reading the version's evaluation")
