@@ -132,6 +132,15 @@ class PrefectApi:
                            {"artifacts": {"flow_run_id": {"any_": [run_id]}}})
         return {a["key"]: a for a in found if a.get("key")}
 
+    def wait_for_log(self, run_id: str, text: str, timeout_s: float = 60) -> str:
+        """The run's log once it holds ``text`` (a run's log lines reach the server in
+        batches, after its final state); fails after ``timeout_s`` with the log."""
+        deadline = time.monotonic() + timeout_s
+        while text not in (logs := self.logs(run_id)) and time.monotonic() < deadline:
+            time.sleep(1.0)
+        assert text in logs, logs
+        return logs
+
     def logs(self, run_id: str) -> str:
         logs = self._post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}},
                                            "limit": 200, "sort": "TIMESTAMP_ASC"})

@@ -93,12 +93,11 @@ def _night(api: PrefectApi, stack: Serve, project: Path, deployment: dict, base:
     run_id = api.run(deployment, {"input": str(night_list), "output": str(output)})
     stack.record_tree()
     run = api.wait(run_id)
-    logs = api.logs(run_id)
-    assert run["state_type"] == "COMPLETED", logs
+    assert run["state_type"] == "COMPLETED", api.logs(run_id)
     scored = pd.read_parquet(output)
     # meterid's own INFO lines reach the run's log in the UI, though the worker's process
     # passes only warnings to its console
-    assert f"wrote {len(scored)} rows to {output}" in logs, logs
+    api.wait_for_log(run_id, f"wrote {len(scored)} rows to {output}")
     return scored, api.artifacts(run_id)
 
 
