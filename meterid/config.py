@@ -296,6 +296,8 @@ class ClusterConfig(_Strict):
     max_min_cluster_size: int = Field(ge=2)
     min_samples: int = Field(ge=1)
     selection_method: Literal["eom", "leaf"]
+    # absent from a project's params.yaml written before it: HDBSCAN alone, as then
+    single_group: bool = False
     match_min_similarity: float = Field(gt=0, le=1)
     sheet_images: int = Field(ge=1)
     thumb_px: int = Field(ge=16)

@@ -4,6 +4,9 @@
   with PCA: HDBSCAN's tree-based algorithms lose their speed above ~50 dimensions.
 - HDBSCAN (the ``hdbscan`` package: GLOSH outlier scores, membership probabilities); label -1
   is noise, >= 0 a candidate new meter type.
+- A week whose photos hold one group and a few strays has no second cluster to split from, so
+  HDBSCAN calls it all noise. Then, with ``single_group``, it may keep that one group, but only
+  when its photos are as alike as the photos of the model's least cohesive known class.
 - Ids are stable: each cluster's centroid (mean normalised embedding, in the model's full
   embedding space) is matched one-to-one (Hungarian assignment) to the known clusters' centroids
   of the same model; a match at cosine similarity >= ``match_min_similarity`` keeps the old id,
@@ -48,20 +51,50 @@ def min_cluster_size(n: int, cfg: ClusterConfig) -> int:
                    max(cfg.max_min_cluster_size, cfg.min_cluster_size)))
 
 
-def cluster_embeddings(embeddings: np.ndarray, cfg: ClusterConfig) -> Clustering:
-    """Cluster rows of ``embeddings``; fewer rows than the minimum cluster size are all noise."""
+def mean_pairwise_cosine(unit: np.ndarray) -> float:
+    """Mean cosine similarity over the distinct pairs of rows of L2-normalised ``unit``."""
+    n = len(unit)
+    return float(((unit @ unit.T).sum() - n) / (n * (n - 1)))
+
+
+def class_cohesion_floor(reference: np.ndarray, labels: np.ndarray) -> float | None:
+    """How alike a type's photos are for this model: the lowest mean pairwise cosine of one
+    known class's training photos (embeddings stored with the model). None without them."""
+    unit = normalize(reference)
+    cohesion = [mean_pairwise_cosine(unit[labels == c]) for c in np.unique(labels)
+                if (labels == c).sum() > 1]
+    return min(cohesion) if cohesion else None
+
+
+def _hdbscan(reduced: np.ndarray, size: int, cfg: ClusterConfig,
+             single_cluster: bool) -> hdbscan.HDBSCAN:
+    model = hdbscan.HDBSCAN(min_cluster_size=size,
+                            min_samples=min(cfg.min_samples, size, len(reduced) - 1),
+                            cluster_selection_method=cfg.selection_method,
+                            allow_single_cluster=single_cluster, core_dist_n_jobs=1)
+    model.fit(reduced)
+    return model
+
+
+def cluster_embeddings(embeddings: np.ndarray, cfg: ClusterConfig,
+                       single_group_cohesion: float | None = None) -> Clustering:
+    """Cluster rows of ``embeddings``; fewer rows than the minimum cluster size are all noise.
+    ``single_group_cohesion``: when HDBSCAN finds no cluster, one group at least this cohesive
+    (mean pairwise cosine) is kept (see the module's docstring); None: never."""
     n = len(embeddings)
     size = min_cluster_size(n, cfg)
     if n < max(size, 2):
         return Clustering(np.full(n, NOISE), np.zeros(n), np.ones(n), embeddings[:, :2])
-    reduced = reduce(normalize(embeddings), cfg)
-    model = hdbscan.HDBSCAN(min_cluster_size=size,
-                            min_samples=min(cfg.min_samples, size, n - 1),
-                            cluster_selection_method=cfg.selection_method,
-                            core_dist_n_jobs=1)
-    labels = model.fit_predict(reduced)
+    unit = normalize(embeddings)
+    reduced = reduce(unit, cfg)
+    model = _hdbscan(reduced, size, cfg, single_cluster=False)
+    if (model.labels_ == NOISE).all() and single_group_cohesion is not None:
+        single = _hdbscan(reduced, size, cfg, single_cluster=True)
+        group = single.labels_ == 0
+        if group.sum() > 1 and mean_pairwise_cosine(unit[group]) >= single_group_cohesion:
+            model = single
     scores = np.nan_to_num(model.outlier_scores_, nan=1.0)
-    return Clustering(labels, model.probabilities_, scores, reduced)
+    return Clustering(model.labels_, model.probabilities_, scores, reduced)
 
 
 def centroids(embeddings: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:

@@ -17,13 +17,14 @@ from meterid.clustering.cluster import (
     NOISE,
     assign_ids,
     centroids,
+    class_cohesion_floor,
     cluster_embeddings,
     stable_ids,
 )
 from meterid.clustering.embeddings import embed_photos, model_key
 from meterid.clustering.report import cluster_map
 from meterid.clustering.state import ClusterState
-from meterid.config import Params
+from meterid.config import ClusterConfig, Params
 from meterid.core import UNKNOWN
 from meterid.data.manifest import list_files
 from meterid.inference.predictor import Predictor
@@ -116,6 +117,14 @@ def _summary(clusters: pd.DataFrame, sheets: dict[int, Path], state: ClusterStat
     return pd.DataFrame(rows).sort_values(["cluster_id"]).reset_index(drop=True)
 
 
+def _single_group_cohesion(predictor: Predictor, cfg: ClusterConfig) -> float | None:
+    model = predictor.bundle.model
+    if not cfg.single_group or len(model.reference_embeddings) == 0:
+        return None
+    return class_cohesion_floor(model.reference_embeddings.numpy(),
+                                model.reference_labels.numpy())
+
+
 def cluster_photos(params: Params, predictor: Predictor, photos: pd.DataFrame,
                    out_dir: Path) -> ClusterOutcome:
     """Embed, cluster with stable ids, and write the run's reports under ``out_dir``."""
@@ -125,7 +134,7 @@ def cluster_photos(params: Params, predictor: Predictor, photos: pd.DataFrame,
                               params.validate_.max_pixels)
     readable = ~np.isnan(embeddings).any(axis=1)
     photos, embeddings = photos[readable].reset_index(drop=True), embeddings[readable]
-    result = cluster_embeddings(embeddings, cfg)
+    result = cluster_embeddings(embeddings, cfg, _single_group_cohesion(predictor, cfg))
     state = ClusterState.load(params.paths.cluster_state)
     found = centroids(embeddings, result.labels)
     mapping = stable_ids(found, state.centroids_for(key), cfg.match_min_similarity,

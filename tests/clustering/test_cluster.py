@@ -16,6 +16,7 @@ from meterid.clustering.cluster import (
     NOISE,
     assign_ids,
     centroids,
+    class_cohesion_floor,
     cluster_embeddings,
     min_cluster_size,
     stable_ids,
@@ -63,6 +64,39 @@ def test_hdbscan_finds_the_blobs_and_leaves_outliers_as_noise(params):
 def test_too_few_photos_are_all_noise(params):
     result = cluster_embeddings(np.ones((3, 8), np.float32), params.cluster)
     assert (result.labels == NOISE).all()
+
+
+def one_group_and_strays(seed: int = 0, group: int = 6, strays: int = 3, dim: int = 64,
+                         spread: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """A week of one new type (``group`` alike photos) and a few unrelated ones."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=dim)
+    points = np.vstack([centre + spread * rng.normal(size=(group, dim)),
+                        rng.normal(size=(strays, dim))]).astype(np.float32)
+    return points, np.r_[np.zeros(group, int), np.full(strays, NOISE)]
+
+
+def test_one_group_among_strays_is_kept_only_when_as_alike_as_a_known_class(params):
+    embeddings, truth = one_group_and_strays()
+    cfg = params.cluster
+    # HDBSCAN alone: no second cluster to split from, so everything is noise
+    assert (cluster_embeddings(embeddings, cfg).labels == NOISE).all()
+    # known classes whose own photos sit at cosine ~0.8 and ~0.95: the group (~0.99) passes
+    rng = np.random.default_rng(1)
+    loose, tight = rng.normal(size=(2, 64))
+    reference = np.vstack([loose + 0.5 * rng.normal(size=(10, 64)),
+                           tight + 0.2 * rng.normal(size=(10, 64)), rng.normal(size=(1, 64))])
+    labels = np.r_[np.zeros(10, int), np.ones(10, int), 2]  # class 2: one photo, no cohesion
+    floor = class_cohesion_floor(reference, labels)
+    assert floor is not None and 0.7 < floor < 0.9
+    found = cluster_embeddings(embeddings, cfg, single_group_cohesion=floor).labels
+    assert set(found) <= {0, NOISE} and (found == 0).sum() >= 3  # one candidate type ...
+    assert (truth[found == 0] == 0).all()  # ... of the group's photos only
+    # a looser group than any known class stays noise: strays are not made a type
+    loose_week, _ = one_group_and_strays(spread=1.5)
+    assert (cluster_embeddings(loose_week, cfg, single_group_cohesion=floor).labels
+            == NOISE).all()
+    assert class_cohesion_floor(np.empty((0, 64)), np.empty(0, int)) is None
 
 
 def test_ids_persist_across_runs_and_new_clusters_get_new_ids(params):
