@@ -173,6 +173,7 @@ def build_backbone(name: str, weights: str, unfreeze: str = "last_block") -> Bac
         backbone = _resnet18(weights, unfreeze)
     else:
         backbone = _efficientnet_lite(name, weights, unfreeze)
-    log.info("backbone %s (%d-d embeddings), weights=%s, phase 2 unfreezes the %s", name,
-             backbone.dim, weights, unfreeze.replace("_", " "))
+    # "starting": a saved model is rebuilt with none, then its own weights are loaded
+    log.info("backbone %s (%d-d embeddings), starting weights: %s, phase 2 unfreezes the %s",
+             name, backbone.dim, weights, unfreeze.replace("_", " "))
     return backbone
