@@ -469,6 +469,9 @@ def candidates_add(
         raise typer.Exit(1) from error
     typer.echo(f"added {added} photos to {params.paths.raw_dir / label}; validation passed. "
                "Train to learn it: `meterid flow train`")
+    if (params.paths.unknown_dir / label).is_dir():
+        typer.echo(f"{params.paths.unknown_dir / label} holds it as a held-out brand too: "
+                   "evaluation now leaves it out; move its photos into the class or away")
 
 
 @candidates_app.command("reject")

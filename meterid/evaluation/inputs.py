@@ -36,6 +36,7 @@ from meterid.training.trainer import (
     CachedSplit,
     cache_folder,
     cache_images,
+    folder_images,
 )
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,18 @@ def split_activations(model: MeterClassifier, splits: pd.DataFrame, params: Para
 
 def _held_out(model: MeterClassifier, params: Params) -> CachedSplit | None:
     folder = params.paths.unknown_dir
-    if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
+    brands = {p.name for p in folder.iterdir() if p.is_dir()} if folder.is_dir() else set()
+    # A brand added as a class (`meterid candidates add`) is known now: flagging its photos
+    # is what the rule must not learn.
+    learnt = frozenset(brands & set(model.classes))
+    if learnt:
+        log.warning("%s: %s is a class of the model, so its photos are not held out; move it "
+                    "out of %s", folder, ", ".join(sorted(learnt)), folder)
+    if not folder.is_dir() or not folder_images(folder, learnt):
         log.warning("no held-out brands in %s: the open-set rule cannot be chosen or measured "
                     "on unseen brands", folder)
         return None
-    return cache_folder(model, folder, params.train, params.validate_.max_pixels)
+    return cache_folder(model, folder, params.train, params.validate_.max_pixels, learnt)
 
 
 def _non_meter(model: MeterClassifier, params: Params, quality_limits: QualityLimits | None

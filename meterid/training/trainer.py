@@ -590,9 +590,16 @@ def cache_images(model: MeterClassifier, paths: list[Path], targets: list[int], 
                        np.array(colourless, dtype=bool))
 
 
-def cache_folder(model: MeterClassifier, folder: Path, cfg: TrainConfig, max_pixels: int
-                 ) -> CachedSplit:
-    """Every image under ``folder`` (e.g. the held-out brands), with target -1."""
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+def folder_images(folder: Path, skip: frozenset[str] = frozenset()) -> list[Path]:
+    """The files under ``folder``, but hidden ones and those in its subfolders named in
+    ``skip``."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and p.relative_to(folder).parts[0] not in skip)
+
+
+def cache_folder(model: MeterClassifier, folder: Path, cfg: TrainConfig, max_pixels: int,
+                 skip: frozenset[str] = frozenset()) -> CachedSplit:
+    """Every image of ``folder_images`` (e.g. the held-out brands), with target -1."""
+    paths = folder_images(folder, skip)
     return cache_images(model, paths, [-1] * len(paths), cfg, max_pixels, folder,
                         f"features of {folder}")
