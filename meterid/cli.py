@@ -569,10 +569,14 @@ def review_audit(
     version: Annotated[int, typer.Argument(help="The registered model version.")],
 ) -> None:
     """The field audit of a model version's auto-accepted photos: may it auto-accept?"""
+    from meterid.registry import list_versions
+    from meterid.review.audit import uncertified_reason
     from meterid.review.store import field_verdict, open_store
 
     params = _params(ctx)
-    typer.echo(field_verdict(open_store(params), version, params).reason)
+    row = next((v for v in list_versions() if v["version"] == version), {"version": version})
+    typer.echo(uncertified_reason(row, params.evaluate.max_accept_error)
+               or field_verdict(open_store(params), version, params).reason)
 
 
 @flow_app.command("data")

@@ -26,6 +26,14 @@ def test_misspelt_key_is_named(tmp_path: Path):
         load_params(tmp_path / "params.yaml")
 
 
+def test_a_project_params_file_from_before_single_group_keeps_hdbscan_alone(tmp_path: Path):
+    # `meterid init` copied params.yaml into users' projects before the key existed
+    values = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    assert values["cluster"].pop("single_group") is True  # today's default
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    assert load_params(tmp_path / "params.yaml").cluster.single_group is False
+
+
 def test_flow_overrides_change_only_what_is_given(params: Params):
     from meterid.flows.training import with_overrides
 

@@ -57,3 +57,19 @@ def audit_verdict(wrong_flags: Sequence[bool], max_error: float, confidence: flo
                         f"{said}, within {max_error:.1%}: auto-accept runs" if holds else
                         f"{said}, above {max_error:.1%}: auto-accept stops, every photo goes "
                         "to a person until correct audits certify it again")
+
+
+
+def uncertified_reason(version: dict, max_error: float) -> str | None:
+    """Why a registered ``version`` (``registry.list_versions``'s row) auto-accepts nothing,
+    or None when its evaluation certified an accept threshold. Without one there is no
+    auto-accepted photo for the field audit to judge."""
+    if version.get("auto_accept_certified") != 0.0:
+        return None
+    best = version.get("auto_accept_certifiable_error")
+    could = (f"could certify an error of {best:.1%} at best" if best is not None
+             else "could certify no error")
+    target = version.get("auto_accept_target_error", max_error)
+    return (f"Auto-accept off for version {version['version']}: its evaluation {could}, above "
+            f"the {target:.1%} target (too few calibration photos), so every photo goes to a "
+            "person. The field audit starts with a version that auto-accepts.")

@@ -14,6 +14,7 @@ from meterid.core import OK, UNKNOWN, ScoredRow
 from meterid.review.queue import review_queue
 from meterid.review.store import open_store
 from tests.conftest import write_params
+from tests.integration.production import register_versions
 
 
 def _queued_project(project_dir: Path, params: Params) -> Params:
@@ -56,3 +57,16 @@ def test_review_commands_list_label_and_show_conflicts(project_dir: Path, params
     runner.invoke(app, ["review", "label", "cdcd", "a", "--reviewer", "ana"])
     audit = runner.invoke(app, ["review", "audit", "2"])
     assert "1 field audits, 0 wrong" in audit.output
+
+
+def test_the_audit_of_a_version_that_certified_nothing_says_auto_accept_is_off(
+        project_dir: Path, params: Params, tiny_model):
+    write_params(project_dir, params)
+    [version] = register_versions(tiny_model, 1, {"accuracy": 0.97, "auto_accept_certified": 0.0,
+                                                  "auto_accept_certifiable_error": 0.032,
+                                                  "auto_accept_target_error": 0.02})
+    audit = CliRunner().invoke(app, ["review", "audit", str(version)])
+    assert audit.exit_code == 0, audit.output
+    assert f"Auto-accept off for version {version}" in audit.output
+    assert "3.2% at best, above the 2.0% target" in audit.output
+    assert "validation certificate stands" not in audit.output

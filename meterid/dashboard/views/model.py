@@ -17,6 +17,7 @@ from meterid.registry import (
     list_versions,
     promote,
 )
+from meterid.review.audit import uncertified_reason
 from meterid.review.field import field_report
 from meterid.review.store import LabelStore, field_verdict, known_classes, open_store
 
@@ -62,8 +63,9 @@ def _side_by_side(versions: list[dict], store: LabelStore, classes: list[str]) -
 
 
 def _audit(store: LabelStore, version: dict, params: Params) -> None:
-    if version.get("auto_accept_certified") == 0.0:  # the field audit has nothing to judge
-        st.info(_never_certified(version, params))
+    uncertified = uncertified_reason(version, params.evaluate.max_accept_error)
+    if uncertified:
+        st.info(uncertified)
         return
     verdict = field_verdict(store, version["version"], params)
     bound = (f"field error of auto-accepted photos at most {verdict.bound:.1%} "
@@ -73,16 +75,6 @@ def _audit(store: LabelStore, version: dict, params: Params) -> None:
         st.success(f"Auto-accept on: {verdict.reason}. {bound}")
     else:
         st.error(f"Auto-accept stopped: {verdict.reason}. {bound}")
-
-
-def _never_certified(version: dict, params: Params) -> str:
-    target = version.get("auto_accept_target_error", params.evaluate.max_accept_error)
-    best = version.get("auto_accept_certifiable_error")
-    could = (f"could certify an error of {best:.1%} at best" if best is not None
-             else "could certify no error")
-    return (f"Auto-accept off for version {version['version']}: its evaluation {could}, above "
-            f"the {target:.1%} target (too few calibration photos), so every photo goes to a "
-            "person. The field audit starts with a version that auto-accepts.")
 
 
 @st.cache_data(show_spinner="reading the version's evaluation")
