@@ -31,7 +31,7 @@ def _sample(params) -> pd.DataFrame:
 def _probe(name: str, weights: str, sample: pd.DataFrame, params) -> tuple[float, float]:
     backbone = build_backbone(name, weights)
     model = torch.nn.Sequential(backbone.stem, backbone.last_block).eval()
-    size = params.train.image_size
+    size = params.train.photo_size
     dataset = ViewDataset([ViewItem(params.paths.raw_dir / p, 0, 0) for p in sample["path"]],
                           eval_preset(size, backbone.mean, backbone.std), None, 0,
                           params.validate_.max_pixels, size)

@@ -59,7 +59,7 @@ TARGET_DROP = 0.03  # issue 12: grayscale top-1 within 3 points of colour
 
 def _chroma(path: Path, params) -> float:
     """The product's colour measure of a photo as the model decodes it."""
-    return image_chroma(load_rgb(path, params.validate_.max_pixels, params.train.image_size))
+    return image_chroma(load_rgb(path, params.validate_.max_pixels, params.train.photo_size))
 
 
 def _predicted(module: nn.Module, activations: torch.Tensor) -> torch.Tensor:

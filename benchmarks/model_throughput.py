@@ -46,7 +46,7 @@ def _onnx_run(session: ort.InferenceSession, images: torch.Tensor) -> object:
 
 
 def run() -> dict:
-    size = load_params().train.image_size
+    size = load_params().train.photo_size
     results: dict[str, object] = {}
     for name in ("resnet18", "efficientnet_lite0"):
         backbone = build_backbone(name, "none")
@@ -84,7 +84,7 @@ def _stem_engines(size: int) -> tuple[float, float]:
 
 def _input_sizes(sizes: list[int]) -> dict[int, float]:
     """Scoring's fp32 ONNX Runtime throughput of the whole Lite0 backbone at each input size,
-    side by side: what a larger ``train.image_size`` costs every scored photo."""
+    side by side: what a larger input (``train.eval_image_size``) costs every scored photo."""
     backbone = build_backbone("efficientnet_lite0", "imagenet", "last_stage")
     model = torch.nn.Sequential(backbone.stem, backbone.last_block).eval()
     rates: dict[int, float] = {}

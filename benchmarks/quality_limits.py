@@ -46,7 +46,7 @@ def _range(values: list[Quality]) -> str:
 
 def run() -> dict:
     params = load_params()
-    limits, min_side = params.score.quality, params.train.image_size
+    limits, min_side = params.score.quality, params.train.photo_size
     specs, _ = build_catalog(params.demo.n_classes, 0)
     print(f"gate limits: {limits}; measured on the decode at min_side {min_side}")
     out = {}

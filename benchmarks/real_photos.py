@@ -108,6 +108,12 @@ VARIANTS: dict[str, dict] = {
                      "phase2": {"epochs": 12, "lr_schedule": "cosine", "early_stopping": True}},
     "size224": {"image_size": 224},  # the defaults before step 11; a cache pass of its own
     "size288": {"image_size": 288},
+    # whole photos read larger than the training views (train.eval_image_size, step 21); each
+    # its own cache pass. photos288: the training size, as before step 21
+    "photos288": {"eval_image_size": 288},
+    "photos320": {"eval_image_size": 320},
+    "photos352": {"eval_image_size": 352},
+    "train224_photos288": {"image_size": 224, "eval_image_size": 288},
     # the crop ranges before step 18: one portrait range for every photo's shape
     "fixed_crop_ratio": {"augment": {"crop_ratio_at_aspect": None}},
     # Not measured yet (docs/real-photos.md): candidates for the next sweep

@@ -70,7 +70,7 @@ def phone_jpeg(source: Image.Image, size: tuple[int, int]) -> bytes:
 
 
 def decode_time(params) -> None:
-    size, max_pixels = params.train.image_size, params.validate_.max_pixels
+    size, max_pixels = params.train.photo_size, params.validate_.max_pixels
     sources = sorted(params.paths.raw_dir.rglob("*.jpg"))[:TIMED_PHOTOS]
     resize = eval_resize(size)  # the scoring pipeline's per-photo work
     print(f"decode + resize to {size}x{size}, ms per photo (best of 3):")

@@ -170,7 +170,10 @@ class TrainConfig(_Strict):
     seed: int
     backbone: str
     weights: str
-    image_size: int = Field(ge=32)
+    image_size: int = Field(ge=32)  # the training views' input
+    # the input the model reads whole photos at (evaluation, scoring); None: image_size. A
+    # training crop shows the object larger than the whole photo at the same size (FixRes)
+    eval_image_size: int | None = Field(default=None, ge=32)
     batch_size: int = Field(ge=1)
     workers: int = Field(ge=0)
     imbalance: Literal["class_weights", "weighted_sampler", "none"]
@@ -192,6 +195,11 @@ class TrainConfig(_Strict):
     cache_engine: Literal["onnxruntime", "torch"]  # the frozen stem's cache pass (CPU)
     freeze_batchnorm: bool
     augment: AugmentConfig
+
+    @property
+    def photo_size(self) -> int:
+        """The input whole photos are read at: evaluation, calibration, scoring."""
+        return self.eval_image_size or self.image_size
 
 
 class Int8Config(_Strict):

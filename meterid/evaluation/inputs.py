@@ -77,7 +77,7 @@ def _non_meter(model: MeterClassifier, params: Params, quality_limits: QualityLi
                                                            params.train.seed)):
             paths.append(Path(tmp) / f"{i:03d}-{kind}.jpg")
             image.save(paths[-1], quality=85)
-            scored = load_rgb(paths[-1], params.validate_.max_pixels, params.train.image_size)
+            scored = load_rgb(paths[-1], params.validate_.max_pixels, params.train.photo_size)
             poor.append(bool(quality_issues(measure_quality(scored), limits)))
         cached = cache_images(model, paths, [-1] * len(paths), params.train,
                               params.validate_.max_pixels, Path(tmp), "non-meter scenes")

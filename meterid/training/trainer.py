@@ -148,7 +148,8 @@ def cache_splits(
     model: MeterClassifier, splits: pd.DataFrame, data_dir: Path, cfg: TrainConfig,
     max_pixels: int, device: torch.device,
 ) -> dict[str, CachedSplit]:
-    """One pass of the frozen stem over train views, train/val/test eval views."""
+    """The frozen stem over the train views and the train/val/test whole photos: one pass, or
+    two when the model reads whole photos at another size than it trains on (eval_image_size)."""
     index = {c: i for i, c in enumerate(model.classes)}
     pre = model.preprocessing
     views = augmented_views(splits, cfg)
@@ -162,12 +163,34 @@ def cache_splits(
     if cfg.grayscale_head_views:
         parts["gray_views"] = grayscale_view_items(splits, data_dir, index, cfg)
         parts["gray_val"] = _view_items(splits, data_dir, "val", range(0, 1), index, None, True)
+    if cfg.image_size == pre.image_size:  # one pass: the views and the photos are one size
+        return _stem_pass(model, parts, data_dir, cfg, max_pixels, device, "backbone features")
+    view_parts = {name: part for name, part in parts.items() if name in VIEW_PARTS}
+    photo_parts = {name: part for name, part in parts.items() if name not in VIEW_PARTS}
+    cached = {**_stem_pass(model, view_parts, data_dir, cfg, max_pixels, device,
+                           f"training views ({cfg.image_size} px)"),
+              **_stem_pass(model, photo_parts, data_dir, cfg, max_pixels, device,
+                           f"whole photos ({pre.image_size} px)")}
+    return {name: cached[name] for name in parts}
+
+
+# The augmented parts of a cache pass, read at train.image_size; the others are whole photos,
+# read as evaluation and scoring read them (the model's preprocessing).
+VIEW_PARTS = ("train_views", "gray_views")
+
+
+def _stem_pass(model: MeterClassifier, parts: dict[str, list[ViewItem]], data_dir: Path,
+               cfg: TrainConfig, max_pixels: int, device: torch.device, desc: str
+               ) -> dict[str, CachedSplit]:
+    """The frozen stem's activations of every item of ``parts``, in one pass: augmented views
+    at ``cfg.image_size``, whole photos (view 0) at the model's input size."""
+    pre = model.preprocessing
     items = [item for part in parts.values() for item in part]
     dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
-                          train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
-                          cfg.seed, max_pixels, pre.image_size)
+                          train_preset(cfg.image_size, pre.mean, pre.std, cfg.augment),
+                          cfg.seed, max_pixels, max(cfg.image_size, pre.image_size))
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
-                                   cfg.channels_last, cfg.bf16, desc="backbone features",
+                                   cfg.channels_last, cfg.bf16, desc=desc,
                                    engine=cfg.cache_engine)
     cached, start = {}, 0
     for name, part in parts.items():
@@ -202,7 +225,7 @@ def cut_views(cached: dict[str, CachedSplit], splits: pd.DataFrame, classes: lis
 
 
 # What a cache pass depends on: configs equal in these can share one.
-CACHE_KEYS = ("backbone", "weights", "unfreeze", "image_size", "augment")
+CACHE_KEYS = ("backbone", "weights", "unfreeze", "image_size", "eval_image_size", "augment")
 
 
 def covering_cache_config(configs: list[TrainConfig], splits: pd.DataFrame) -> TrainConfig:
@@ -400,8 +423,8 @@ def _train_whole_network(model: MeterClassifier, splits: pd.DataFrame, data_dir:
     for epoch in range(1, cfg.phase1.epochs + 1):
         items = _view_items(splits, data_dir, "train", range(epoch, epoch + 1), index)
         dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
-                              train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
-                              cfg.seed, max_pixels, pre.image_size)
+                              train_preset(cfg.image_size, pre.mean, pre.std, cfg.augment),
+                              cfg.seed, max_pixels, cfg.image_size)
         targets = torch.tensor([item.target for item in items])
         loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             multiprocessing_context=worker_context() if cfg.workers else None,
@@ -424,7 +447,7 @@ def _train_whole_network(model: MeterClassifier, splits: pd.DataFrame, data_dir:
 def build_model(classes: list[str], cfg: TrainConfig) -> MeterClassifier:
     backbone = build_backbone(cfg.backbone, cfg.weights, cfg.unfreeze)
     model = MeterClassifier(backbone, classes)
-    model.preprocessing = Preprocessing(cfg.image_size, backbone.mean, backbone.std)
+    model.preprocessing = Preprocessing(cfg.photo_size, backbone.mean, backbone.std)
     return model
 
 

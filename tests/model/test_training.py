@@ -750,3 +750,48 @@ def test_outputs_route_photos_without_colour_to_the_grayscale_head(tiny_model: M
     assert np.allclose(out.probabilities[0], 1 / 3)
     assert np.allclose(out.probabilities[1], torch.softmax(torch.tensor([1.5, 0, 0]), 0))
     assert out.temperature == 2.0 and out.grayscale.tolist() == [True, False]
+
+
+def test_whole_photos_are_read_at_the_eval_size_and_views_at_the_training_size(
+        small_demo: Path, tiny_train_cfg: TrainConfig):
+    """train.eval_image_size: the views train at image_size; every whole photo (reference
+    embeddings, validation for the temperature, test) is read as scoring will read it."""
+    from meterid.training.trainer import build_model, cache_splits
+
+    rows = [(p.relative_to(small_demo / "raw").as_posix(), p.parent.name)
+            for p in sorted((small_demo / "raw").rglob("*.jpg"))][::4]
+    splits = pd.DataFrame(rows, columns=["path", "label"])
+    splits["split"] = np.where(np.arange(len(splits)) % 3 == 0, "val", "train")
+    classes = sorted(splits["label"].unique())
+    base = tiny_train_cfg.model_copy(update={"weights": "none", "grayscale_head_views": 1})
+    larger = SIZE + 16
+
+    def cache(cfg: TrainConfig) -> tuple[MeterClassifier, dict[str, CachedSplit]]:
+        torch.manual_seed(0)
+        model = build_model(classes, cfg)
+        return model, cache_splits(model, splits, small_demo / "raw", cfg, 10**8,
+                                   torch.device("cpu"))
+
+    model, both = cache(base.model_copy(update={"eval_image_size": larger}))
+    _, small = cache(base)
+    _, large = cache(base.model_copy(update={"image_size": larger}))
+    assert model.preprocessing.image_size == larger  # what scoring and evaluation read
+    for name in ("train_views", "gray_views"):
+        assert torch.allclose(both[name].activations, small[name].activations, atol=1e-5)
+    for name in ("train", "val", "test", "gray_val"):
+        assert both[name].paths == large[name].paths
+        assert torch.allclose(both[name].activations, large[name].activations, atol=1e-5)
+    assert both["train"].activations.shape[-1] > both["train_views"].activations.shape[-1]
+
+
+def test_training_at_one_size_for_a_model_that_reads_photos_at_another(
+        small_demo: Path, tiny_train_cfg: TrainConfig):
+    rows = [(p.relative_to(small_demo / "raw").as_posix(), p.parent.name)
+            for p in sorted((small_demo / "raw").rglob("*.jpg"))][::2]
+    splits = pd.DataFrame(rows, columns=["path", "label"])
+    splits["split"] = np.where(np.arange(len(splits)) % 3 == 0, "val", "train")
+    cfg = tiny_train_cfg.model_copy(update={"weights": "imagenet", "eval_image_size": SIZE + 16})
+    result = train_two_phase(splits, small_demo / "raw", cfg, 10**8)
+    assert result.model.preprocessing.image_size == SIZE + 16
+    assert {1, 2, GRAYSCALE_HEAD_PHASE} == {record["phase"] for record in result.history}
+    assert np.isfinite([r["val_loss"] for r in result.history if r["phase"] == 2]).all()
