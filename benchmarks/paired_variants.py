@@ -37,8 +37,9 @@ def read_runs(paths: list[Path]) -> pd.DataFrame:
 
 def paired(runs: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
     """One row a collection that ran both variants: each figure of each, and second - first."""
-    wide = runs[runs["variant"].isin([first, second])].pivot_table(
-        index=PAIR_KEYS, columns="variant", values=list(FIGURES), aggfunc="first")
+    wide = runs[runs["variant"].isin([first, second])].pivot_table(  # the figures it has
+        index=PAIR_KEYS, columns="variant", values=[key for key in FIGURES if key in runs],
+        aggfunc="first")
     out = pd.DataFrame(index=wide.index)
     for key in FIGURES:
         if (key, first) in wide and (key, second) in wide:

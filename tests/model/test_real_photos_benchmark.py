@@ -26,9 +26,9 @@ from meterid.config import Params
 GROCERY = real_photos.collection_dir()
 needs_grocery = pytest.mark.skipif(not (GROCERY / "MANIFEST.csv").is_file(),
                                    reason=f"no real collection at {GROCERY}")
-TINY = {"image_size": 64, "batch_size": 16, "workers": 0, "feature_views": 1, "view_budget": 0,
-        "min_views_per_class": 0, "grayscale_head_views": 0, "channels_last": False,
-        "phase1": {"epochs": 2}, "phase2": {"epochs": 1}}
+TINY = {"image_size": 64, "eval_image_size": None, "batch_size": 16, "workers": 0,
+        "feature_views": 1, "view_budget": 0, "min_views_per_class": 0, "grayscale_head_views": 0,
+        "channels_last": False, "phase1": {"epochs": 2}, "phase2": {"epochs": 1}}
 
 
 @needs_grocery

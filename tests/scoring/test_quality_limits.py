@@ -167,7 +167,7 @@ def test_real_shop_photos_pass_the_gate_derived_from_their_training_photos(param
     """The upstream training photos of the grocery set (761 shop photos, 348 px) give the
     limits; at most 1% of all 1,545 photos is stopped by them."""
     measure = lambda p: measure_quality(  # noqa: E731 - scoring's decode
-        load_rgb(p, params.validate_.max_pixels, params.train.image_size))
+        load_rgb(p, params.validate_.max_pixels, params.train.photo_size))
     train = [measure(p) for p in sorted(GROCERY.rglob("train_*.jpg"))]
     limits = derive_limits(train, params.score.quality)
     assert limits.photos == 761 and limits.stopped_share <= 0.01

@@ -197,9 +197,9 @@ def test_the_quality_gate_measures_the_models_decode_the_same_at_any_camera_size
     def gate(image) -> list[str]:
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=85)
-        decoded = rgb_from_bytes(buffer.getvalue(), 10**8, params.train.image_size)
-        # scaled down as far as the model's input allows (480x640 is not, at 288 px)
-        assert min(decoded.size) >= params.train.image_size and max(decoded.size) <= max(size)
+        decoded = rgb_from_bytes(buffer.getvalue(), 10**8, params.train.photo_size)
+        # scaled down as far as the model's input allows (480x640 is not, at 352 px)
+        assert min(decoded.size) >= params.train.photo_size and max(decoded.size) <= max(size)
         return quality_issues(measure_quality(decoded), params.score.quality)
 
     spec = build_catalog(4, 0)[0][1]
