@@ -65,8 +65,8 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def tiny_training(params: Params) -> Params:
-    """params with training cut to seconds: 64 px (views and whole photos), one view (no extra rare-class views; one
-    grayscale view for the grayscale head), 3 + 1 epochs, no workers."""
+    """params with training cut to seconds: 64 px (views and whole photos), one view (no extra
+    rare-class views; one grayscale view for the grayscale head), 3 + 1 epochs, no workers."""
     train = params.train.model_copy(update=dict(
         image_size=64, eval_image_size=None, batch_size=16, workers=0, feature_views=1,
         view_budget=0, min_views_per_class=0, grayscale_head_views=1, channels_last=False,

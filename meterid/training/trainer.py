@@ -164,13 +164,14 @@ def cache_splits(
         parts["gray_views"] = grayscale_view_items(splits, data_dir, index, cfg)
         parts["gray_val"] = _view_items(splits, data_dir, "val", range(0, 1), index, None, True)
     if cfg.image_size == pre.image_size:  # one pass: the views and the photos are one size
-        return _stem_pass(model, parts, data_dir, cfg, max_pixels, device, "backbone features")
+        return _stem_pass(model, parts, data_dir, cfg, max_pixels, device, cfg.image_size,
+                          "backbone features")
     view_parts = {name: part for name, part in parts.items() if name in VIEW_PARTS}
     photo_parts = {name: part for name, part in parts.items() if name not in VIEW_PARTS}
     cached = {**_stem_pass(model, view_parts, data_dir, cfg, max_pixels, device,
-                           f"training views ({cfg.image_size} px)"),
+                           cfg.image_size, f"training views ({cfg.image_size} px)"),
               **_stem_pass(model, photo_parts, data_dir, cfg, max_pixels, device,
-                           f"whole photos ({pre.image_size} px)")}
+                           pre.image_size, f"whole photos ({pre.image_size} px)")}
     return {name: cached[name] for name in parts}
 
 
@@ -180,15 +181,16 @@ VIEW_PARTS = ("train_views", "gray_views")
 
 
 def _stem_pass(model: MeterClassifier, parts: dict[str, list[ViewItem]], data_dir: Path,
-               cfg: TrainConfig, max_pixels: int, device: torch.device, desc: str
-               ) -> dict[str, CachedSplit]:
+               cfg: TrainConfig, max_pixels: int, device: torch.device, decode_side: int,
+               desc: str) -> dict[str, CachedSplit]:
     """The frozen stem's activations of every item of ``parts``, in one pass: augmented views
-    at ``cfg.image_size``, whole photos (view 0) at the model's input size."""
+    at ``cfg.image_size``, whole photos (view 0) at the model's input size, each photo decoded
+    (JPEG draft) to at least ``decode_side``."""
     pre = model.preprocessing
     items = [item for part in parts.values() for item in part]
     dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
                           train_preset(cfg.image_size, pre.mean, pre.std, cfg.augment),
-                          cfg.seed, max_pixels, max(cfg.image_size, pre.image_size))
+                          cfg.seed, max_pixels, decode_side)
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
                                    cfg.channels_last, cfg.bf16, desc=desc,
                                    engine=cfg.cache_engine)
