@@ -34,6 +34,15 @@ def test_a_project_params_file_from_before_single_group_keeps_hdbscan_alone(tmp_
     assert load_params(tmp_path / "params.yaml").cluster.single_group is False
 
 
+def test_a_project_params_file_from_before_eval_image_size_reads_photos_at_the_training_size(
+        tmp_path: Path):
+    values = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    assert values["train"].pop("eval_image_size") == 352  # today's default
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    train = load_params(tmp_path / "params.yaml").train
+    assert train.eval_image_size is None and train.photo_size == train.image_size == 288
+
+
 def test_flow_overrides_change_only_what_is_given(params: Params):
     from meterid.flows.training import with_overrides
 
