@@ -97,8 +97,8 @@ def _gray_views(model, splits, params):
     items = grayscale_view_items(splits, params.paths.raw_dir, index,
                                  cfg.model_copy(update={"grayscale_head_views": GRAY_VIEWS}))
     dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
-                          train_preset(pre.image_size, pre.mean, pre.std, cfg.augment), cfg.seed,
-                          params.validate_.max_pixels, pre.image_size)
+                          train_preset(cfg.image_size, pre.mean, pre.std, cfg.augment), cfg.seed,
+                          params.validate_.max_pixels, cfg.image_size)  # views: training's size
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers,
                                    torch.device("cpu"), cfg.channels_last, cfg.bf16,
                                    desc="grayscale views", engine=cfg.cache_engine)

@@ -40,8 +40,8 @@ def _uncached_epoch_seconds(n_train: int, sample_paths: list[Path]) -> float:
     pre = model.preprocessing
     dataset = ViewDataset([ViewItem(p, 0, 1) for p in sample_paths],
                           eval_preset(pre.image_size, pre.mean, pre.std),
-                          train_preset(pre.image_size, pre.mean, pre.std, cfg.augment),
-                          cfg.seed, params.validate_.max_pixels, pre.image_size)
+                          train_preset(cfg.image_size, pre.mean, pre.std, cfg.augment),
+                          cfg.seed, params.validate_.max_pixels, cfg.image_size)  # views
     start = time.perf_counter()
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers,
                                    torch.device("cpu"), cfg.channels_last, cfg.bf16,

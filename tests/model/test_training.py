@@ -54,9 +54,7 @@ def tiny_model() -> MeterClassifier:
 def tiny_train_cfg(params: Params) -> TrainConfig:
     return params.train.model_copy(update=dict(
         image_size=SIZE, eval_image_size=None, batch_size=8, workers=0, feature_views=2,
-        view_budget=0,
-        min_views_per_class=0,
-        channels_last=False,
+        view_budget=0, min_views_per_class=0, channels_last=False,
         phase1=params.train.phase1.model_copy(update=dict(epochs=2)),
         phase2=params.train.phase2.model_copy(update=dict(epochs=1))))
 
