@@ -230,6 +230,9 @@ def collections(spec: str, root: Path, cap: int | None, params: Params,
         kind, seeds = item.split(":")
         seed, _, training = seeds.partition("/")
         training_seed = int(training) if training else None
+        if training_seed == int(seed):  # it would train the same weights again under a new name
+            raise ValueError(f"{item}: {kind}:{seed} already trains with seed {seed}; a second "
+                             f"training needs another seed, e.g. {kind}:{seed}/{int(seed) + 1}")
         if kind == "demo":
             if not params.paths.splits.is_file():
                 print(f"no demo split at {params.paths.splits} (make demo): demo skipped")

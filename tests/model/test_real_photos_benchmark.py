@@ -62,6 +62,8 @@ def test_a_second_training_of_one_cut_keeps_the_cut_and_its_outputs_apart(
     monkeypatch.setenv("REAL_PHOTOS_OUTPUTS", str(tmp_path))
     assert real_photos._outputs_path(first, "defaults") == tmp_path / "cut3_defaults.npz"
     assert real_photos._outputs_path(second, "defaults") == tmp_path / "cut3t1_defaults.npz"
+    with pytest.raises(ValueError, match="cut:3/3: cut:3 already trains with seed 3"):
+        real_photos.collections("cut:3/3", GROCERY, None, params)
 
 
 def test_a_reframed_collection_is_its_photos_centre_cropped_with_the_licence(tmp_path: Path):
