@@ -37,10 +37,9 @@ from meterid.data.split import read_splits
 from meterid.evaluation.inputs import field_case_activations
 from meterid.inference.bundle import read_bundle
 from meterid.inference.quality import GRAYSCALE_MAX_CHROMA, image_chroma
-from meterid.model.presets import eval_preset, train_preset
 from meterid.photos.field import to_grayscale
 from meterid.photos.images import load_rgb
-from meterid.training.activations import ViewDataset, stem_activations
+from meterid.training.activations import stem_activations
 from meterid.training.trainer import (
     CachedSplit,
     _Fit,
@@ -49,6 +48,7 @@ from meterid.training.trainer import (
     fit_grayscale_head,
     grayscale_view_items,
     logits_from_activations,
+    view_dataset,
 )
 
 # Grayscale training views per photo (rare classes more, as in colour training); the
@@ -92,13 +92,11 @@ def _errors_by_kind(module: nn.Module, split, classes: list[str], params) -> Non
 def _gray_views(model, splits, params):
     """Stem activations of grayscale augmented views of the training photos, as training makes
     them for its grayscale head."""
-    cfg, pre = params.train, model.preprocessing
+    cfg = params.train
     index = {c: i for i, c in enumerate(model.classes)}
     items = grayscale_view_items(splits, params.paths.raw_dir, index,
                                  cfg.model_copy(update={"grayscale_head_views": GRAY_VIEWS}))
-    dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
-                          train_preset(cfg.image_size, pre.mean, pre.std, cfg.augment), cfg.seed,
-                          params.validate_.max_pixels, cfg.image_size)  # views: training's size
+    dataset = view_dataset(model, items, cfg, params.validate_.max_pixels)
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers,
                                    torch.device("cpu"), cfg.channels_last, cfg.bf16,
                                    desc="grayscale views", engine=cfg.cache_engine)

@@ -14,9 +14,8 @@ import pandas as pd
 import torch
 
 from meterid.config import load_params
-from meterid.model.presets import eval_preset, train_preset
-from meterid.training.activations import ViewDataset, ViewItem, stem_activations
-from meterid.training.trainer import build_model
+from meterid.training.activations import ViewItem, stem_activations
+from meterid.training.trainer import build_model, view_dataset
 
 TARGETS = {  # metric: (target, higher is better)
     "accuracy": (0.97, True),
@@ -37,11 +36,8 @@ def _uncached_epoch_seconds(n_train: int, sample_paths: list[Path]) -> float:
     params = load_params()
     cfg = params.train
     model = build_model(["a", "b"], cfg)
-    pre = model.preprocessing
-    dataset = ViewDataset([ViewItem(p, 0, 1) for p in sample_paths],
-                          eval_preset(pre.image_size, pre.mean, pre.std),
-                          train_preset(cfg.image_size, pre.mean, pre.std, cfg.augment),
-                          cfg.seed, params.validate_.max_pixels, cfg.image_size)  # views
+    dataset = view_dataset(model, [ViewItem(p, 0, 1) for p in sample_paths], cfg,
+                           params.validate_.max_pixels)
     start = time.perf_counter()
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers,
                                    torch.device("cpu"), cfg.channels_last, cfg.bf16,

@@ -180,17 +180,25 @@ def cache_splits(
 VIEW_PARTS = ("train_views", "gray_views")
 
 
+def view_dataset(model: MeterClassifier, items: list[ViewItem], cfg: TrainConfig,
+                 max_pixels: int, decode_side: int | None = None) -> ViewDataset:
+    """Training's photos as the stem reads them: augmented views at ``cfg.image_size``, whole
+    photos (view 0) at the model's input size; each decoded (JPEG draft) to at least
+    ``decode_side`` (default: the training size)."""
+    pre = model.preprocessing
+    return ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
+                       train_preset(cfg.image_size, pre.mean, pre.std, cfg.augment), cfg.seed,
+                       max_pixels, decode_side or cfg.image_size)
+
+
 def _stem_pass(model: MeterClassifier, parts: dict[str, list[ViewItem]], data_dir: Path,
                cfg: TrainConfig, max_pixels: int, device: torch.device, decode_side: int,
                desc: str) -> dict[str, CachedSplit]:
     """The frozen stem's activations of every item of ``parts``, in one pass: augmented views
     at ``cfg.image_size``, whole photos (view 0) at the model's input size, each photo decoded
     (JPEG draft) to at least ``decode_side``."""
-    pre = model.preprocessing
     items = [item for part in parts.values() for item in part]
-    dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
-                          train_preset(cfg.image_size, pre.mean, pre.std, cfg.augment),
-                          cfg.seed, max_pixels, decode_side)
+    dataset = view_dataset(model, items, cfg, max_pixels, decode_side)
     activations = stem_activations(model.stem, dataset, cfg.batch_size, cfg.workers, device,
                                    cfg.channels_last, cfg.bf16, desc=desc,
                                    engine=cfg.cache_engine)
@@ -418,15 +426,12 @@ def _train_whole_network(model: MeterClassifier, splits: pd.DataFrame, data_dir:
     """Phase 1 without pretrained weights: every layer learns, on augmented images (a new,
     seeded augmentation of every image each epoch)."""
     index = {c: i for i, c in enumerate(model.classes)}
-    pre = model.preprocessing
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
                                  lr=cfg.phase1.lr)
     for epoch in range(1, cfg.phase1.epochs + 1):
         items = _view_items(splits, data_dir, "train", range(epoch, epoch + 1), index)
-        dataset = ViewDataset(items, eval_preset(pre.image_size, pre.mean, pre.std),
-                              train_preset(cfg.image_size, pre.mean, pre.std, cfg.augment),
-                              cfg.seed, max_pixels, cfg.image_size)
+        dataset = view_dataset(model, items, cfg, max_pixels)
         targets = torch.tensor([item.target for item in items])
         loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.workers,
                             multiprocessing_context=worker_context() if cfg.workers else None,

@@ -36,6 +36,7 @@ from meterid.training.trainer import (
     fit_grayscale_head,
     logits_from_activations,
     train_two_phase,
+    view_dataset,
 )
 from tests.conftest import REPO_ROOT
 
@@ -794,3 +795,15 @@ def test_training_at_one_size_for_a_model_that_reads_photos_at_another(
     assert result.model.preprocessing.image_size == SIZE + 16
     assert {1, 2, GRAYSCALE_HEAD_PHASE} == {record["phase"] for record in result.history}
     assert np.isfinite([r["val_loss"] for r in result.history if r["phase"] == 2]).all()
+
+
+def test_the_view_dataset_reads_views_at_the_training_size_and_photos_at_the_models(
+        tiny_model: MeterClassifier, tiny_train_cfg: TrainConfig, tmp_path: Path):
+    """One place decides the sizes for the trainer's passes and the benchmarks that make views."""
+    photo = tmp_path / "p.jpg"
+    Image.new("RGB", (120, 90), (200, 40, 40)).save(photo)
+    cfg = tiny_train_cfg.model_copy(update={"image_size": SIZE - 16})  # the model reads at SIZE
+    dataset = view_dataset(tiny_model, [ViewItem(photo, 0, 0), ViewItem(photo, 0, 1)], cfg,
+                           max_pixels=10**7)
+    whole, view = dataset[0][0], dataset[1][0]
+    assert whole.shape[-2:] == (SIZE, SIZE) and view.shape[-2:] == (SIZE - 16, SIZE - 16)
