@@ -2,7 +2,8 @@
 ``real_photos`` kept in ``REAL_PHOTOS_OUTPUTS`` (``PREDICTION_SETS_RUNS`` picks runs by the start
 of their name), the sets fitted as evaluation fits them (on the training photos' out-of-fold
 probabilities when the run has them, else on the validation photos) and measured on the test
-photos: how often they hold the true label, and how many labels a reviewer reads.
+photos: how often they hold the true label, and how many labels a reviewer reads. ``<-`` marks
+the alpha params.yaml asks for from those photos.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.real_photos import saved_run_rows
+from meterid.config import load_params
 from meterid.decision.conformal import fit_prediction_sets, set_coverage
 
 ALPHAS = (0.01, 0.02, 0.05, 0.1)
@@ -25,6 +27,7 @@ def run_rows(path: Path) -> list[dict]:
     # saved before the out-of-fold outputs were kept has only those: in-sample, said so
     in_sample = fitted_on == "val" and np.array_equal(saved["val_probabilities"],
                                                       saved["test_probabilities"])
+    asked = load_params().evaluate.set_alpha(out_of_fold=fitted_on == "out_of_fold")
     rows = []
     for alpha in ALPHAS:
         rule = fit_prediction_sets(saved[f"{fitted_on}_probabilities"],
@@ -33,7 +36,8 @@ def run_rows(path: Path) -> list[dict]:
                                       saved["test_targets"])
         rows.append({"run": path.stem, "fitted on": f"{rule.calibration_photos} "
                      f"{'test (in-sample)' if in_sample else fitted_on}",
-                     "alpha asked": alpha, "alpha certified": rule.alpha,
+                     "alpha asked": alpha, "params.yaml's": "<-" if alpha == asked else "",
+                     "alpha certified": rule.alpha,
                      "test coverage": coverage, "set size": size,
                      "classes": saved["test_probabilities"].shape[1]})
     return rows

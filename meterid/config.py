@@ -220,12 +220,19 @@ class EvaluateConfig(_Strict):
     known_accept_share: float = Field(gt=0, le=1)
     max_accept_error: float = Field(gt=0, lt=1)
     accept_confidence: float = Field(gt=0, lt=1)   # 1 - delta of the certified bound
-    prediction_set_alpha: float = Field(gt=0, lt=1)
+    prediction_set_alpha: float = Field(gt=0, lt=1)  # sets fitted on held-out photos
+    prediction_set_alpha_out_of_fold: float = Field(gt=0, lt=1)  # on out-of-fold training photos
     non_meter_scenes: int = Field(ge=0)
     suspect_filter: Literal["prune_by_noise_rate", "confident_learning", "both",
                             "predicted_neq_given"]
     cv_folds: int = Field(ge=2)
     int8: Int8Config
+
+    def set_alpha(self, out_of_fold: bool) -> float:
+        """The miscoverage the prediction sets are asked for, by the photos they are fitted on:
+        out-of-fold training photos share shelves and sessions with the other training photos,
+        so they are easier than new photos and get the smaller alpha."""
+        return self.prediction_set_alpha_out_of_fold if out_of_fold else self.prediction_set_alpha
 
 
 class RegisterConfig(_Strict):

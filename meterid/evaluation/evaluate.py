@@ -110,6 +110,10 @@ class CertificationPhotos:
     kept: np.ndarray       # not flagged UNKNOWN
     grayscale: np.ndarray
 
+    @property
+    def out_of_fold(self) -> bool:
+        return self.name == "out-of-fold"
+
 
 def certification_photos(policy_rule: OpenSetRule, data: EvaluationData,
                          reference: Reference) -> CertificationPhotos:
@@ -146,7 +150,7 @@ def _accept_and_sets(policy_rule: OpenSetRule, data: EvaluationData, reference: 
             1 - cfg.accept_confidence)
 
     sets = conformal.fit_prediction_sets(photos.probabilities, photos.targets,
-                                         cfg.prediction_set_alpha)
+                                         cfg.set_alpha(photos.out_of_fold))
     if sets.reason:
         log.warning("prediction sets: %s", sets.reason)
     return (certify(~photos.grayscale), sets,

@@ -42,7 +42,8 @@ DIM, CLASSES = 16, 4
 def _cfg(**overrides: object) -> EvaluateConfig:
     values = {"operating_point": "known_accept_share", "open_set_rule": "auto", "knn_k": 5,
               "known_accept_share": 0.95, "threshold": 0.5, "max_accept_error": 0.02,
-              "accept_confidence": 0.9, "prediction_set_alpha": 0.05, "non_meter_scenes": 0,
+              "accept_confidence": 0.9, "prediction_set_alpha": 0.05,
+              "prediction_set_alpha_out_of_fold": 0.02, "non_meter_scenes": 0,
               "cv_folds": 5, "suspect_filter": "prune_by_noise_rate",
               "int8": {"enabled": False, "form": "u8s8", "calibration_photos": 1,
                        "min_agreement": 0.98}}
@@ -353,7 +354,8 @@ def test_grayscale_photos_are_certified_apart_from_colour_ones():
 
 def test_out_of_fold_photos_set_the_accept_bound_and_sets_when_training_made_them():
     """A collection without validation: 20 test photos would certify nothing (and are the
-    photos the report measures); 600 out-of-fold training photos, all right and sure, do."""
+    photos the report measures); 600 out-of-fold training photos, all right and sure, do, with
+    the sets asked for the out-of-fold alpha (those photos are easier than new ones)."""
     from meterid.decision.openset import OpenSetRule
     from meterid.evaluation.evaluate import (
         EvaluationData,
@@ -377,5 +379,7 @@ def test_out_of_fold_photos_set_the_accept_bound_and_sets_when_training_made_the
     assert photos.name == "out-of-fold" and photos.kept.all() and not photos.grayscale.any()
     accept, sets, gray_accept = _accept_and_sets(rule, with_oof, no_reference, cfg)
     assert accept.certified and accept.calibration_photos == 600 and gray_accept is None
-    assert sets.calibration_photos == 600 and sets.alpha == pytest.approx(0.05)
-    assert not _accept_and_sets(rule, on_test, no_reference, cfg)[0].certified
+    assert sets.calibration_photos == 600 and sets.alpha == pytest.approx(0.02)
+    test_accept, test_sets, _ = _accept_and_sets(rule, on_test, no_reference, cfg)
+    assert not test_accept.certified
+    assert test_sets.calibration_photos == 20 and test_sets.requested_alpha == pytest.approx(0.05)
