@@ -141,6 +141,23 @@ def _lite_weights_file(name: str) -> Path:
     return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
+def fold_symmetric_padding(net: nn.Module) -> int:
+    """Moves each equal-sided zero padding of the package's "same" convolutions into the
+    convolution itself (the stride-1 ones: a 5x5 pads 2 on every side), so PyTorch pads inside
+    the convolution instead of copying the activations into a padded tensor first: the same
+    arithmetic, phase-2 steps ~10% faster here (make bench: padding_fold). Uneven paddings of
+    the stride-2 convolutions stay. Returns how many were folded."""
+    folded = 0
+    for conv in net.modules():
+        padding = getattr(conv, "static_padding", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(padding, nn.ZeroPad2d):
+            left, right, top, bottom = padding.padding
+            if left == right == top == bottom and conv.padding == (0, 0):
+                conv.static_padding, conv.padding = nn.Identity(), (top, left)
+                folded += 1
+    return folded
+
+
 def _efficientnet_lite(name: str, weights: str, unfreeze: str) -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -150,6 +167,7 @@ def _efficientnet_lite(name: str, weights: str, unfreeze: str) -> Backbone:
         _load_backbone_weights(net, _load_state_dict(path), str(path))
     elif weights != "none":
         _load_backbone_weights(net, _load_state_dict(Path(weights)), weights)
+    fold_symmetric_padding(net)
     n = len(net._blocks)
     split = {"last_block": n - 1, "last_stage": _stage_start(net, 1),
              "last_two_stages": _stage_start(net, 2)}[unfreeze]

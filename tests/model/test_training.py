@@ -480,6 +480,36 @@ def test_phase_two_in_channels_last_is_the_same_arithmetic(tiny_model: MeterClas
         assert b.is_contiguous()
 
 
+def test_padding_folded_into_the_convolutions_is_the_same_arithmetic():
+    """The package's explicit "same" paddings of the stride-1 convolutions move into the
+    convolutions: the same outputs and gradients at every input size, the uneven stride-2
+    paddings kept."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from meterid.model.backbones import fold_symmetric_padding
+
+    torch.manual_seed(5)
+    package = EfficientNet.from_name("efficientnet-lite0").eval()
+    folded = copy.deepcopy(package)
+    assert fold_symmetric_padding(folded) == 12
+    assert fold_symmetric_padding(folded) == 0
+    kept = [m.static_padding for m in folded.modules()
+            if isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d)]
+    assert kept and all(len(set(pad.padding)) > 1 for pad in kept)
+    for size in (96, 130):
+        images = torch.randn(2, 3, size, size)
+        outputs = [net(images) for net in (package, folded)]
+        torch.testing.assert_close(outputs[1], outputs[0], atol=1e-6, rtol=1e-5)
+        for net, out in zip((package, folded), outputs, strict=True):
+            net.zero_grad()
+            out.square().sum().backward()
+        for a, b in zip(package.parameters(), folded.parameters(), strict=True):
+            torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4)
+    assert not any(isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d)
+                   and len(set(m.static_padding.padding)) == 1
+                   for m in build_backbone("efficientnet_lite0", "none").stem.modules())
+
+
 def test_no_sharpening_temperature_without_validation_errors_to_measure_it():
     """An error-free validation split lowers NLL for any T < 1 (towards 0 as T -> 0): the
     check alone would ship a temperature that makes every confidence 1.0."""
