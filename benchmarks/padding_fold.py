@@ -24,7 +24,7 @@ STEPS = 12        # phase-2 steps a round
 FORWARDS = 4      # forward batches a round
 
 
-def _as_the_package_pads(module: nn.Module) -> tuple[nn.Module, int]:
+def with_package_padding(module: nn.Module) -> tuple[nn.Module, int]:
     """A copy with each folded padding put back in front of its convolution, as the package
     builds it."""
     package = copy.deepcopy(module)
@@ -74,8 +74,8 @@ def run() -> dict:
     backbone = build_backbone("efficientnet_lite0", "imagenet", "last_stage")
     phase2 = _trainable(copy.deepcopy(backbone.last_block), 27)
     whole = nn.Sequential(backbone.stem, backbone.last_block).eval()
-    package_phase2, count = _as_the_package_pads(phase2)
-    package_whole, _ = _as_the_package_pads(whole)
+    package_phase2, count = with_package_padding(phase2)
+    package_whole, _ = with_package_padding(whole)
     stages = {"package": package_phase2, "folded": phase2}
     nets = {"package": package_whole.to(memory_format=torch.channels_last),
             "folded": whole.to(memory_format=torch.channels_last)}

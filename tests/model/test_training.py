@@ -508,6 +508,11 @@ def test_padding_folded_into_the_convolutions_is_the_same_arithmetic():
     assert not any(isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d)
                    and len(set(m.static_padding.padding)) == 1
                    for m in build_backbone("efficientnet_lite0", "none").stem.modules())
+    # the padding_fold benchmark's "package" side is the package's module again
+    from benchmarks.padding_fold import with_package_padding
+
+    restored, count = with_package_padding(folded)
+    assert count == 12 and str(restored) == str(package)
 
 
 def test_no_sharpening_temperature_without_validation_errors_to_measure_it():
