@@ -1,8 +1,9 @@
 """The EfficientNet-Lite0 package's explicit "same" paddings against the same paddings folded
 into the convolutions (``backbones.fold_symmetric_padding``, what the product builds), side by
-side on one CPU: a phase-2 step (the last stage and the head, forward, backward and Adam, on
-cached 288 px activations, as ``meterid train`` runs it) and an eager forward pass of whole
-352 px photos. Prints each ratio and how far the outputs differ (the same arithmetic: 0).
+side on one CPU: a phase-2 epoch through the trainer's own ``_run_phase`` (the last stage and
+the head on cached 288 px activations, validation loss on 352 px ones, as ``meterid train``
+runs it) and an eager forward pass of whole 352 px photos. Prints each ratio and how far the
+losses and outputs differ (the same arithmetic: 0).
 
 Needs no data: the weights are the package's ImageNet ones, the inputs random.
 """
@@ -13,15 +14,16 @@ import copy
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from meterid.model.backbones import build_backbone
+from meterid.config import load_params
+from meterid.model.classifier import set_phase
+from meterid.training.trainer import _Fit, _run_phase, build_model
 
-BATCH = 32
-ROUNDS = 4        # alternating, so that both see the same machine state
-STEPS = 12        # phase-2 steps a round
-FORWARDS = 4      # forward batches a round
+CLASSES = 27
+VIEWS = 960       # training views a phase-2 epoch (30 batches of 32)
+ROUNDS = 3        # alternating, so that both see the same machine state
+PHOTOS = 32       # whole photos a forward batch
 
 
 def with_package_padding(module: nn.Module) -> tuple[nn.Module, int]:
@@ -37,76 +39,66 @@ def with_package_padding(module: nn.Module) -> tuple[nn.Module, int]:
     return package, restored
 
 
-def _trainable(last_block: nn.Module, classes: int) -> nn.Module:
-    """Phase 2's module as ``meterid train`` runs it: batch-norm statistics frozen,
-    channels_last."""
-    module = nn.Sequential(last_block, nn.Linear(1280, classes))
-    module.train()
-    for part in module.modules():
-        if isinstance(part, nn.modules.batchnorm._BatchNorm):
-            part.eval()
-    return module.to(memory_format=torch.channels_last)
-
-
-def _phase2_seconds(module: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple:
-    optimizer = torch.optim.Adam(module.parameters(), lr=5e-4)
-    losses, start = [], time.perf_counter()
-    for step in range(STEPS):
-        rows = slice(step % 4 * BATCH, (step % 4 + 1) * BATCH)
-        loss = F.cross_entropy(module(inputs[rows].contiguous(memory_format=torch.channels_last)),
-                               targets[rows])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return (time.perf_counter() - start) / STEPS, losses
+def _epoch(module: nn.Module, fit: _Fit, cfg, seed: int) -> tuple[float, list[float]]:
+    """Seconds of one phase-2 epoch of a fresh copy of ``module``, and its losses."""
+    history: list[dict] = []
+    torch.manual_seed(seed)  # the same sampler and drop-connect draws for both
+    start = time.perf_counter()
+    _run_phase(_Fit(2, copy.deepcopy(module), fit.inputs, fit.targets, fit.val_inputs,
+                    fit.val_targets), cfg.phase2.model_copy(update={"epochs": 1}), cfg,
+               CLASSES, torch.ones(CLASSES), history)
+    return time.perf_counter() - start, [h["train_loss"] for h in history] + [
+        h["val_loss"] for h in history]
 
 
 @torch.no_grad()
-def _forward_seconds(net: nn.Module, photos: torch.Tensor) -> tuple:
+def _forward(net: nn.Module, photos: torch.Tensor) -> tuple[float, torch.Tensor]:
     start = time.perf_counter()
-    outputs = [net(photos) for _ in range(FORWARDS)]
-    return (time.perf_counter() - start) / FORWARDS, outputs[0]
+    outputs = net(photos)
+    return time.perf_counter() - start, outputs
 
 
 def run() -> dict:
+    cfg = load_params().train
     torch.manual_seed(0)
-    backbone = build_backbone("efficientnet_lite0", "imagenet", "last_stage")
-    phase2 = _trainable(copy.deepcopy(backbone.last_block), 27)
-    whole = nn.Sequential(backbone.stem, backbone.last_block).eval()
-    package_phase2, count = with_package_padding(phase2)
-    package_whole, _ = with_package_padding(whole)
-    stages = {"package": package_phase2, "folded": phase2}
-    nets = {"package": package_whole.to(memory_format=torch.channels_last),
-            "folded": whole.to(memory_format=torch.channels_last)}
+    model = build_model([str(i) for i in range(CLASSES)], cfg)
+    set_phase(model, 2, pretrained=True)
     with torch.no_grad():
-        shape = backbone.stem.eval()(torch.zeros(1, 3, 288, 288)).shape[1:]
-    inputs = torch.randn(4 * BATCH, *shape)
-    targets = torch.randint(0, 27, (4 * BATCH,))
-    photos = torch.randn(BATCH, 3, 352, 352).contiguous(memory_format=torch.channels_last)
-    step_s: dict[str, list[float]] = {name: [] for name in stages}
+        def stem_shape(size: int) -> torch.Size:
+            return model.stem.eval()(torch.zeros(1, 3, size, size)).shape[1:]
+        fit = _Fit(2, nn.Identity(), torch.randn(VIEWS, *stem_shape(cfg.image_size)),
+                   torch.arange(VIEWS) % CLASSES, torch.randn(64, *stem_shape(cfg.photo_size)),
+                   torch.arange(64) % CLASSES)
+    phase2 = nn.Sequential(model.last_block, model.head)
+    whole = nn.Sequential(model.stem, model.last_block).eval()
+    package_phase2, count = with_package_padding(phase2)
+    trainable = {"package": package_phase2, "folded": phase2}
+    nets = {"package": with_package_padding(whole)[0].to(memory_format=torch.channels_last),
+            "folded": copy.deepcopy(whole).to(memory_format=torch.channels_last)}
+    photos = torch.randn(PHOTOS, 3, cfg.photo_size, cfg.photo_size).contiguous(
+        memory_format=torch.channels_last)
+    epoch_s: dict[str, list[float]] = {name: [] for name in trainable}
     forward_s: dict[str, list[float]] = {name: [] for name in nets}
     losses, outputs = {}, {}
     for round_ in range(ROUNDS):
-        for name in stages:
-            torch.manual_seed(round_)  # the same drop-connect draws for both
-            seconds, losses[name] = _phase2_seconds(stages[name], inputs, targets)
-            step_s[name].append(seconds)
-            seconds, outputs[name] = _forward_seconds(nets[name], photos)
+        for name in trainable:
+            seconds, losses[name] = _epoch(trainable[name], fit, cfg, round_)
+            epoch_s[name].append(seconds)
+            seconds, outputs[name] = _forward(nets[name], photos)
             forward_s[name].append(seconds)
-    step = {name: min(times) for name, times in step_s.items()}
+    epoch = {name: min(times) for name, times in epoch_s.items()}
     forward = {name: min(times) for name, times in forward_s.items()}
     loss_gap = max(abs(a - b) for a, b in zip(losses["package"], losses["folded"], strict=True))
     output_gap = float((outputs["package"] - outputs["folded"]).abs().max())
-    print(f"EfficientNet-Lite0, {count} paddings folded in its last stage; "
+    print(f"EfficientNet-Lite0, {count} paddings folded in phase 2's part; "
           f"{torch.get_num_threads()} threads, best of {ROUNDS} rounds")
-    print(f"  phase-2 step (batch {BATCH}, 288 px views): package {step['package'] * 1e3:.0f} ms,"
-          f" folded {step['folded'] * 1e3:.0f} ms: {step['package'] / step['folded']:.2f}x; "
-          f"largest loss difference {loss_gap:.2g}")
-    print(f"  forward (batch {BATCH}, 352 px photos, eager): package "
+    print(f"  phase-2 epoch ({VIEWS} views at {cfg.image_size} px, _run_phase): package "
+          f"{epoch['package']:.1f} s, folded {epoch['folded']:.1f} s: "
+          f"{epoch['package'] / epoch['folded']:.2f}x; largest loss difference {loss_gap:.2g}")
+    print(f"  forward ({PHOTOS} photos at {cfg.photo_size} px, eager): package "
           f"{forward['package'] * 1e3:.0f} ms, folded {forward['folded'] * 1e3:.0f} ms: "
           f"{forward['package'] / forward['folded']:.2f}x; largest output difference "
           f"{output_gap:.2g}")
-    return {"phase2_speedup": step["package"] / step["folded"],
+    return {"phase2_speedup": epoch["package"] / epoch["folded"],
             "forward_speedup": forward["package"] / forward["folded"],
             "loss_gap": loss_gap, "output_gap": output_gap}

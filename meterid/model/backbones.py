@@ -145,7 +145,7 @@ def fold_symmetric_padding(net: nn.Module) -> int:
     """Moves each equal-sided zero padding of the package's "same" convolutions into the
     convolution itself (the stride-1 ones: a 5x5 pads 2 on every side), so PyTorch pads inside
     the convolution instead of copying the activations into a padded tensor first: the same
-    arithmetic, phase-2 steps 1.1-1.2x faster in isolation (make bench: padding_fold; not seen
+    arithmetic, phase-2 epochs 1.1-1.2x faster in isolation (make bench: padding_fold; not seen
     in make demo's time, docs/training.md). Uneven paddings of the stride-2 convolutions stay.
     Returns how many were folded."""
     folded = 0
