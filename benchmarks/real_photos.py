@@ -103,6 +103,7 @@ VARIANTS: dict[str, dict] = {
     "ema": {"phase2": {"ema_decay": 0.998, "early_stopping": True}},
     "ema_full": {"phase2": {"ema_decay": 0.998}},
     "early_stopping": {"phase2": {"early_stopping": True}},
+    "epochs6": {"phase2": {"epochs": 6}},  # phase 2 a quarter shorter (step 24)
     "four_views": {"feature_views": 4, "view_budget": 0},
     "views8_cos12": {"feature_views": 8, "grayscale_head_views": 0,  # the GPU sweep's
                      "phase2": {"epochs": 12, "lr_schedule": "cosine", "early_stopping": True}},
