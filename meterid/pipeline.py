@@ -113,19 +113,6 @@ def record_in_dvc(root: Path, targets: Sequence[str]) -> list[str]:
     return list(targets)
 
 
-def tracking_file(root: Path, folder: Path) -> str | None:
-    """The ``.dvc`` file (relative to ``root``) that tracks ``folder`` (``dvc add``), if any:
-    ``data.dvc`` in this repository, ``data/raw.dvc`` in a ``meterid init`` project."""
-    target = (root / folder).resolve()
-    # Where `dvc add` puts it (beside the folder), or a .dvc file moved to the root.
-    candidates = [target.with_name(f"{target.name}.dvc"), *sorted(root.glob("*.dvc"))]
-    for dvc_file in (c for c in candidates if c.is_file()):
-        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
-        if any((dvc_file.parent / out["path"]).resolve() == target for out in outs):
-            return dvc_file.relative_to(root.resolve()).as_posix()
-    return None
-
-
 def _module_file(module: str) -> Path | None:
     parts = module.split(".")[1:]
     for candidate in (PACKAGE_DIR.joinpath(*parts).with_suffix(".py"),

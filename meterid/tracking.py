@@ -66,6 +66,26 @@ def dvc_data_version(dvc_file: Path) -> str | None:
     return str(md5) if md5 else None
 
 
+def tracking_file(root: Path, folder: Path) -> str | None:
+    """The ``.dvc`` file (relative to ``root``) that tracks ``folder`` (``dvc add``), if any:
+    ``data.dvc`` in this repository, ``data/raw.dvc`` in a ``meterid init`` project."""
+    target = (root / folder).resolve()
+    # Where `dvc add` puts it (beside the folder), or a .dvc file moved to the root.
+    candidates = [target.with_name(f"{target.name}.dvc"), *sorted(root.glob("*.dvc"))]
+    for dvc_file in (c for c in candidates if c.is_file()):
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
+        if any((dvc_file.parent / out["path"]).resolve() == target for out in outs):
+            return dvc_file.relative_to(root.resolve()).as_posix()
+    return None
+
+
+def photos_version(root: Path, photos: Path) -> str | None:
+    """The DVC version of the photo folder ``photos`` (relative to the project ``root``): the
+    hash in the ``.dvc`` file that tracks it; None when no ``.dvc`` file tracks it."""
+    dvc_file = tracking_file(root, photos)
+    return dvc_data_version(root.resolve() / dvc_file) if dvc_file else None
+
+
 def git_commit(repo: Path) -> str | None:
     """The checked-out commit, or None outside a git repository or without git: a run's code
     version is useful, never a reason to fail the run."""

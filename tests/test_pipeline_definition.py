@@ -14,8 +14,8 @@ from meterid.pipeline import (
     dvc_yaml,
     record_in_dvc,
     stage_names,
-    tracking_file,
 )
+from meterid.tracking import dvc_data_version, photos_version, tracking_file
 from tests.conftest import REPO_ROOT
 
 
@@ -75,6 +75,10 @@ def test_what_a_flow_ran_is_recorded_in_dvc_lock(tmp_path: Path, caplog,
     (tmp_path / "data/raw/a/2.jpg").write_bytes(b"two")  # a photo added since `dvc add`
 
     assert photos == "data/raw.dvc" and tracking_file(tmp_path, Path("data")) is None
+    # training tags its run with that file's hash (a `meterid init` project has no data.dvc)
+    version = photos_version(tmp_path, Path("data/raw"))
+    assert version and version == dvc_data_version(tmp_path / photos) and version.endswith(".dir")
+    assert photos_version(tmp_path, Path("data")) is None
     assert record_in_dvc(tmp_path, [photos, "split"]) == [photos, "split"]
     lock = yaml.safe_load((tmp_path / "dvc.lock").read_text())["stages"]["split"]
     assert [out["path"] for out in lock["outs"]] == ["data/splits.csv"]

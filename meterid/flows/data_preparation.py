@@ -11,7 +11,7 @@ from prefect import flow
 
 from meterid.data.steps import folder_is_empty
 from meterid.flows.run_logs import show_meterid_logs_in_runs
-from meterid.pipeline import stage_names, tracking_file
+from meterid.pipeline import stage_names
 from meterid.stores import open_project
 from meterid.tasks.data import (
     build_image_manifest,
@@ -20,6 +20,7 @@ from meterid.tasks.data import (
     validate_image_manifest,
 )
 from meterid.tasks.versioning import record_stages
+from meterid.tracking import tracking_file
 
 
 class DataValidationError(RuntimeError):

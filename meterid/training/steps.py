@@ -44,7 +44,8 @@ def _log_run_context(params: Params, repo: Path) -> None:
     import mlflow
 
     mlflow.log_params(tracking.flatten_params(params.model_dump(mode="json", by_alias=True)))
-    data_version = tracking.dvc_data_version(repo / "data.dvc") or "unknown"
+    # the photos' .dvc file: data.dvc in this repository, data/raw.dvc in a `meterid init` project
+    data_version = tracking.photos_version(repo, params.paths.raw_dir) or "not tracked by DVC"
     mlflow.set_tags({tracking.DATA_VERSION_TAG: data_version,
                      "git_commit": tracking.git_commit(repo) or "unknown"})
 

@@ -34,7 +34,13 @@ from meterid.registry import (
     promote,
     register,
 )
-from meterid.tracking import dvc_data_version, flatten_params, git_commit, log_epoch_history
+from meterid.tracking import (
+    dvc_data_version,
+    flatten_params,
+    git_commit,
+    log_epoch_history,
+    photos_version,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["acme-a1", "beta-b2", "gamma-g3"]
@@ -155,6 +161,16 @@ def test_dvc_data_version(tmp_path: Path) -> None:
     assert dvc_data_version(tmp_path / "missing.dvc") is None
     (tmp_path / "empty.dvc").write_text("outs: []\n")
     assert dvc_data_version(tmp_path / "empty.dvc") is None
+
+
+def test_the_photos_version_is_read_from_the_dvc_file_that_tracks_them(tmp_path: Path) -> None:
+    # this repository: data.dvc at the root tracks data/raw
+    assert photos_version(REPO_ROOT, Path("data/raw")) == dvc_data_version(REPO_ROOT / "data.dvc")
+    # a `meterid init` project: data/raw.dvc beside the folder, its path relative to it
+    (tmp_path / "data/raw").mkdir(parents=True)
+    (tmp_path / "data/raw.dvc").write_text("outs:\n- md5: d80701942cac03b9.dir\n  path: raw\n")
+    assert photos_version(tmp_path, Path("data/raw")) == "d80701942cac03b9.dir"
+    assert photos_version(tmp_path, Path("data/unknown")) is None  # not tracked: no version
 
 
 def test_git_commit_inside_and_outside_a_repository(tmp_path: Path) -> None:
