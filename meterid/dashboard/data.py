@@ -74,14 +74,15 @@ COUNTS = ("ok", "errors", "unknown", "poor_quality", "auto_accepted", "reviewed"
 def scoring_history(params: Params, reviewed: frozenset[str] = frozenset(),
                     limit: int = 30) -> pd.DataFrame:
     """One row per scoring output (newest first): its counts (ok, errors, UNKNOWN,
-    POOR_QUALITY, auto-accepted, reviewed: a reviewer labelled the photo), the UNKNOWN and
+    POOR_QUALITY, auto-accepted, reviewed: a reviewer labelled the photo), the same rows by
+    decision in a reviewer's words (``DECISIONS``: they add up to the rows), the UNKNOWN and
     POOR_QUALITY shares and the mean top-1 confidence, as the scoring run summarised them
     (``monitoring.summarize``). Only the columns summarised are read from each Parquet."""
     files = sorted(params.paths.scoring_reports.glob("*.parquet"),
                    key=lambda path: path.stat().st_mtime, reverse=True)[:limit]
     rows = [_scoring_summary(path, reviewed) for path in files]
-    return pd.DataFrame(rows, columns=["output", "scored", "rows", *COUNTS, "unknown_share",
-                                       "poor_quality_share", "mean_confidence"])
+    return pd.DataFrame(rows, columns=["output", "scored", "rows", *COUNTS, *DECISIONS,
+                                       "unknown_share", "poor_quality_share", "mean_confidence"])
 
 
 def _scoring_summary(path: Path, reviewed: frozenset[str]) -> dict:
@@ -96,10 +97,18 @@ def _scoring_summary(path: Path, reviewed: frozenset[str]) -> dict:
     return {"output": path.name,
             "scored": pd.Timestamp(path.stat().st_mtime, unit="s").floor("s"),
             "rows": summary["rows"], **{key: summary[key] for key in COUNTS[:-1]},
-            "reviewed": int(shas.isin(reviewed).sum()),
+            "reviewed": int(shas.isin(reviewed).sum()), **_decision_counts(frame),
             "unknown_share": shown(summary["unknown_share"]),
             "poor_quality_share": shown(summary["poor_quality_share"]),
             "mean_confidence": shown(summary["mean_top1_conf"])}
+
+
+def _decision_counts(frame: pd.DataFrame) -> dict[str, int]:
+    accepted = frame["auto_accepted"] if "auto_accepted" in frame else [False] * len(frame)
+    words = pd.Series([decision_in_words(status, label, auto) for status, label, auto in
+                       zip(frame["status"], frame["label"], accepted, strict=True)], dtype=object)
+    counts = words.value_counts()
+    return {decision: int(counts.get(decision, 0)) for decision in DECISIONS}
 
 
 def label_counts(params: Params, output: str) -> pd.Series:

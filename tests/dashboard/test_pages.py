@@ -17,6 +17,7 @@ import pytest
 from meterid.clustering.state import ClusterState
 from meterid.config import Params, load_params
 from meterid.dashboard import data
+from meterid.dashboard.views.results import DECISION_COLOURS
 from meterid.review.queue import review_queue
 from meterid.review.store import NEW_TYPE, open_store
 from tests.conftest import REPO_ROOT
@@ -72,6 +73,10 @@ def test_the_results_page_counts_each_run_and_downloads_the_filtered_rows(
     [runs] = [frame.value for frame in app.dataframe if "reviewed" in frame.value]
     assert runs[["ok", "errors", "unknown", "auto_accepted", "reviewed"]].iloc[0].tolist() == [
         3, 1, 1, 1, 1]
+    # the chart's bars: the same rows by decision in words, adding up to every row of the run
+    words = runs[["auto-accepted", "needs a person", "new type?", "unreadable?", "error"]]
+    assert words.iloc[0].tolist() == [1, 1, 1, 0, 1] and words.iloc[0].sum() == runs["rows"][0]
+    assert list(DECISION_COLOURS) == [*data.DECISIONS, "reviewed"]  # a colour for each bar
     app.multiselect(key="results-decision").set_value(["new type?"]).run()
     [rows] = [frame.value for frame in app.dataframe if "decision" in frame.value]
     assert rows["decision"].tolist() == ["new type?"] and rows["reviewers"][0] == NEW_TYPE

@@ -10,6 +10,12 @@ from meterid.dashboard.common import Project, project, scoring_history
 from meterid.review.store import open_store
 
 MAX_THUMBNAILS = 200  # a photo is read and shrunk for each row shown with its thumbnail
+# The chart's bars: data.DECISIONS, then the photos reviewers labelled. Green for
+# settled, blue for a person's work, orange and grey for what the product could not read, red
+# for failures.
+DECISION_COLOURS = {"auto-accepted": "#2e9e4f", "needs a person": "#3d7fd9",
+                    "new type?": "#f28e2b", "unreadable?": "#9c9c9c", "error": "#d62728",
+                    "reviewed": "#1b4f72"}
 
 
 def _verdicts(params: Params) -> dict[str, str]:
@@ -31,8 +37,8 @@ def page(app: Project) -> None:
              "many reviewers have labelled.")
     # One group of bars per run, oldest first (the label sorts as the time does).
     runs = history.assign(run=history["scored"].dt.strftime("%m-%d %H:%M ") + history["output"])
-    st.bar_chart(runs, x="run", y=list(data.COUNTS), stack=False, x_label="scoring run",
-                 y_label="photos")
+    st.bar_chart(runs, x="run", y=list(DECISION_COLOURS), stack=False, x_label="scoring run",
+                 y_label="photos", color=list(DECISION_COLOURS.values()))
     with st.expander("Runs, in numbers"):
         st.dataframe(history, hide_index=True)
     output = st.selectbox("Run", history["output"], key="results-run")
