@@ -20,6 +20,7 @@ from benchmarks import (
     paired_variants,
     prediction_sets,
     real_photos,
+    unsure_rule,
 )
 from meterid.config import Params
 
@@ -167,6 +168,11 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     assert len(sets) == 2 * len(prediction_sets.ALPHAS)
     for _, by_alpha in sets.groupby("run"):  # a larger alpha never asks for more labels
         assert by_alpha["set size"].is_monotonic_decreasing and (by_alpha["set size"] >= 1).all()
+    unsure = unsure_rule.run()  # the UNKNOWN rule at its operating point, the unsure rule
+    assert len(unsure) == 2 * 3 and unsure["known flagged"].between(0, 1).all()
+    for _, by_rule in unsure.set_index("rule").groupby("run"):  # either flags what each does
+        for column in ("known flagged", "unseen flagged"):
+            assert by_rule.loc["either", column] >= by_rule[column].drop("either").max()
     readers = class_means.run()  # and other readers of the same embeddings
     assert set(readers["reader"]) == {"head", "class mean", "knn(k=1)", "knn(k=5)"}
     head = readers[readers["reader"] == "head"]
