@@ -104,6 +104,10 @@ VARIANTS: dict[str, dict] = {
     "ema_full": {"phase2": {"ema_decay": 0.998}},
     "early_stopping": {"phase2": {"early_stopping": True}},
     "epochs6": {"phase2": {"epochs": 6}},  # phase 2 a quarter shorter (step 24)
+    # the demo's 1,407 training photos at 3 views a photo; the grocery collection (7) and the
+    # cuts (16) keep theirs (step 26)
+    "views3": {"feature_views": 3, "view_budget": 5600},
+    "views3_epochs6": {"feature_views": 3, "view_budget": 5600, "phase2": {"epochs": 6}},
     "four_views": {"feature_views": 4, "view_budget": 0},
     "views8_cos12": {"feature_views": 8, "grayscale_head_views": 0,  # the GPU sweep's
                      "phase2": {"epochs": 12, "lr_schedule": "cosine", "early_stopping": True}},
