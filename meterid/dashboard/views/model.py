@@ -68,9 +68,11 @@ def _audit(store: LabelStore, version: dict, params: Params) -> None:
         st.info(uncertified)
         return
     verdict = field_verdict(store, version["version"], params)
-    bound = (f"field error of auto-accepted photos at most {verdict.bound:.1%} "
+    bound = (f"Field error of auto-accepted photos at most {verdict.bound:.1%} "
              f"({verdict.confidence:.0%} confidence; {verdict.wrong} wrong of "
-             f"{verdict.audited} audited)")
+             f"{verdict.audited} audited)." if verdict.audited else
+             f"No audited photo yet: {params.review.audit_share:.0%} of each run's "
+             "auto-accepted photos reach the Review page.")
     if verdict.auto_accept:
         st.success(f"Auto-accept on: {verdict.reason}. {bound}")
     else:
