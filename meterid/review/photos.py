@@ -1,12 +1,16 @@
 """The bytes of the photos scoring sends to a person, kept by sha256: a reviewer sees (and
 `meterid review export` adds) the photo the model scored even after its URL expired (a signed
-link, a night's file server). Only the unsettled photos are kept (not the auto-accepted ones:
-their audit sample is drawn after the run, so an audit photo is fetched from its URL)."""
+link, a night's file server). The unsettled photos are kept as they are scored. The
+auto-accepted ones wait in the run's pending folder: the audit sample is drawn when the run
+ends, and only its photos are kept then (``keep_audited``); the others are deleted."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 from meterid.core import ScoredRow
@@ -15,6 +19,7 @@ from meterid.inference.fetch import Fetcher, FetchError
 
 log = logging.getLogger(__name__)
 
+PENDING = ".pending"  # <root>/.pending/<run id>/: a running scoring run's auto-accepted photos
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tif",
               "BMP": "bmp"}
 
@@ -34,6 +39,26 @@ class ReviewPhotos:
 
     def find(self, sha256: str) -> Path | None:
         return next(iter(sorted((self.root / sha256[:2]).glob(f"{sha256}.*"))), None)
+
+    def pending(self, run_id: str) -> ReviewPhotos:
+        """Where scoring run ``run_id`` puts the photos it auto-accepts until its audit sample
+        is drawn (a resumed run finds the ones it kept before it stopped)."""
+        return ReviewPhotos(self.root / PENDING / run_id)
+
+    def keep_audited(self, run_id: str, audited: Iterable[str]) -> int:
+        """Keep the run's pending photos whose sha256 is in ``audited`` (its audit sample) and
+        delete the rest; returns how many were kept."""
+        pending, kept = self.pending(run_id), 0
+        for sha in audited:
+            source = pending.find(sha)
+            if source is None:
+                continue
+            target = self.root / sha[:2] / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)  # the same bytes when a copy was already kept
+            kept += 1
+        shutil.rmtree(pending.root, ignore_errors=True)
+        return kept
 
 
 

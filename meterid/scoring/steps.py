@@ -28,7 +28,7 @@ from meterid.registry import load_classifier
 from meterid.review.audit import AuditVerdict
 from meterid.review.field import field_report
 from meterid.review.photos import ReviewPhotos
-from meterid.review.queue import review_queue
+from meterid.review.queue import AUDIT, review_queue
 from meterid.review.store import LabelStore, field_verdict, known_classes, open_store
 from meterid.scoring.checkpoint import Checkpoint, atomic_write_parquet, run_key
 from meterid.scoring.monitoring import FIELD_METRICS, SUMMARY_METRICS, drift_alerts, summarize
@@ -151,6 +151,10 @@ def finish_run(run: ScoringRun, params: Params, cfg: ScoreConfig, rescored: int
     run.checkpoint.remove()
     log.info("wrote %d rows to %s; quality gate: %s", len(table), out_path,
              run.quality.describe())
+    if not stopped:  # the audit sample's photos out of the run's pending auto-accepted ones
+        kept = ReviewPhotos(params.paths.review_photos).keep_audited(
+            run.run_id, queue.loc[queue["reason"] == AUDIT, "sha256"])
+        log.info("audit sample: %d auto-accepted photos kept for review", kept)
     store = open_store(params)
     queued = store.enqueue(run.run_id, queue)
     summary = {**summarize(table), "quality_limits": run.quality.to_dict(),
@@ -179,11 +183,16 @@ def open_scorer(predictor: Predictor, cfg: ScoreConfig, max_pixels: int,
                 auto_accept: bool = True) -> Iterator[BatchScorer]:
     """A scorer with its own downloads pool (closed after), keeping UNKNOWN photos in ``store``
     and the photos a person will see in ``review_photos``: those not auto-accepted, or every
-    photo while the field audit stops ``auto_accept``."""
+    photo while the field audit stops ``auto_accept``; the auto-accepted ones in the run's
+    pending folder, for its audit sample (``finish_run``)."""
     fetcher = Fetcher(cfg.fetch, pool_size=cfg.concurrency)
 
     def keep_for_review(data: bytes, row: ScoredRow) -> None:
-        if review_photos is not None and (not auto_accept or not row.auto_accepted):
+        if review_photos is None:
+            return
+        if auto_accept and row.auto_accepted:  # kept only if the run's audit sample draws it
+            review_photos.pending(run_id).add(data, row)
+        else:
             review_photos.add(data, row)
 
     try:

@@ -15,7 +15,7 @@ from meterid.decision.openset import OpenSetRule
 from meterid.decision.policy import DecisionPolicy
 from meterid.inference.predictor import Predictor
 from meterid.review.audit import audits_to_certify
-from meterid.review.photos import ReviewPhotos
+from meterid.review.photos import PENDING, ReviewPhotos
 from meterid.review.queue import AUDIT
 from meterid.review.store import field_verdict, open_store
 from meterid.scoring.steps import score_list
@@ -72,7 +72,10 @@ def test_wrong_auto_accepts_stop_auto_accept_until_correct_audits_certify_it(
     assert len(queued) == PHOTOS and {q.reason for q in queued} == {AUDIT}  # all to a person
     kept = ReviewPhotos(project.paths.review_photos)  # what a reviewer will see, kept
     assert all(kept.find(q.sha256) for q in queued)
-    assert not any(kept.find(q.sha256) for q in audited)  # auto-accepted: fetched if audited
+    # the first run's audit sample (every photo here) was kept when the run ended, its
+    # pending copies are gone
+    assert all(kept.find(q.sha256) for q in audited)
+    assert not (kept.root / PENDING).exists() or not any((kept.root / PENDING).iterdir())
     for photo in queued:  # the model was right on all of them
         store.label(photo.sha256, "ana", photo.label, tiny_model.classes)
     assert field_verdict(store, 1, project).auto_accept

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from meterid.core import ERROR, OK, POOR_QUALITY, UNKNOWN, ScoredRow
+from meterid.review.photos import ReviewPhotos
 from meterid.review.queue import AUDIT, NEEDS_A_PERSON, NEW_TYPE, QUALITY, review_queue
 
 
@@ -40,3 +43,20 @@ def test_the_audit_sample_is_seeded_by_the_run_and_grows_with_the_share():
     assert audited("run-1", 0.02) != audited("run-2", 0.02)
     assert len(audited("run-1", 0.1)) == 10
     assert len(review_queue(_rows().head(3), "run-1", 0.02, 5)) == 3  # fewer than the floor
+
+
+def test_only_the_audit_sample_of_the_auto_accepted_photos_is_kept(tmp_path: Path):
+    kept = ReviewPhotos(tmp_path / "review_photos")
+    rows = _rows()
+    accepted = rows[rows["auto_accepted"].fillna(False).astype(bool)]
+    for row in accepted.itertuples():  # as scoring keeps them while the run goes on
+        kept.pending("run-1").add(f"photo {row.row}".encode(),
+                                  ScoredRow(row.row, row.url, OK, sha256=row.sha256,
+                                            image_format="JPEG"))
+    queue = review_queue(rows, "run-1", share=0.02, floor=5)
+    audited = queue.loc[queue["reason"] == AUDIT, "sha256"]
+    assert kept.keep_audited("run-1", audited) == 5
+    assert all(kept.find(sha) for sha in audited)  # a reviewer sees them after the URL expired
+    assert sum(kept.find(sha) is not None for sha in accepted["sha256"]) == 5  # the rest: gone
+    assert not kept.pending("run-1").root.exists()
+    assert kept.keep_audited("run-2", audited) == 0  # a run that kept nothing pending
