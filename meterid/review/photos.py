@@ -61,7 +61,6 @@ class ReviewPhotos:
         return kept
 
 
-
 def scored_bytes(kept: ReviewPhotos, fetcher: Fetcher, sha256: str, url: str) -> bytes | None:
     """The bytes a scoring run scored: the copy kept for review, else fetched again from
     ``url`` and checked against ``sha256``; None (logged, with why) when neither can be had."""
