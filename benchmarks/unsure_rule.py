@@ -17,31 +17,39 @@ import pandas as pd
 
 from benchmarks.real_photos import saved_run_rows
 from meterid.config import load_params
-from meterid.decision.openset import knn_score, normalize, threshold_for_known_acceptance
+from meterid.decision.openset import (
+    ModelOutputs,
+    OpenSetRule,
+    Reference,
+    threshold_for_known_acceptance,
+)
 
 
-def _flags(saved: np.lib.npyio.NpzFile, split: str, threshold: float, k: int,
-           min_confidence: float) -> dict[str, np.ndarray]:
-    distance = knn_score(normalize(saved["reference_embeddings"]),
-                         normalize(saved[f"{split}_embeddings"]), k) < threshold
-    unsure = saved[f"{split}_probabilities"].max(axis=1) < min_confidence
-    return {"knn at the operating point": distance, "top-1 under the threshold": unsure,
-            "either": distance | unsure}
+def _outputs(saved: np.lib.npyio.NpzFile, split: str) -> ModelOutputs:
+    return ModelOutputs(saved[f"{split}_logits"], saved[f"{split}_probabilities"],
+                        saved[f"{split}_embeddings"])
 
 
 def run_rows(path: Path) -> list[dict]:
     saved = np.load(path)
     cfg = load_params().evaluate
-    reference = normalize(saved["reference_embeddings"])
-    val_scores = knn_score(reference, normalize(saved["val_embeddings"]), cfg.knn_k)
-    threshold = threshold_for_known_acceptance(val_scores, cfg.known_accept_share)
-    wrong = saved["test_probabilities"].argmax(axis=1) != saved["test_targets"]
-    known = _flags(saved, "test", threshold, cfg.knn_k, cfg.threshold)
-    held_out = _flags(saved, "held_out", threshold, cfg.knn_k, cfg.threshold)
-    return [{"run": path.stem, "rule": rule, "known flagged": flagged.mean(),
-             "errors flagged": f"{int((flagged & wrong).sum())} of {int(wrong.sum())}",
-             "top-1 of the rest": 1 - wrong[~flagged].mean(),
-             "unseen flagged": held_out[rule].mean()} for rule, flagged in known.items()]
+    reference = Reference(saved["reference_embeddings"], saved["reference_labels"])
+    val_scores = OpenSetRule("knn", 0.0, cfg.knn_k).scores(_outputs(saved, "val"), reference)
+    knn = OpenSetRule("knn", threshold_for_known_acceptance(val_scores, cfg.known_accept_share),
+                      cfg.knn_k)  # its threshold set as evaluation sets it
+    unsure = OpenSetRule.fixed_confidence(cfg.threshold)  # the design's rule
+    test, held_out = _outputs(saved, "test"), _outputs(saved, "held_out")
+    wrong = test.probabilities.argmax(axis=1) != saved["test_targets"]
+    rows = []
+    for name, flags in (("knn at the operating point", knn.flags),
+                        ("top-1 under the threshold", unsure.flags),
+                        ("either", lambda o, r: knn.flags(o, r) | unsure.flags(o, r))):
+        flagged = flags(test, reference)
+        rows.append({"run": path.stem, "rule": name, "known flagged": flagged.mean(),
+                     "errors flagged": f"{int((flagged & wrong).sum())} of {int(wrong.sum())}",
+                     "top-1 of the rest": 1 - wrong[~flagged].mean(),
+                     "unseen flagged": flags(held_out, reference).mean()})
+    return rows
 
 
 def run() -> pd.DataFrame:

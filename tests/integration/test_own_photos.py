@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 from meterid.cli import app
 from meterid.config import load_params
 from meterid.data.split import read_splits
+from meterid.registry import list_versions
+from meterid.tracking import dvc_data_version
 from tests.conftest import tiny_training, write_params
 
 pytestmark = pytest.mark.slow
@@ -101,6 +103,9 @@ def test_init_from_a_mixed_folder_of_class_folders_trains_a_champion_and_scores_
     outcome = training(params_file="params.yaml")
     assert outcome["version"] == 1 and "champion" in outcome["aliases"]
     assert (project / "models/champion").is_dir() and (project / "mlflow/mlflow.db").is_file()
+    # the version names the photos it trained on: the hash in the project's data/raw.dvc
+    [version] = list_versions()
+    assert version["data_version"] == dvc_data_version(project / "data/raw.dvc") is not None
     metrics = json.loads((project / "reports/evaluation/metrics.json").read_text())
     assert metrics["test_images"] > 0 and metrics["unknown_flagged_share"] is None  # no held-out
     splits = read_splits(project / "data/splits.csv")
