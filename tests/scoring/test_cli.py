@@ -25,11 +25,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def project(project_dir: Path, params: Params,
-            fast_fetch: FetchConfig, exported_model: Path) -> Path:
+            patient_fetch: FetchConfig, exported_model: Path) -> Path:
     """A project folder scoring with the exported tiny model, small checkpoints, own MLflow."""
     score = params.score.model_copy(update=dict(
         model=str(exported_model), checkpoint_rows=4, batch_size=4, concurrency=2,
-        fetch=fast_fetch, write_csv=True))
+        fetch=patient_fetch, write_csv=True))
     write_params(project_dir, params.model_copy(update={"score": score}))
     return project_dir
 

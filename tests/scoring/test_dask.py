@@ -140,12 +140,12 @@ def test_two_processes_adding_one_photo_keep_every_url(tmp_path: Path):
 # --- shards scored by the library, and the flow on Dask ----------------------------------------
 
 @pytest.fixture
-def project(project_dir: Path, params: Params, fast_fetch: FetchConfig,
+def project(project_dir: Path, params: Params, patient_fetch: FetchConfig,
             exported_model: Path) -> Path:
     """Scoring with the exported tiny model, in shards of 3 rows, with its own MLflow store."""
     score = params.score.model_copy(update=dict(
         model=str(exported_model), checkpoint_rows=2, shard_rows=3, batch_size=4, concurrency=2,
-        fetch=fast_fetch))
+        fetch=patient_fetch))
     write_params(project_dir, params.model_copy(update={"score": score}))
     return project_dir
 
@@ -213,7 +213,8 @@ def _same_rows(single: pd.DataFrame, sharded: pd.DataFrame) -> None:
         if pd.api.types.is_float_dtype(single[column]):
             assert np.allclose(single[column], sharded[column], atol=1e-5, equal_nan=True), column
         else:
-            assert _plain(single[column]) == _plain(sharded[column]), column
+            errors = list(zip(single["error"], sharded["error"], strict=True))
+            assert _plain(single[column]) == _plain(sharded[column]), (column, errors)
 
 
 def _plain(values: pd.Series) -> list:
