@@ -124,7 +124,7 @@ VARIANTS: dict[str, dict] = {
     # Not measured yet (docs/real-photos.md): candidates for the next sweep
     "smooth": {"label_smoothing": 0.1},
     "two_stages": {"unfreeze": "last_two_stages"},  # its own cache pass, as size320's
-    # two stages in about the defaults' phase-2 time: half the epochs (step 27)
+    # two stages in about the defaults' phase-2 time: half the epochs (steps 27, 28)
     "two_stages_e4": {"unfreeze": "last_two_stages", "phase2": {"epochs": 4}},
     "size320": {"image_size": 320},
 }
