@@ -105,7 +105,8 @@ def test_init_from_a_mixed_folder_of_class_folders_trains_a_champion_and_scores_
     assert (project / "models/champion").is_dir() and (project / "mlflow/mlflow.db").is_file()
     # the version names the photos it trained on: the hash in the project's data/raw.dvc
     [version] = list_versions()
-    assert version["data_version"] == dvc_data_version(project / "data/raw.dvc") is not None
+    photos_hash = dvc_data_version(project / "data/raw.dvc")
+    assert photos_hash is not None and version["data_version"] == photos_hash
     metrics = json.loads((project / "reports/evaluation/metrics.json").read_text())
     assert metrics["test_images"] > 0 and metrics["unknown_flagged_share"] is None  # no held-out
     splits = read_splits(project / "data/splits.csv")

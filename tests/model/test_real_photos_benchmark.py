@@ -205,3 +205,12 @@ def test_paired_variants_compare_each_collection_with_itself(tmp_path: Path):
     assert table.loc[("4:3", "ECE"), "mean difference"] == 0
     paired_variants.plot(pairs, "a", "b", tmp_path / "pairs.png")
     assert Image.open(tmp_path / "pairs.png").size[0] > 0
+
+
+def test_every_variant_is_a_training_config_and_the_two_stage_ones_share_a_pass(params: Params):
+    configs = {name: real_photos.variant_config(params.train, overrides, 0)  # a typo raises
+               for name, overrides in real_photos.VARIANTS.items()}
+    assert configs["two_stages_e4"].phase2.epochs == 4
+    groups = real_photos.cache_groups({n: configs[n] for n in ("defaults", "two_stages",
+                                                               "two_stages_e4")})
+    assert [list(group) for group in groups] == [["defaults"], ["two_stages", "two_stages_e4"]]
