@@ -130,7 +130,8 @@ VARIANTS: dict[str, dict] = {
 }
 OPEN_SET_PREFIX = "open_set:"
 PRETRAINED = "pretrained"  # the file of a collection's pretrained-backbone embeddings
-SHOWN = (("accuracy", "top-1"), ("macro_recall", "macro recall"), ("ece", "ECE"),
+SHOWN = (("accuracy", "top-1"), ("macro_recall", "macro recall"),
+         ("validation_accuracy", "top-1 on validation"), ("ece", "ECE"),
          ("ece_if_calibrated_p95", "ECE if calibrated, p95"),
          ("ece_uncalibrated", "ECE at T=1"), ("temperature", "T"),
          ("unknown_flagged_share", "unseen flagged"), ("known_flagged_share", "known flagged"),
@@ -354,8 +355,18 @@ def _fit_and_evaluate(template: MeterClassifier, cache: dict[str, CachedSplit],
         save_outputs(outputs_path, data, reference)
     return {**{key: float(evaluation.metrics.get(key, np.nan)) for key, _ in SHOWN},
             "unseen_flagged_at_5pct_known": unseen_flagged_at(evaluation.open_set_scores, 0.05),
-            "train_s": train_s, **_phase2_epochs(result.history),
+            "validation_accuracy": validation_accuracy(data), "train_s": train_s,
+            **_phase2_epochs(result.history),
             **open_set_capabilities(data, reference)}
+
+
+def validation_accuracy(data: EvaluationData) -> float:
+    """Top-1 on the validation photos. The upstream split's come from another session than the
+    training and test photos, as a user's field photos do; they chose no weights (phase 2 runs
+    its epochs out), only phase 1's stop, the temperature and the thresholds."""
+    if data.threshold_set != "validation" or not len(data.val):
+        return float("nan")  # without validation photos ``val`` is the test photos
+    return float((data.val.logits.argmax(1) == data.val_targets).mean())
 
 
 def _phase2_epochs(history: list[dict]) -> dict[str, float]:

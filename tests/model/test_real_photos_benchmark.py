@@ -148,6 +148,8 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     saved = np.load(tmp_path / "outputs" / "upstream0_defaults.npz")
     assert len(saved["held_out_embeddings"]) == len(saved["held_out_brands"]) == 6
     assert len(saved["test_logits"]) == len(saved["test_targets"]) > 0
+    assert rows[0]["validation_accuracy"] == pytest.approx(  # another session's photos
+        np.mean(saved["val_logits"].argmax(1) == saved["val_targets"]))
     monkeypatch.setenv("OPEN_SET_PLOT", str(tmp_path / "by_brand.png"))
     tried = open_set_scores.run()  # reads the runs just saved
     assert {"knn(k=5)", "residual(64)", "knn(k=1) x msp", "pretrained knn(k=1)",
