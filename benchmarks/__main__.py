@@ -14,7 +14,8 @@ BENCHMARKS = ("difficulty_baseline", "generator_throughput", "model_throughput",
               "suspect_labels", "near_duplicates", "quality_limits", "scaled_decode", "small_data",
               "grayscale_branch", "real_photos", "open_set_scores", "ece_noise",
               "prediction_sets", "class_means", "int8_float_convs", "crop_geometry",
-              "paired_variants", "single_group", "padding_fold", "unsure_rule")
+              "paired_variants", "single_group", "padding_fold", "unsure_rule",
+              "another_session")
 
 
 def main(names: list[str]) -> None:

@@ -29,6 +29,7 @@ from sklearn.decomposition import PCA
 from benchmarks.real_photos import (
     PRETRAINED,
     product_scores,
+    saved_outputs,
     saved_run_rows,
     unseen_flagged_at,
 )
@@ -58,9 +59,7 @@ class SavedRun:
     @classmethod
     def load(cls, path: Path) -> SavedRun:
         saved = np.load(path)
-        sets = {name: ModelOutputs(saved[f"{name}_logits"], saved[f"{name}_probabilities"],
-                                   saved[f"{name}_embeddings"], float(saved["temperature"]))
-                for name in ("test", "val", "held_out")}
+        sets = {name: saved_outputs(saved, name) for name in ("test", "val", "held_out")}
         reference = Reference(saved["reference_embeddings"], saved["reference_labels"])
         collection = path.stem.split("_")[0]
         kept = path.with_name(f"{collection}_{PRETRAINED}.npz")

@@ -54,7 +54,13 @@ from torchvision.transforms import v2
 
 from meterid.config import Params, TrainConfig, load_params
 from meterid.data.split import read_splits
-from meterid.decision.openset import EMBEDDING_SCORES, SCORES, OpenSetRule, Reference
+from meterid.decision.openset import (
+    EMBEDDING_SCORES,
+    SCORES,
+    ModelOutputs,
+    OpenSetRule,
+    Reference,
+)
 from meterid.evaluation.evaluate import EvaluationData, evaluate
 from meterid.evaluation.inputs import (
     EvaluationInputs,
@@ -409,6 +415,12 @@ def save_outputs(path: Path, data: EvaluationData, reference: Reference) -> None
                                          else np.array([], dtype=str)),
                         reference_embeddings=reference.embeddings,
                         reference_labels=reference.labels, temperature=data.test.temperature)
+
+
+def saved_outputs(saved: np.lib.npyio.NpzFile, split: str) -> ModelOutputs:
+    """One set's outputs (``test``, ``val``, ``held_out``) of a run ``save_outputs`` kept."""
+    return ModelOutputs(saved[f"{split}_logits"], saved[f"{split}_probabilities"],
+                        saved[f"{split}_embeddings"], float(saved["temperature"]))
 
 
 def saved_runs(prefix: str = "") -> list[Path]:

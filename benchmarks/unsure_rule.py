@@ -15,30 +15,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.real_photos import saved_run_rows
+from benchmarks.real_photos import saved_outputs, saved_run_rows
 from meterid.config import load_params
 from meterid.decision.openset import (
-    ModelOutputs,
     OpenSetRule,
     Reference,
     threshold_for_known_acceptance,
 )
 
 
-def _outputs(saved: np.lib.npyio.NpzFile, split: str) -> ModelOutputs:
-    return ModelOutputs(saved[f"{split}_logits"], saved[f"{split}_probabilities"],
-                        saved[f"{split}_embeddings"])
-
-
 def run_rows(path: Path) -> list[dict]:
     saved = np.load(path)
     cfg = load_params().evaluate
     reference = Reference(saved["reference_embeddings"], saved["reference_labels"])
-    val_scores = OpenSetRule("knn", 0.0, cfg.knn_k).scores(_outputs(saved, "val"), reference)
+    val_scores = OpenSetRule("knn", 0.0, cfg.knn_k).scores(saved_outputs(saved, "val"), reference)
     knn = OpenSetRule("knn", threshold_for_known_acceptance(val_scores, cfg.known_accept_share),
                       cfg.knn_k)  # its threshold set as evaluation sets it
     unsure = OpenSetRule.fixed_confidence(cfg.threshold)  # the design's rule
-    test, held_out = _outputs(saved, "test"), _outputs(saved, "held_out")
+    test, held_out = saved_outputs(saved, "test"), saved_outputs(saved, "held_out")
     wrong = test.probabilities.argmax(axis=1) != saved["test_targets"]
     rows = []
     for name, flags in (("knn at the operating point", knn.flags),

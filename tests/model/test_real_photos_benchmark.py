@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from benchmarks import (
+    another_session,
     class_means,
     ece_noise,
     open_set_scores,
@@ -175,6 +176,11 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     for _, by_rule in unsure.set_index("rule").groupby("run"):  # either flags what each does
         for column in ("known flagged", "unseen flagged"):
             assert by_rule.loc["either", column] >= by_rule[column].drop("either").max()
+    sessions = another_session.run()  # the validation photos beside the test photos
+    assert list(sessions["run"]) == ["upstream0_defaults", "upstream0_four_views"]
+    assert sessions["top-1, another session"].tolist() == pytest.approx(
+        [row["validation_accuracy"] for row in rows])
+    assert sessions.filter(like="AUROC").stack().between(0, 1).all()
     readers = class_means.run()  # and other readers of the same embeddings
     assert set(readers["reader"]) == {"head", "class mean", "knn(k=1)", "knn(k=5)"}
     head = readers[readers["reader"] == "head"]
