@@ -93,12 +93,12 @@ DEFAULT_COLLECTIONS = "upstream:0,upstream:1,cut:0,cut:1,cut:2,demo:42"
 # 224 px input of then; "size224" is today's defaults at that input.
 VARIANTS: dict[str, dict] = {
     "defaults": {},
-    "round_21": {"image_size": 224, "feature_views": 4, "view_budget": 0,
+    "round_21": {"image_size": 224, "unfreeze": "last_stage", "feature_views": 4, "view_budget": 0,
                  "min_views_per_class": 80, "grayscale_head_views": 4, "label_smoothing": 0.0,
                  "out_of_fold_folds": 0,
                  "phase2": {"epochs": 8, "lr": 5e-4, "lr_schedule": "cosine", "ema_decay": 0.0,
                             "early_stopping": True}},
-    "round_20": {"image_size": 224, "feature_views": 8, "view_budget": 0,
+    "round_20": {"image_size": 224, "unfreeze": "last_stage", "feature_views": 8, "view_budget": 0,
                  "min_views_per_class": 0, "grayscale_head_views": 0, "label_smoothing": 0.0,
                  "out_of_fold_folds": 0,
                  "phase2": {"epochs": 20, "lr": 5e-4, "lr_schedule": "constant",
