@@ -218,7 +218,9 @@ def test_paired_variants_compare_each_collection_with_itself(tmp_path: Path):
 def test_every_variant_is_a_training_config_and_the_two_stage_ones_share_a_pass(params: Params):
     configs = {name: real_photos.variant_config(params.train, overrides, 0)  # a typo raises
                for name, overrides in real_photos.VARIANTS.items()}
-    assert configs["two_stages_e4"].phase2.epochs == 4
+    assert configs["two_stages_e4"] == configs["defaults"]  # the defaults since step 29
+    assert configs["one_stage"].phase2.epochs == 8 == configs["round_21"].phase2.epochs
     groups = real_photos.cache_groups({n: configs[n] for n in ("defaults", "two_stages",
-                                                               "two_stages_e4")})
-    assert [list(group) for group in groups] == [["defaults"], ["two_stages", "two_stages_e4"]]
+                                                               "one_stage", "round_21")})
+    assert [list(group) for group in groups] == [["defaults", "two_stages"], ["one_stage"],
+                                                 ["round_21"]]
