@@ -127,13 +127,13 @@ VARIANTS: dict[str, dict] = {
     "train224_photos288": {"image_size": 224, "eval_image_size": 288},
     # the crop ranges before step 18: one portrait range for every photo's shape
     "fixed_crop_ratio": {"augment": {"crop_ratio_at_aspect": None}},
-    # Not measured yet (docs/real-photos.md): candidates for the next sweep
-    "smooth": {"label_smoothing": 0.1},
     # phase 2 on the last two stages in 8 epochs (step 27), and in 4, the defaults since step 29
     "two_stages": {"unfreeze": "last_two_stages", "phase2": {"epochs": 8}},
     "two_stages_e4": {"unfreeze": "last_two_stages", "phase2": {"epochs": 4}},
     # the defaults before step 29: the last stage in 8 epochs; a cache pass of its own
     "one_stage": {"unfreeze": "last_stage", "phase2": {"epochs": 8}},
+    # Not measured yet (docs/real-photos.md): candidates for the next sweep
+    "smooth": {"label_smoothing": 0.1},
     "size320": {"image_size": 320},
 }
 OPEN_SET_PREFIX = "open_set:"
