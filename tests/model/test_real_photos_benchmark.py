@@ -89,7 +89,7 @@ def test_a_reframed_collection_is_its_photos_centre_cropped_with_the_licence(tmp
 
 def test_variants_share_a_cache_pass_unless_its_input_differs(params: Params):
     base = params.train.model_copy(update={"image_size": 256})  # neither variant's size
-    names = ["defaults", "size288", "four_views", "two_stages", "smooth", "size224",
+    names = ["defaults", "size288", "four_views", "one_stage", "smooth", "size224",
              "fixed_crop_ratio", "photos288", "photos352"]
     configs = {n: real_photos.variant_config(base, real_photos.VARIANTS[n], 0) for n in names}
 
@@ -98,7 +98,7 @@ def test_variants_share_a_cache_pass_unless_its_input_differs(params: Params):
     # photos352 is today's read size: the defaults' pass; photos288 reads whole photos apart
     assert [list(group) for group in groups] == [["defaults", "four_views", "smooth",
                                                   "photos352"],
-                                                 ["size288"], ["two_stages"], ["size224"],
+                                                 ["size288"], ["one_stage"], ["size224"],
                                                  ["fixed_crop_ratio"], ["photos288"]]
     assert groups[5]["photos288"].photo_size == 288 and groups[0]["defaults"].photo_size == 352
     assert groups[4]["fixed_crop_ratio"].augment.crop_ratio_at_aspect is None
