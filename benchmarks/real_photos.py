@@ -87,7 +87,7 @@ REPO = Path(__file__).resolve().parents[1]
 CUT_CLASSES, CUT_RARE, CUT_TEST = 12, 3, 10
 CUT_TRAIN, CUT_RARE_TRAIN = (20, 40), (5, 10)
 AS_PUBLISHED = "as published"  # the photos' own frame: no REAL_PHOTOS_FRAME
-DEFAULT_COLLECTIONS = "upstream:0,upstream:1,cut:0,cut:1,cut:2,demo:42"
+DEFAULT_COLLECTIONS = "upstream:0,upstream:1,upstream:2,cut:0,cut:1,cut:2,demo:42"
 # The settings compared, as overrides of params.yaml's train section ({}: the defaults).
 # "round_21" is the defaults before this benchmark existed (chosen on generated photos), at the
 # 224 px input of then; "size224" is today's defaults at that input.
