@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.real_photos import saved_outputs, saved_run_rows
+from benchmarks.real_photos import flagging_threshold, saved_outputs, saved_run_rows
 from meterid.config import load_params
 from meterid.decision.openset import OpenSetRule, Reference, known_vs_unknown_auroc
 
@@ -32,7 +32,7 @@ def run_rows(path: Path) -> list[dict]:
     rule = OpenSetRule("knn", 0.0, load_params().evaluate.knn_k)
     scores = {split: rule.scores(saved_outputs(saved, split), reference)
               for split in ("test", "val", "held_out")}
-    threshold = np.quantile(scores["test"], KNOWN_TEST_FLAGGED)
+    threshold = flagging_threshold(scores["test"], KNOWN_TEST_FLAGGED)
     row: dict[str, object] = {"run": path.stem}
     for split, name in (("test", "test"), ("val", "another session")):
         right = saved[f"{split}_logits"].argmax(axis=1) == saved[f"{split}_targets"]

@@ -394,8 +394,12 @@ def unseen_flagged_at(scores: dict[str, np.ndarray], known_flagged: float) -> fl
     known = scores.get("known test photos", np.array([]))
     if not unseen or not len(known):
         return float("nan")
-    threshold = np.quantile(known, known_flagged)
-    return float((np.concatenate(unseen) < threshold).mean())
+    return float((np.concatenate(unseen) < flagging_threshold(known, known_flagged)).mean())
+
+
+def flagging_threshold(known: np.ndarray, flagged: float) -> float:
+    """The open-set score under which ``flagged`` of the known photos fall."""
+    return float(np.quantile(known, flagged))
 
 
 def save_outputs(path: Path, data: EvaluationData, reference: Reference) -> None:

@@ -181,6 +181,8 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     assert sessions["top-1, another session"].tolist() == pytest.approx(
         [row["validation_accuracy"] for row in rows])
     assert sessions.filter(like="AUROC").stack().between(0, 1).all()
+    assert sessions["flagged, unseen"].tolist() == pytest.approx(  # one threshold, both tables
+        [row["unseen_flagged_at_5pct_known"] for row in rows])
     readers = class_means.run()  # and other readers of the same embeddings
     assert set(readers["reader"]) == {"head", "class mean", "knn(k=1)", "knn(k=5)"}
     head = readers[readers["reader"] == "head"]
@@ -224,3 +226,26 @@ def test_every_variant_is_a_training_config_and_the_two_stage_ones_share_a_pass(
                                                                "one_stage", "round_21")})
     assert [list(group) for group in groups] == [["defaults", "two_stages"], ["one_stage"],
                                                  ["round_21"]]
+
+
+def test_a_run_without_validation_photos_has_no_other_session(tmp_path: Path):
+    """A cut has no validation photos: evaluation put its test photos in their place, and
+    another_session must not read them as another session's."""
+    rng = np.random.default_rng(0)
+    outputs = {f"{split}_{part}": rng.random((4, 3)).astype(np.float32)
+               for split in ("test", "held_out") for part in ("logits", "probabilities",
+                                                               "embeddings")}
+    for part in ("logits", "probabilities", "embeddings"):
+        outputs[f"val_{part}"] = outputs[f"test_{part}"]
+    path = tmp_path / "cut0_defaults.npz"
+    np.savez(path, **outputs, test_targets=np.arange(4) % 3, val_targets=np.arange(4) % 3,
+             reference_embeddings=rng.random((6, 3)), reference_labels=np.arange(6) % 3,
+             temperature=1.0)
+    assert another_session.run_rows(path) == []
+    np.savez(path, **{**outputs, "val_logits": rng.random((4, 3)),
+                      "val_embeddings": rng.random((4, 3))},
+             test_targets=np.arange(4) % 3, val_targets=np.arange(4) % 3,
+             reference_embeddings=rng.random((6, 3)), reference_labels=np.arange(6) % 3,
+             temperature=1.0)
+    [row] = another_session.run_rows(path)
+    assert 0 <= row["flagged, another session"] <= 1
