@@ -114,10 +114,11 @@ def fit_prediction_sets(probabilities: np.ndarray, targets: np.ndarray,
         reason = (f"{n} calibration photos certify alpha >= {used:.4f}, not {alpha:g} (that "
                   f"needs {math.ceil(1 / alpha) - 1}): the sets hold the truth with p >= "
                   f"{1 - used:.4f}")
-    level = min(1.0, math.ceil((n + 1) * (1 - used) - 1e-9) / n)
-    scores = 1 - probabilities[np.arange(n), targets]
-    return PredictionSetRule(used, float(np.quantile(scores, level, method="higher")), n, alpha,
-                             reason)
+    rank = min(n, math.ceil((n + 1) * (1 - used) - 1e-9))
+    scores = np.sort(1 - probabilities[np.arange(n), targets])
+    # the rank-th smallest itself: np.quantile(rank / n, method="higher") took the next one, so
+    # at alpha 1/(n+1) a single worst photo set every set (9.5 of 12 labels on a real cut)
+    return PredictionSetRule(used, float(scores[rank - 1]), n, alpha, reason)
 
 
 def set_coverage(sets: list[np.ndarray], targets: np.ndarray) -> tuple[float, float]:

@@ -260,6 +260,17 @@ def test_prediction_sets_cover_at_least_one_minus_alpha_and_are_never_empty():
     assert fit_prediction_sets(probabilities[:0], truth[:0], alpha=0.1).quantile == np.inf
 
 
+def test_prediction_set_threshold_is_the_conformal_order_statistic_not_the_next():
+    # 9 photos at alpha 0.2: the ceil(10 * 0.8) = 8th smallest score of 1 - p(truth)
+    true_probability = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.3, 0.01])
+    probabilities = np.column_stack([true_probability, 1 - true_probability])
+    rule = fit_prediction_sets(probabilities, np.zeros(9, int), alpha=0.2)
+    assert rule.quantile == pytest.approx(0.7)  # not the worst photo's 0.99
+    assert [len(s) for s in rule.sets(np.array([[0.35, 0.65], [0.2, 0.8]]))] == [2, 1]
+    at_limit = fit_prediction_sets(probabilities, np.zeros(9, int), alpha=0.1)  # 1 / (9 + 1)
+    assert at_limit.quantile == pytest.approx(0.99)  # the 9th smallest: the worst photo
+
+
 def test_too_few_calibration_photos_give_the_smallest_alpha_they_certify_and_say_so():
     rng = np.random.default_rng(5)
     probabilities = rng.dirichlet(np.full(27, 0.05), size=84)  # confident, mostly right
