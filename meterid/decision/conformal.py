@@ -117,7 +117,7 @@ def fit_prediction_sets(probabilities: np.ndarray, targets: np.ndarray,
     rank = min(n, math.ceil((n + 1) * (1 - used) - 1e-9))
     scores = np.sort(1 - probabilities[np.arange(n), targets])
     # the rank-th smallest itself: np.quantile(rank / n, method="higher") took the next one, so
-    # at alpha 1/(n+1) a single worst photo set every set (9.5 of 12 labels on a real cut)
+    # at rank n - 1 the single worst photo set every set (9.5 of 12 labels on a real cut)
     return PredictionSetRule(used, float(scores[rank - 1]), n, alpha, reason)
 
 
