@@ -7,10 +7,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import brentq
 from sklearn.model_selection import KFold
 from torch.nn import functional as F
 
-MIN_ERRORS_TO_SHARPEN = 5  # validation errors a temperature below 1 needs
+from meterid.decision.conformal import error_upper_bound
+
+MIN_ERRORS_TO_SHARPEN = 5  # validation errors an NLL-fitted temperature below 1 needs
+CERTIFIED_ACCURACY_LEVEL = 0.95  # fewer errors: sharpen only to the accuracy certified so
 MIN_CALIBRATION_PHOTOS = 30  # fewer: no temperature from them (out-of-fold photos instead)
 
 
@@ -136,8 +140,32 @@ def calibrate(logits: torch.Tensor, targets: torch.Tensor, folds: int = 5,
     if temperature < 1 and errors < MIN_ERRORS_TO_SHARPEN:
         # With (almost) no validation errors NLL falls towards 0 as T -> 0: any sharpening
         # "wins" the check, and every confidence would read 1.0 (the demo once got T = 0.054).
-        return Calibration(1.0, "none", f"{errors} {fitted_on} error(s) among {n}: a sharpening "
-                           f"temperature ({temperature:.3g}) cannot be measured on fewer than "
-                           f"{MIN_ERRORS_TO_SHARPEN}", before, after, fitted_on)
+        # A model trained on smoothed targets is underconfident by design at T = 1 (the demo:
+        # 66% mean confidence at 100% right), so sharpen, but no further than the accuracy the
+        # photos certify.
+        accuracy = 1 - error_upper_bound(errors, n, CERTIFIED_ACCURACY_LEVEL)
+        floor = temperature_at_confidence(logits, accuracy)
+        what = (f"{errors} {fitted_on} error(s) among {n} certify {accuracy:.1%} accuracy "
+                f"(one-sided {CERTIFIED_ACCURACY_LEVEL:.0%}); the NLL's temperature "
+                f"({temperature:.3g}) cannot be measured on fewer than {MIN_ERRORS_TO_SHARPEN}")
+        if floor >= 1:
+            return Calibration(1.0, "none", f"{what}, and T = 1 is already that sure",
+                               before, after, fitted_on)
+        return Calibration(max(temperature, floor), "temperature", f"{what}: sharpened only to "
+                           f"a mean confidence of {accuracy:.1%}", before, after, fitted_on)
     return Calibration(temperature, "temperature", f"cross-validated NLL {before:.4f} -> "
                        f"{after:.4f} on {n} {fitted_on} images", before, after, fitted_on)
+
+
+def temperature_at_confidence(logits: torch.Tensor, confidence: float) -> float:
+    """The temperature in [0.05, 1] at which the mean top-1 probability of ``logits`` is
+    ``confidence`` (it falls as the temperature rises); 1.0 when T = 1 is already that sure,
+    0.05 when even that is not."""
+    def excess(temperature: float) -> float:
+        return float(F.softmax(logits / temperature, dim=1).amax(dim=1).mean()) - confidence
+
+    if excess(1.0) >= 0:
+        return 1.0
+    if excess(0.05) <= 0:
+        return 0.05
+    return float(brentq(excess, 0.05, 1.0, xtol=1e-4))

@@ -515,17 +515,27 @@ def test_padding_folded_into_the_convolutions_is_the_same_arithmetic():
     assert count == 12 and str(restored) == str(package)
 
 
-def test_no_sharpening_temperature_without_validation_errors_to_measure_it():
+def test_without_validation_errors_sharpening_stops_at_the_certified_accuracy():
     """An error-free validation split lowers NLL for any T < 1 (towards 0 as T -> 0): the
-    check alone would ship a temperature that makes every confidence 1.0."""
+    check alone would ship a temperature that makes every confidence 1.0. 0 errors among 300
+    certify 99.0% accuracy (one-sided 95%: 0.05 ** (1 / 300)); the mean confidence stops there."""
     generator = torch.Generator().manual_seed(5)
     targets = torch.arange(300) % 3
     logits = torch.randn(300, 3, generator=generator)
     logits[torch.arange(300), targets] += 4.0  # every photo right, none sure
     calibration = calibrate(logits, targets)
-    assert (calibration.temperature, calibration.method) == (1.0, "none")
-    assert "0 validation error(s) among 300: a sharpening temperature" in calibration.reason
-    assert calibration.cv_nll_calibrated < calibration.cv_nll_uncalibrated  # what it refused
+    sharpened = torch.softmax(logits / calibration.temperature, dim=1).amax(dim=1).mean()
+    assert calibration.method == "temperature" and 0.05 < calibration.temperature < 1
+    assert float(sharpened) == pytest.approx(0.05 ** (1 / 300), abs=1e-4)
+    assert "0 validation error(s) among 300 certify 99.0% accuracy" in calibration.reason
+    assert calibration.cv_nll_calibrated < calibration.cv_nll_uncalibrated
+    assert fit_temperature(logits, targets) < calibration.temperature  # what NLL alone wanted
+
+    sure = logits.clone()
+    sure[torch.arange(300), targets] += 6.0  # already surer than the certified 99.0%
+    kept = calibrate(sure, targets)
+    assert (kept.temperature, kept.method) == (1.0, "none")
+    assert kept.reason.endswith("T = 1 is already that sure")
 
     underconfident, truth = _calibrated_sample(400, seed=1, sharpness=0.3)  # many errors
     sharpened = calibrate(underconfident, truth)
