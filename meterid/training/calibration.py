@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from meterid.decision.conformal import error_upper_bound
 
 MIN_ERRORS_TO_SHARPEN = 5  # validation errors an NLL-fitted temperature below 1 needs
-CERTIFIED_ACCURACY_LEVEL = 0.95  # fewer errors: sharpen only to the accuracy certified so
+CERTIFIED_ACCURACY_LEVEL = 0.95  # below that: sharpen to the accuracy certified at this level
 MIN_CALIBRATION_PHOTOS = 30  # fewer: no temperature from them (out-of-fold photos instead)
 
 
