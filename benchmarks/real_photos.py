@@ -132,9 +132,11 @@ VARIANTS: dict[str, dict] = {
     "two_stages_e4": {"unfreeze": "last_two_stages", "phase2": {"epochs": 4}},
     # the defaults before step 29: the last stage in 8 epochs; a cache pass of its own
     "one_stage": {"unfreeze": "last_stage", "phase2": {"epochs": 8}},
-    # label smoothing in every phase (steps 30, 32: photos of another session and the cuts
-    # gain; the demo needed step 32's calibration)
+    # label smoothing in every phase, the default since step 33 (steps 30, 32: photos of
+    # another session and the cuts gain; the demo needed step 32's calibration). The variants
+    # above it smooth too, except the two rounds; no_smooth is the defaults before step 33
     "smooth": {"label_smoothing": 0.1},
+    "no_smooth": {"label_smoothing": 0.0},
     # Not measured yet (docs/real-photos.md): a candidate for the next sweep
     "size320": {"image_size": 320},
 }
