@@ -276,11 +276,14 @@ def _run_tag(client: MlflowClient, run_id: str | None, tag: str) -> str | None:
         return None
 
 
-def download_evaluation(version: int, to: Path) -> Path:
+def download_evaluation(version: int, to: Path) -> Path | None:
     """The evaluation reports logged with ``version`` (its confusion matrix, per-class
-    metrics), downloaded into ``to``; returns their folder."""
+    metrics), downloaded into ``to``; returns their folder, None when the version was logged
+    without them. An MlflowException when the store cannot list or give them."""
     client = MlflowClient()
     run_id = _get_version(client, version).run_id
+    if run_id is None or not client.list_artifacts(run_id, "evaluation"):
+        return None
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation",
                                                     dst_path=str(to)))
 

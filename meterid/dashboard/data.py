@@ -27,6 +27,7 @@ from meterid.registry import download_evaluation
 from meterid.review.photos import ReviewPhotos
 from meterid.scoring.monitoring import summarize
 from meterid.scoring.pipeline import BatchScorer
+from meterid.stores import describe_tracking_store
 
 
 def identify_upload(scorer: BatchScorer, name: str, data: bytes) -> ScoredRow:
@@ -268,15 +269,21 @@ class VersionReports:
     confusion_matrix: bytes | None = None  # PNG
     open_set: bytes | None = None          # PNG
     per_class: pd.DataFrame | None = None
+    unreadable: str | None = None  # why the store could not give them (None: read, or none)
 
 
 def version_reports(version: int) -> VersionReports:
-    """``version``'s reports, read from the registry (empty when logged without them)."""
+    """``version``'s reports, read from the registry (empty when logged without them). A run
+    logged through ``meterid serve`` keeps them on the MLflow server, which a dashboard reading
+    the SQLite file cannot reach: ``unreadable`` then says so, in MLflow's words."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            files = EvaluationReports(download_evaluation(version, Path(tmp)))
-        except MlflowException:
+            folder = download_evaluation(version, Path(tmp))
+        except MlflowException as error:
+            return VersionReports(unreadable=f"{describe_tracking_store()}: {error.message}")
+        if folder is None:
             return VersionReports()
+        files = EvaluationReports(folder)
 
         def png(path: Path) -> bytes | None:
             return path.read_bytes() if path.is_file() else None

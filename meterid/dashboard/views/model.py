@@ -87,7 +87,10 @@ def _evaluation_of(version: int) -> data.VersionReports:
 def _test_reports(version: int) -> None:
     st.subheader("On the test split")
     reports = _evaluation_of(version)
-    if reports.confusion_matrix is None and reports.per_class is None:
+    if reports.unreadable:
+        st.error(f"cannot read version {version}'s evaluation reports from "
+                 f"{reports.unreadable}")
+    elif reports.confusion_matrix is None and reports.per_class is None:
         st.info(f"version {version} was registered without its evaluation reports")
     if reports.confusion_matrix is not None:
         st.image(reports.confusion_matrix, caption=f"confusion matrix of version {version}")

@@ -19,8 +19,8 @@ def page() -> None:
     server = prefect_server()
     if server is None:
         st.info("No Prefect server is configured (PREFECT_API_URL). Start the stack with "
-                "`meterid serve` and open the dashboard with PREFECT_API_URL set, or train "
-                "here: `meterid flow train`")
+                "`meterid serve` and open the dashboard with PREFECT_API_URL and "
+                "MLFLOW_TRACKING_URI set to its servers, or train here: `meterid flow train`")
         st.code("meterid flow train", language="bash")
         return
     st.caption(f"Prefect server: {server}; deployment {TRAINING}")
