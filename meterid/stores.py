@@ -75,14 +75,18 @@ def absolute_tracking_uri(uri: str, root: Path) -> str:
 
 def resolve_stores(cfg: StoresConfig, root: Path,
                    environ: dict[str, str] | os._Environ = os.environ) -> Stores:
-    """The stores for a project at ``root``: the environment first, then params.yaml."""
-    if environ.get(TRACKING_ENV):
-        uri, source = environ[TRACKING_ENV], TRACKING_ENV
+    """The stores for a project at ``root``: the environment first, then params.yaml. The
+    environment names params.yaml's own store when ``configure_stores`` put it there (for this
+    process's reruns and its children): the source is then params.yaml, not the user."""
+    configured = absolute_tracking_uri(cfg.mlflow_tracking_uri, root)
+    exported = absolute_tracking_uri(environ.get(TRACKING_ENV) or configured, root)
+    if exported != configured:
+        uri, source = exported, TRACKING_ENV
     else:
-        uri, source = cfg.mlflow_tracking_uri, "params.yaml stores.mlflow_tracking_uri"
+        uri, source = configured, "params.yaml stores.mlflow_tracking_uri"
     artifact_root = cfg.mlflow_artifact_root
     return Stores(
-        tracking_uri=absolute_tracking_uri(uri, root),
+        tracking_uri=uri,
         tracking_from=source,
         artifact_root=artifact_root if artifact_root.is_absolute() else root / artifact_root,
         prefect_api_url=environ.get(PREFECT_API_ENV) or None,

@@ -36,6 +36,13 @@ def test_the_environment_wins_and_is_named(params: Params, tmp_path):
     assert stores.is_server and stores.prefect_api_url == "http://127.0.0.1:4999/api"
 
 
+def test_params_yaml_s_store_exported_for_children_is_still_named_as_params_yaml(
+        params: Params, tmp_path):
+    exported = resolve_stores(params.stores, tmp_path, environ={}).tracking_uri
+    again = resolve_stores(params.stores, tmp_path, environ={"MLFLOW_TRACKING_URI": exported})
+    assert again.tracking_from == "params.yaml stores.mlflow_tracking_uri"
+
+
 def test_only_relative_sqlite_paths_are_rebased(tmp_path: Path):
     assert absolute_tracking_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
     assert absolute_tracking_uri("postgresql://u@h/db", tmp_path) == "postgresql://u@h/db"
