@@ -93,7 +93,7 @@ def test_a_version_s_reports_come_from_the_registry_or_its_refusal_is_named(
         registry.MODEL_NAME, f"mlflow-artifacts:/served/{served.info.run_id}/artifacts/model",
         served.info.run_id)
     refused = data.version_reports(int(version.version))
-    assert refused.per_class is None and "MLFLOW_TRACKING_URI" in refused.unreadable
+    assert refused.per_class is None and "mlflow-artifacts URI" in refused.unreadable
 
 
 def test_latest_clusters_picks_the_newest_run(project: Params):
