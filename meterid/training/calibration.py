@@ -138,23 +138,32 @@ def calibrate(logits: torch.Tensor, targets: torch.Tensor, folds: int = 5,
     temperature = fit_temperature(logits, targets)
     errors = int((logits.argmax(dim=1) != targets).sum())
     if temperature < 1 and errors < MIN_ERRORS_TO_SHARPEN:
-        # With (almost) no validation errors NLL falls towards 0 as T -> 0: any sharpening
-        # "wins" the check, and every confidence would read 1.0 (the demo once got T = 0.054).
-        # A model trained on smoothed targets is underconfident by design at T = 1 (the demo:
-        # 66% mean confidence at 100% right), so sharpen, but no further than the accuracy the
-        # photos certify.
-        accuracy = 1 - error_upper_bound(errors, n, CERTIFIED_ACCURACY_LEVEL)
-        floor = temperature_at_confidence(logits, accuracy)
-        what = (f"{errors} {fitted_on} error(s) among {n} certify {accuracy:.1%} accuracy "
-                f"(one-sided {CERTIFIED_ACCURACY_LEVEL:.0%}); the NLL's temperature "
-                f"({temperature:.3g}) cannot be measured on fewer than {MIN_ERRORS_TO_SHARPEN}")
-        if floor >= 1:
-            return Calibration(1.0, "none", f"{what}, and T = 1 is already that sure",
-                               before, after, fitted_on)
-        return Calibration(max(temperature, floor), "temperature", f"{what}: sharpened only to "
-                           f"a mean confidence of {accuracy:.1%}", before, after, fitted_on)
+        temperature, method, reason = certified_sharpening(logits, temperature, errors,
+                                                           fitted_on)
+        return Calibration(temperature, method, reason, before, after, fitted_on)
     return Calibration(temperature, "temperature", f"cross-validated NLL {before:.4f} -> "
                        f"{after:.4f} on {n} {fitted_on} images", before, after, fitted_on)
+
+
+def certified_sharpening(logits: torch.Tensor, temperature: float, errors: int,
+                         fitted_on: str = "validation") -> tuple[float, str, str]:
+    """With (almost) no validation errors NLL falls towards 0 as T -> 0: any sharpening "wins"
+    the check, and every confidence would read 1.0 (the demo once got T = 0.054). But a model
+    trained on smoothed targets is underconfident by design at T = 1 (the demo: 66% mean
+    confidence at 100% right). So the NLL's ``temperature`` is kept only as far as the
+    accuracy the photos certify: the mean confidence stops there. Returns the temperature,
+    the method and the reason, as ``Calibration`` keeps them."""
+    n = len(logits)
+    accuracy = 1 - error_upper_bound(errors, n, CERTIFIED_ACCURACY_LEVEL)
+    floor = temperature_at_confidence(logits, accuracy)
+    what = (f"{errors} {fitted_on} error(s) among {n} certify {accuracy:.1%} accuracy "
+            f"(one-sided {CERTIFIED_ACCURACY_LEVEL:.0%}); the NLL's temperature "
+            f"({temperature:.3g}) cannot be measured on fewer than {MIN_ERRORS_TO_SHARPEN}")
+    if floor >= 1:
+        return 1.0, "none", f"{what}, and T = 1 is already that sure"
+    if temperature >= floor:
+        return temperature, "temperature", f"{what}, but it stops short of that accuracy"
+    return floor, "temperature", f"{what}: sharpened only to a mean confidence of {accuracy:.1%}"
 
 
 def temperature_at_confidence(logits: torch.Tensor, confidence: float) -> float:

@@ -26,6 +26,7 @@ from meterid.training.activations import ViewDataset, ViewItem, stem_activations
 from meterid.training.calibration import (
     Calibration,
     calibrate,
+    certified_sharpening,
     ece_noise,
     expected_calibration_error,
     fit_temperature,
@@ -530,6 +531,9 @@ def test_without_validation_errors_sharpening_stops_at_the_certified_accuracy():
     assert "0 validation error(s) among 300 certify 99.0% accuracy" in calibration.reason
     assert calibration.cv_nll_calibrated < calibration.cv_nll_uncalibrated
     assert fit_temperature(logits, targets) < calibration.temperature  # what NLL alone wanted
+    # an NLL temperature that sharpens less than the certified accuracy allows is kept
+    mild, method, reason = certified_sharpening(logits, 0.999, errors=0)
+    assert (mild, method) == (0.999, "temperature") and reason.endswith("short of that accuracy")
 
     sure = logits.clone()
     sure[torch.arange(300), targets] += 6.0  # already surer than the certified 99.0%
