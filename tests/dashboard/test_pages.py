@@ -181,3 +181,26 @@ def test_the_model_page_says_a_version_that_certified_nothing_auto_accepts_nothi
     assert not any("Auto-accept on" in s.value for s in app.success)
     [note] = [i.value for i in app.info if "Auto-accept off" in i.value]
     assert "3.2% at best, above the 2.0% target" in note and "every photo goes to a person" in note
+
+
+def test_the_model_page_names_why_a_version_s_reports_cannot_be_read(project: Params,
+                                                                      tiny_model):
+    """A run logged through `meterid serve` keeps its artifacts on the MLflow server; a
+    dashboard reading the SQLite file alone cannot have them, and says why, not "none logged"."""
+    from mlflow import MlflowClient
+
+    from meterid.registry import MODEL_NAME
+
+    register_versions(tiny_model, 1)
+    client = MlflowClient()
+    served = client.create_run(client.create_experiment(
+        "served", artifact_location="mlflow-artifacts:/served"))
+    client.create_model_version(
+        MODEL_NAME, f"mlflow-artifacts:/served/{served.info.run_id}/artifacts/model",
+        served.info.run_id)
+    app = _app("model")
+    app.selectbox[0].select(2).run()
+    [error] = [e.value for e in app.error if "evaluation reports" in e.value]
+    assert "cannot read version 2's evaluation reports" in error
+    assert "mlflow-artifacts URI" in error
+    assert not any("registered without" in i.value for i in app.info)
