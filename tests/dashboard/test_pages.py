@@ -1,7 +1,8 @@
 """The dashboard's pages on real outputs, driven by Streamlit's AppTest: the nightly results
 (counts, filters, thumbnails, CSV), the data page after a real validation, the clusters page's
 actions on the real dataset (add copies, re-validates and `dvc add`s; a reject sticks; a moved
-status is refused) and the model page's field figures from the label store."""
+status is refused), the model page's field figures from the label store, and its reason when
+a version's reports cannot be read."""
 
 from __future__ import annotations
 
