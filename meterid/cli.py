@@ -268,7 +268,7 @@ def _load_predictor(params: Params, model: str | None, threshold: float | None):
     model = model_uri(model, params.score.model)
     try:
         return load_predictor(params, model, threshold)
-    except (ModelNotFoundError, BundleFormatError, OSError) as error:
+    except (ModelNotFoundError, BundleFormatError, TrackingStoreError, OSError) as error:
         typer.echo(f"error: cannot load model {model!r}: {error}. An exported model works "
                    "without a registry: --model models/champion", err=True)
         raise typer.Exit(2) from error
@@ -336,10 +336,16 @@ def score(
     from meterid.registry import model_uri
     from meterid.scoring.sources import InputError
     from meterid.scoring.steps import record_run, score_list, with_overrides
+    from meterid.tracking import use_experiment
 
     params = _params(ctx)
     cfg = with_overrides(params.score, model=model_uri(model, params.score.model),
                          concurrency=concurrency, batch_size=batch_size)
+    try:
+        use_experiment(cfg.monitor.experiment)  # a store that cannot log the run says so now
+    except TrackingStoreError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
     predictor = _load_predictor(params, cfg.model, threshold)
     try:
         outcome = score_list(params, cfg, predictor, input_file, output, column)
@@ -739,7 +745,11 @@ def serve(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except TrackingStoreError as error:  # from any command, however deep: the store, named
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(2) from error
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from meterid.inference.bundle import (
     write_bundle,
 )
 from meterid.model.classifier import MeterClassifier
-from meterid.stores import describe_tracking_store
+from meterid.stores import describe_tracking_store, require_artifact_access
 from meterid.tracking import DATA_VERSION_TAG
 
 log = logging.getLogger(__name__)
@@ -336,6 +336,9 @@ def load_classifier(uri: str) -> ModelBundle:
     if Path(uri).is_dir():
         return _read(uri, uri, None)
     source, version = _resolve(uri)
+    if version is not None:
+        require_artifact_access(MlflowClient().get_model_version_download_uri(
+            _MODELS_URI.match(source)["name"], str(version)), f"model {source}")
     with tempfile.TemporaryDirectory(prefix="meterid-model-") as tmp:
         path = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp)
         loaded = _read(path, source, version)

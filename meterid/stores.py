@@ -32,6 +32,7 @@ TELEMETRY_OFF = {
     "GX_ANALYTICS_ENABLED": "false",
 }
 _SQLITE = "sqlite:///"
+_SERVER_ARTIFACTS = "mlflow-artifacts:"  # artifacts a tracking server serves (and only it)
 _HEALTH_TIMEOUT_S = 5.0
 
 
@@ -139,6 +140,21 @@ def check_tracking_store(stores: Stores) -> None:
         MlflowClient(stores.tracking_uri).search_experiments(max_results=1)
     except Exception as error:  # any backend's failure: name the store it came from
         raise TrackingStoreError(f"cannot open {stores.describe()}: {error}") from error
+
+
+def require_artifact_access(location: str | None, what: str) -> None:
+    """Fail now, naming the store, when ``what``'s artifacts sit on an MLflow server
+    (``mlflow-artifacts:/``: it was made through ``meterid serve``) and this process opens the
+    database directly: MLflow would refuse only at the first read or write, after the work, in
+    a traceback."""
+    from mlflow.tracking import get_tracking_uri
+
+    if (location or "").startswith(_SERVER_ARTIFACTS) and not get_tracking_uri().startswith(
+            ("http://", "https://")):
+        raise TrackingStoreError(
+            f"{what} keeps its artifacts on the MLflow server ({location}), which "
+            f"{describe_tracking_store()} cannot reach: start `meterid serve` and export the "
+            f"{TRACKING_ENV} it prints")
 
 
 def current_stores() -> Stores | None:

@@ -118,15 +118,18 @@ def log_epoch_history(history: list[dict]) -> None:
 def use_experiment(name: str) -> str:
     """Select (creating if needed) an experiment, its artifacts under the configured root: on a
     database store ``stores.mlflow_artifact_root``, on a tracking server the server's own
-    (``--artifacts-destination``); never ``./mlruns`` of whatever the working folder is."""
+    (``--artifacts-destination``); never ``./mlruns`` of whatever the working folder is. A
+    TrackingStoreError when the experiment keeps its artifacts where this store cannot reach."""
     from mlflow.tracking import MlflowClient, get_tracking_uri
     from mlflow.tracking.fluent import set_experiment
 
-    from meterid.stores import current_stores
+    from meterid.stores import current_stores, require_artifact_access
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    if experiment is None:
+    if experiment is not None:
+        require_artifact_access(experiment.artifact_location, f"the experiment {name!r}")
+    else:
         stores, uri = current_stores(), get_tracking_uri()
         location = None
         if not uri.startswith(("http://", "https://")):

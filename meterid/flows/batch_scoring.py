@@ -32,6 +32,7 @@ from meterid.tasks.scoring import (
     score_images,
     score_shard,
 )
+from meterid.tracking import use_experiment
 
 
 @flow(name="batch_scoring")
@@ -56,6 +57,7 @@ def batch_scoring(
     cfg = with_overrides(params.score, model=model_uri(model, params.score.model),
                          concurrency=concurrency, batch_size=batch_size)
     cfg = cfg.model_copy(update={"model": resolve_model(cfg.model)})
+    use_experiment(cfg.monitor.experiment)  # a store that cannot log the run says so now
     args = (params, cfg, threshold, Path(input), Path(output) if output else None, column)
     if scale.sharded:
         with _workers_report_here():

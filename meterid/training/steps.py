@@ -54,9 +54,9 @@ def train_candidate(params: Params, repo: Path) -> dict:
     """Train the two-phase model on the split and save the candidate; tracked in MLflow."""
     import mlflow
 
+    tracking.use_experiment(TRAINING_EXPERIMENT)  # a store that cannot log it fails first
     splits = read_splits(params.paths.splits)
     files = candidate_files(params)
-    tracking.use_experiment(TRAINING_EXPERIMENT)
     with mlflow.start_run(run_name=f"train-{params.train.backbone}") as run:
         _log_run_context(params, repo)
         mlflow.set_tag("phase1", "head only" if params.train.weights != "none"

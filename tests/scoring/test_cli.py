@@ -84,6 +84,36 @@ def test_score_writes_every_row_in_order_and_records_the_run(project, hostile_se
     assert len(runs) == 1 and runs[0].data.metrics["unknown_share"] == pytest.approx(2 / 3)
 
 
+def test_score_on_a_store_that_cannot_log_the_run_refuses_before_scoring(
+        project, hostile_server):
+    # a project run through `meterid serve` has its experiments' artifacts on the server; the
+    # SQLite file alone cannot log a run there (MLflow said so only after the whole batch)
+    mlflow.MlflowClient().create_experiment("meterid-scoring",
+                                            artifact_location="mlflow-artifacts:/2")
+    (project / "night.csv").write_text(f"url\n{hostile_server}/ok.jpg\n")
+    result = CliRunner().invoke(app, ["score", "--input", "night.csv", "--output", "out.parquet"])
+    assert result.exit_code == 2, result.output
+    assert ("the experiment 'meterid-scoring' keeps its artifacts on the MLflow server "
+            "(mlflow-artifacts:/2)") in result.stderr
+    assert "start `meterid serve`" in result.stderr and "Traceback" not in result.output
+    assert not (project / "out.parquet").exists()
+
+
+def test_any_command_names_a_store_that_cannot_log_it_without_a_traceback(
+        project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    from meterid.cli import main
+
+    mlflow.MlflowClient().create_experiment("meterid-training",
+                                            artifact_location="mlflow-artifacts:/1")
+    monkeypatch.setattr("sys.argv", ["meterid", "train"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert ("\nerror: the experiment 'meterid-training' keeps its artifacts on the MLflow "
+            "server") in err and "Traceback" not in err
+
+
 def _parts(project: Path) -> list[Path]:
     return list((project / "reports/scoring/.work").glob("*/part-*.parquet"))
 

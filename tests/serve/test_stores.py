@@ -15,6 +15,7 @@ from meterid.stores import (
     absolute_tracking_uri,
     check_tracking_store,
     configure_stores,
+    require_artifact_access,
     resolve_stores,
 )
 
@@ -84,3 +85,19 @@ def test_off_a_terminal_mlflow_keeps_its_artifact_bars_out_of_the_log(
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     configure_stores(params.stores, tmp_path, check=False)
     assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"  # pytest: not a tty
+
+
+def test_artifacts_only_a_server_serves_are_named_for_a_database_store(
+        params: Params, tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")  # restored after configure_stores sets it
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    configure_stores(params.stores, tmp_path)
+    require_artifact_access(f"file://{tmp_path}/mlflow/artifacts/1", "the experiment 'x'")
+    with pytest.raises(TrackingStoreError, match=rf"model models:/meterid/1 keeps its artifacts "
+                       rf"on the MLflow server \(mlflow-artifacts:/1/m\), which the MLflow "
+                       rf"tracking store sqlite:///{tmp_path}/mlflow/mlflow.db \(from params.yaml "
+                       rf"stores.mlflow_tracking_uri\) cannot reach: start `meterid serve`"):
+        require_artifact_access("mlflow-artifacts:/1/m", "model models:/meterid/1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")  # the server reads them
+    require_artifact_access("mlflow-artifacts:/1/m", "model models:/meterid/1")
