@@ -116,6 +116,7 @@ def evaluate_candidate(params: Params) -> dict:
     """Evaluate the candidate, write reports, then log, register and maybe promote it."""
     import mlflow
 
+    tracking.use_experiment(TRAINING_EXPERIMENT)  # a store that cannot log it fails first
     files = candidate_files(params)
     candidate = read_bundle(files.bundle)
     model = candidate.model
