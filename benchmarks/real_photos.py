@@ -29,7 +29,9 @@ the train section for every run, e.g. ``{"device": "cuda", "workers": 14}``),
 (start no run after this many seconds), ``REAL_PHOTOS_OUT`` (a CSV of every run),
 ``REAL_PHOTOS_OUTPUTS`` (a folder: each run's model outputs, ``save_outputs``),
 ``REAL_PHOTOS_FRAME`` (e.g. ``4:3``: every photo centre-cropped to that width:height first, as a
-phone held sideways frames the same shelf; ``reframed``).
+phone held sideways frames the same shelf; ``reframed``), ``REAL_PHOTOS_READINGS`` (names of
+``READINGS``: each variant's model read again at another evaluation setting, a row of its own
+named ``<variant>@<reading>``).
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ from meterid.evaluation.inputs import (
 )
 from meterid.evaluation.operating_point import KNN_KS
 from meterid.model.classifier import MeterClassifier
-from meterid.training.outputs import finished_model
+from meterid.training.calibration import calibrate
+from meterid.training.cross_fit import OutOfFoldLogits
+from meterid.training.outputs import FrozenEmbeddings, finished_model
 from meterid.training.trainer import (
     CACHE_KEYS,
     CachedSplit,
@@ -139,6 +143,16 @@ VARIANTS: dict[str, dict] = {
     "no_smooth": {"label_smoothing": 0.0},
     # Not measured yet (docs/real-photos.md): a candidate for the next sweep
     "size320": {"image_size": 320},
+}
+# Evaluation-time settings read on each variant's own training (REAL_PHOTOS_READINGS): the
+# evaluation sets through the frozen stem at that setting, the temperature fitted again on them,
+# as `meterid evaluate` would after a training with the setting. Phase 1's patience saw the
+# variant's own validation reading, the only part of training it could change. No training of
+# their own: a reading costs its evaluation sets' pass and an evaluation.
+READINGS: dict[str, dict] = {
+    "photos288": {"eval_image_size": 288},
+    "photos320": {"eval_image_size": 320},
+    "photos352": {"eval_image_size": 352},
 }
 OPEN_SET_PREFIX = "open_set:"
 PRETRAINED = "pretrained"  # the file of a collection's pretrained-backbone embeddings
@@ -316,6 +330,8 @@ def _run_cache_group(collection: Collection, configs: dict[str, TrainConfig], pa
                          params.validate_.max_pixels, next(template.parameters()).device)
     cache_s = time.perf_counter() - start
     inputs = evaluation_inputs(template, collection.splits, project)
+    readings = {name: evaluation_inputs(template, collection.splits, _read_at(project, name))
+                for name in _reading_names()}
     print(f"  {collection.name} ({', '.join(configs)}): {len(collection.splits)} photos, "
           f"cache {cache_s:.0f} s, evaluation sets {time.perf_counter() - start - cache_s:.0f} s",
           flush=True)
@@ -325,12 +341,25 @@ def _run_cache_group(collection: Collection, configs: dict[str, TrainConfig], pa
         if time.perf_counter() > deadline:
             print(f"  deadline: {name} not run", flush=True)
             continue
-        row = {"frame": collection.frame, "collection": collection.kind,
-               "seed": collection.seed, "training_seed": collection.train_seed, "variant": name,
-               **_fit_and_evaluate(template, cache, collection, cfg, inputs, project, cache_s,
-                                   _outputs_path(collection, name))}
-        print("  " + _run_line(row), flush=True)
-        yield row
+        fitted = _fit(template, cache, collection, cfg, cache_s)
+        for reading, reading_inputs in {"": inputs, **readings}.items():
+            variant = f"{name}@{reading}" if reading else name
+            row = {"frame": collection.frame, "collection": collection.kind,
+                   "seed": collection.seed, "training_seed": collection.train_seed,
+                   "variant": variant, **fitted.figures,
+                   **_evaluated(fitted, reading_inputs, project, cfg.seed,
+                                _outputs_path(collection, variant), recalibrate=bool(reading))}
+            print("  " + _run_line(row), flush=True)
+            yield row
+
+
+def _reading_names() -> list[str]:
+    return [n for n in os.environ.get("REAL_PHOTOS_READINGS", "").split(",") if n]
+
+
+def _read_at(project: Params, reading: str) -> Params:
+    return project.model_copy(update={"train": project.train.model_copy(
+        update=READINGS[reading])})
 
 
 def _outputs_path(collection: Collection, variant: str) -> Path | None:
@@ -341,11 +370,20 @@ def _outputs_path(collection: Collection, variant: str) -> Path | None:
     return Path(folder) / f"{collection.kind}{collection.seed}{training}_{variant}.npz"
 
 
-def _fit_and_evaluate(template: MeterClassifier, cache: dict[str, CachedSplit],
-                      collection: Collection, cfg: TrainConfig, inputs: EvaluationInputs,
-                      project: Params, cache_s: float, outputs_path: Path | None) -> dict:
+@dataclass(frozen=True)
+class _Fitted:
+    """One variant's trained model, with what evaluation needs of its training."""
+
+    model: MeterClassifier
+    frozen: FrozenEmbeddings
+    out_of_fold: OutOfFoldLogits | None
+    figures: dict[str, float]  # training time, phase 2's epochs
+
+
+def _fit(template: MeterClassifier, cache: dict[str, CachedSplit], collection: Collection,
+         cfg: TrainConfig, cache_s: float) -> _Fitted:
     """One variant: a fresh copy of the model (the same initial head), its views of the cache,
-    the phases, then evaluation as ``meterid evaluate`` does it."""
+    the phases, as ``meterid train`` does it."""
     start = time.perf_counter()
     model = copy.deepcopy(template)
     # As train_two_phase does: the head's dropout draws from the global generator, so without
@@ -357,18 +395,31 @@ def _fit_and_evaluate(template: MeterClassifier, cache: dict[str, CachedSplit],
     weights = loss_weights_for(views["train"].targets, len(model.classes), cfg)
     result = fit_on_cache(model, views, cfg, weights, [], {})
     model, frozen = finished_model(result)
-    model = model.cpu()  # as `meterid evaluate` reads it back from the checkpoint
     train_s = time.perf_counter() - start + cache_s * len(views["train_views"].targets) / max(
         1, len(cache["train_views"].targets))
-    data = evaluation_data(model, inputs, result.out_of_fold)
-    evaluation = evaluate(model, data, frozen, project.evaluate, cfg.seed)
+    # cpu: as `meterid evaluate` reads it back from the checkpoint
+    return _Fitted(model.cpu(), frozen, result.out_of_fold,
+                   {"train_s": train_s, **_phase2_epochs(result.history)})
+
+
+def _evaluated(fitted: _Fitted, inputs: EvaluationInputs, project: Params, seed: int,
+               outputs_path: Path | None, recalibrate: bool) -> dict:
+    """Evaluation as ``meterid evaluate`` does it; ``recalibrate``: the temperature fitted again
+    on these inputs' validation photos (out-of-fold temperatures read no evaluation photo)."""
+    model = fitted.model
+    if recalibrate and fitted.out_of_fold is None:
+        model = copy.deepcopy(model)
+        logits, _ = logits_from_activations(model, inputs.val.activations)
+        model.temperature.fill_(calibrate(logits, inputs.val.targets, seed=seed).temperature)
+    data = evaluation_data(model, inputs, fitted.out_of_fold)
+    evaluation = evaluate(model, data, fitted.frozen, project.evaluate, seed)
     reference = Reference(model.reference_embeddings.numpy(), model.reference_labels.numpy())
     if outputs_path:
         save_outputs(outputs_path, data, reference)
-    return {**{key: float(evaluation.metrics.get(key, np.nan)) for key, _ in SHOWN},
+    return {**{key: float(evaluation.metrics.get(key, np.nan)) for key, _ in SHOWN
+               if key != "train_s"},
             "unseen_flagged_at_5pct_known": unseen_flagged_at(evaluation.open_set_scores, 0.05),
-            "validation_accuracy": validation_accuracy(data), "train_s": train_s,
-            **_phase2_epochs(result.history),
+            "validation_accuracy": validation_accuracy(data),
             **open_set_capabilities(data, reference)}
 
 

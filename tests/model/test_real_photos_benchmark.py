@@ -109,10 +109,8 @@ def test_variants_share_a_cache_pass_unless_its_input_differs(params: Params):
         assert covering.image_size == next(iter(group.values())).image_size
 
 
-@pytest.mark.slow
-@needs_grocery
-def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch):
+def _few_photos(tmp_path: Path) -> real_photos.Collection:
+    """Three classes of two photos a split, and two unseen brands of three photos each."""
     upstream = real_photos.per_class_cap(real_photos.upstream_splits(GROCERY), 2)
     labels = sorted(upstream["label"].unique())[:3]
     unseen = tmp_path / "unseen"
@@ -120,14 +118,24 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
         (unseen / brand.name).mkdir(parents=True)
         for photo in sorted(brand.glob("*.jpg"))[:3]:
             shutil.copy(photo, unseen / brand.name / photo.name)
-    collection = real_photos.Collection("upstream", 0, GROCERY / "raw", unseen,
-                                        upstream[upstream["label"].isin(labels)])
-    monkeypatch.setenv("REAL_PHOTOS_TRAIN", json.dumps(TINY))
-    monkeypatch.setenv("REAL_PHOTOS_OUTPUTS", str(tmp_path / "outputs"))
-    quick = params.model_copy(update={"evaluate": params.evaluate.model_copy(
+    return real_photos.Collection("upstream", 0, GROCERY / "raw", unseen,
+                                  upstream[upstream["label"].isin(labels)])
+
+
+def _quick(params: Params) -> Params:
+    return params.model_copy(update={"evaluate": params.evaluate.model_copy(
         update={"non_meter_scenes": 4})})
 
-    rows = list(real_photos.run_group(collection, ["defaults", "four_views"], quick,
+
+@pytest.mark.slow
+@needs_grocery
+def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    collection = _few_photos(tmp_path)
+    monkeypatch.setenv("REAL_PHOTOS_TRAIN", json.dumps(TINY))
+    monkeypatch.setenv("REAL_PHOTOS_OUTPUTS", str(tmp_path / "outputs"))
+
+    rows = list(real_photos.run_group(collection, ["defaults", "four_views"], _quick(params),
                                       math.inf))
 
     assert [row["variant"] for row in rows] == ["defaults", "four_views"]
@@ -187,6 +195,26 @@ def test_variants_on_one_cache_pass_give_every_figure(params: Params, tmp_path: 
     assert set(readers["reader"]) == {"head", "class mean", "knn(k=1)", "knn(k=5)"}
     head = readers[readers["reader"] == "head"]
     assert head["top-1"].tolist() == pytest.approx([row["accuracy"] for row in rows])
+
+
+@pytest.mark.slow
+@needs_grocery
+def test_a_reading_is_the_variant_s_own_model_evaluated_at_another_setting(
+        params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("REAL_PHOTOS_TRAIN", json.dumps({**TINY, "eval_image_size": 96}))
+    monkeypatch.setattr(real_photos, "READINGS", {"at96": {"eval_image_size": 96},
+                                                  "at128": {"eval_image_size": 128}})
+    monkeypatch.setenv("REAL_PHOTOS_READINGS", "at96,at128")
+
+    rows = list(real_photos.run_group(_few_photos(tmp_path), ["defaults"], _quick(params),
+                                      math.inf))
+
+    assert [row["variant"] for row in rows] == ["defaults", "defaults@at96", "defaults@at128"]
+    plain, again, larger = rows
+    assert pd.Series(again).drop("variant").equals(  # the setting trained with: the same
+        pd.Series(plain).drop("variant"))
+    assert larger["train_s"] == plain["train_s"]  # one training, read twice
+    assert larger["temperature"] > 0 and 0 <= larger["accuracy"] <= 1
 
 
 def test_paired_variants_compare_each_collection_with_itself(tmp_path: Path):
