@@ -341,11 +341,7 @@ def score(
     params = _params(ctx)
     cfg = with_overrides(params.score, model=model_uri(model, params.score.model),
                          concurrency=concurrency, batch_size=batch_size)
-    try:
-        use_experiment(cfg.monitor.experiment)  # a store that cannot log the run says so now
-    except TrackingStoreError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
+    use_experiment(cfg.monitor.experiment)  # a store that cannot log the run says so now
     predictor = _load_predictor(params, cfg.model, threshold)
     try:
         outcome = score_list(params, cfg, predictor, input_file, output, column)
