@@ -44,7 +44,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ from meterid.evaluation.inputs import (
     evaluation_inputs,
 )
 from meterid.evaluation.operating_point import KNN_KS
-from meterid.model.classifier import MeterClassifier
+from meterid.model.classifier import MeterClassifier, Preprocessing
 from meterid.training.calibration import calibrate
 from meterid.training.cross_fit import OutOfFoldLogits
 from meterid.training.outputs import FrozenEmbeddings, finished_model
@@ -330,7 +330,7 @@ def _run_cache_group(collection: Collection, configs: dict[str, TrainConfig], pa
                          params.validate_.max_pixels, next(template.parameters()).device)
     cache_s = time.perf_counter() - start
     inputs = evaluation_inputs(template, collection.splits, project)
-    readings = {name: evaluation_inputs(template, collection.splits, _read_at(project, name))
+    readings = {name: _reading(template, collection.splits, project, name)
                 for name in _reading_names()}
     print(f"  {collection.name} ({', '.join(configs)}): {len(collection.splits)} photos, "
           f"cache {cache_s:.0f} s, evaluation sets {time.perf_counter() - start - cache_s:.0f} s",
@@ -342,13 +342,14 @@ def _run_cache_group(collection: Collection, configs: dict[str, TrainConfig], pa
             print(f"  deadline: {name} not run", flush=True)
             continue
         fitted = _fit(template, cache, collection, cfg, cache_s)
-        for reading, reading_inputs in {"": inputs, **readings}.items():
+        for reading, (preprocessing, reading_inputs) in {"": (None, inputs),
+                                                         **readings}.items():
             variant = f"{name}@{reading}" if reading else name
             row = {"frame": collection.frame, "collection": collection.kind,
                    "seed": collection.seed, "training_seed": collection.train_seed,
                    "variant": variant, **fitted.figures,
                    **_evaluated(fitted, reading_inputs, project, cfg.seed,
-                                _outputs_path(collection, variant), recalibrate=bool(reading))}
+                                _outputs_path(collection, variant), preprocessing)}
             print("  " + _run_line(row), flush=True)
             yield row
 
@@ -357,9 +358,15 @@ def _reading_names() -> list[str]:
     return [n for n in os.environ.get("REAL_PHOTOS_READINGS", "").split(",") if n]
 
 
-def _read_at(project: Params, reading: str) -> Params:
-    return project.model_copy(update={"train": project.train.model_copy(
-        update=READINGS[reading])})
+def _reading(template: MeterClassifier, splits: pd.DataFrame, project: Params, reading: str
+             ) -> tuple[Preprocessing, EvaluationInputs]:
+    """The preprocessing of ``reading`` and the evaluation sets read with it (the sets read
+    photos as the model's preprocessing says)."""
+    settings = project.train.model_copy(update=READINGS[reading])
+    reader = copy.deepcopy(template)
+    reader.preprocessing = replace(template.preprocessing, image_size=settings.photo_size)
+    return reader.preprocessing, evaluation_inputs(reader, splits, project.model_copy(
+        update={"train": settings}))
 
 
 def _outputs_path(collection: Collection, variant: str) -> Path | None:
@@ -403,14 +410,18 @@ def _fit(template: MeterClassifier, cache: dict[str, CachedSplit], collection: C
 
 
 def _evaluated(fitted: _Fitted, inputs: EvaluationInputs, project: Params, seed: int,
-               outputs_path: Path | None, recalibrate: bool) -> dict:
-    """Evaluation as ``meterid evaluate`` does it; ``recalibrate``: the temperature fitted again
-    on these inputs' validation photos (out-of-fold temperatures read no evaluation photo)."""
+               outputs_path: Path | None, reading: Preprocessing | None) -> dict:
+    """Evaluation as ``meterid evaluate`` does it. A ``reading``: the model carries its
+    preprocessing, and its temperature is fitted again on these inputs' validation photos
+    (out-of-fold temperatures read no evaluation photo)."""
     model = fitted.model
-    if recalibrate and fitted.out_of_fold is None:
+    if reading is not None:
         model = copy.deepcopy(model)
-        logits, _ = logits_from_activations(model, inputs.val.activations)
-        model.temperature.fill_(calibrate(logits, inputs.val.targets, seed=seed).temperature)
+        model.preprocessing = reading
+        if fitted.out_of_fold is None:
+            logits, _ = logits_from_activations(model, inputs.val.activations)
+            model.temperature.fill_(calibrate(logits, inputs.val.targets,
+                                              seed=seed).temperature)
     data = evaluation_data(model, inputs, fitted.out_of_fold)
     evaluation = evaluate(model, data, fitted.frozen, project.evaluate, seed)
     reference = Reference(model.reference_embeddings.numpy(), model.reference_labels.numpy())

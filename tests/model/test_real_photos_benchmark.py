@@ -205,6 +205,7 @@ def test_a_reading_is_the_variant_s_own_model_evaluated_at_another_setting(
     monkeypatch.setattr(real_photos, "READINGS", {"at96": {"eval_image_size": 96},
                                                   "at128": {"eval_image_size": 128}})
     monkeypatch.setenv("REAL_PHOTOS_READINGS", "at96,at128")
+    monkeypatch.setenv("REAL_PHOTOS_OUTPUTS", str(tmp_path / "outputs"))
 
     rows = list(real_photos.run_group(_few_photos(tmp_path), ["defaults"], _quick(params),
                                       math.inf))
@@ -215,6 +216,11 @@ def test_a_reading_is_the_variant_s_own_model_evaluated_at_another_setting(
         pd.Series(plain).drop("variant"))
     assert larger["train_s"] == plain["train_s"]  # one training, read twice
     assert larger["temperature"] > 0 and 0 <= larger["accuracy"] <= 1
+    outputs = {v: np.load(tmp_path / "outputs" / f"upstream0_{v}.npz")
+               for v in ("defaults", "defaults@at96", "defaults@at128")}
+    for split in ("val_logits", "test_logits", "held_out_embeddings"):
+        assert np.array_equal(outputs["defaults"][split], outputs["defaults@at96"][split])
+        assert not np.allclose(outputs["defaults"][split], outputs["defaults@at128"][split])
 
 
 def test_paired_variants_compare_each_collection_with_itself(tmp_path: Path):
