@@ -256,6 +256,10 @@ def test_every_variant_is_a_training_config_and_the_two_stage_ones_share_a_pass(
                for name, overrides in real_photos.VARIANTS.items()}
     assert configs["two_stages_e4"] == configs["defaults"]  # the defaults since step 29
     assert configs["one_stage"].phase2.epochs == 8 == configs["round_21"].phase2.epochs
+    for before in ("round_21", "round_20"):  # as then: whole photos read at the training
+        # size, one crop range for every photo's shape
+        assert configs[before].photo_size == 224
+        assert configs[before].augment.crop_ratio_at_aspect is None
     groups = real_photos.cache_groups({n: configs[n] for n in ("defaults", "two_stages",
                                                                "one_stage", "round_21")})
     assert [list(group) for group in groups] == [["defaults", "two_stages"], ["one_stage"],
