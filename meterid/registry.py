@@ -336,10 +336,9 @@ def load_classifier(uri: str) -> ModelBundle:
     if Path(uri).is_dir():
         return _read(uri, uri, None)
     source, version = _resolve(uri)
-    if version is not None:  # source is models:/<name>/<version>
-        name = source.removeprefix("models:/").rsplit("/", 1)[0]
+    if version is not None and (pinned := _MODELS_URI.match(source)):
         require_artifact_access(MlflowClient().get_model_version_download_uri(
-            name, str(version)), f"model {source}")
+            pinned["name"], str(version)), f"model {source}")
     with tempfile.TemporaryDirectory(prefix="meterid-model-") as tmp:
         path = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp)
         loaded = _read(path, source, version)

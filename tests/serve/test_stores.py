@@ -101,3 +101,22 @@ def test_artifacts_only_a_server_serves_are_named_for_a_database_store(
         require_artifact_access("mlflow-artifacts:/1/m", "model models:/meterid/1")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")  # the server reads them
     require_artifact_access("mlflow-artifacts:/1/m", "model models:/meterid/1")
+
+
+def test_a_model_registered_through_the_server_is_refused_by_name_before_its_download(
+        params: Params, tmp_path, monkeypatch: pytest.MonkeyPatch):
+    from mlflow import MlflowClient
+
+    from meterid.registry import load_classifier
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")  # restored after configure_stores sets it
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    configure_stores(params.stores, tmp_path)
+    client = MlflowClient()  # as `meterid serve` registers: the bytes on the server
+    client.create_registered_model("meterid")
+    client.create_model_version("meterid", "mlflow-artifacts:/1/models/m-1/artifacts")
+    client.set_registered_model_alias("meterid", "champion", "1")
+    with pytest.raises(TrackingStoreError, match=r"model models:/meterid/1 keeps its artifacts "
+                       r"on the MLflow server \(mlflow-artifacts:/1/models/m-1/artifacts\)"):
+        load_classifier("models:/meterid@champion")  # the alias pinned, then refused
